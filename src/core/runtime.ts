@@ -1,0 +1,133 @@
+/**
+ * The container runtime contract. Implementations (runc today) live in `src/runtime/`.
+ * Names are godwit's container names; an implementation maps them to its own ids.
+ */
+
+/** Lifecycle states a container can be in, as godwit reports them. */
+export enum ContainerStatus {
+  Created = 'created',
+  Running = 'running',
+  Paused = 'paused',
+  /** The process tree has exited (or was killed); the record remains until `remove`. */
+  Stopped = 'stopped',
+  /** Checkpointed without --leave-running: its state lives in a checkpoint directory. */
+  Checkpointed = 'checkpointed',
+}
+
+/** What to run. Validated by the runtime: names are `[a-z0-9][a-z0-9_.-]{0,62}`. */
+export interface RunSpec {
+  name: string;
+  /** Image name; `busybox` is built locally from Debian's busybox-static. */
+  image: string;
+  args: readonly string[];
+  env: Readonly<Record<string, string>>;
+  /** Memory limit in bytes, if any. */
+  memoryLimitBytes?: number;
+  /** Working directory inside the container; default `/`. */
+  cwd?: string;
+  /** Path of an existing network namespace to join (e.g. one made by the testbed); default a new one. */
+  netnsPath?: string;
+  /** Hostname inside the container; default the name. */
+  hostname?: string;
+}
+
+/** A container as the runtime sees it now. */
+export interface ContainerInfo {
+  name: string;
+  image: string;
+  args: readonly string[];
+  status: ContainerStatus;
+  /** Host PID of the container's init, when it runs. */
+  pid?: number;
+  /** ISO time the container was created (or restored). */
+  createdAt: string;
+  /** Exit code or `signal N` once it has stopped. */
+  exit?: string;
+  /** Set when the container was made by a restore. */
+  restoredFrom?: string;
+  /** Set when the container was checkpointed away. */
+  checkpointedTo?: string;
+}
+
+/** Options of a checkpoint. All default to false / unset. */
+export interface CheckpointOptions {
+  /** Directory to write the checkpoint to; must not exist or be empty. */
+  dir: string;
+  /** Keep the container running after the dump. */
+  leaveRunning?: boolean;
+  /** Dump established TCP connections (they are repaired on restore). */
+  tcpEstablished?: boolean;
+  /** Dump memory lazily: pages stay behind for a page server (post-copy). */
+  lazyPages?: boolean;
+  /** Send pages to a CRIU page server at this address instead of writing them. */
+  pageServer?: { address: string; port: number };
+  /** Where CRIU writes its logs; default `<dir>/work`. */
+  workDir?: string;
+}
+
+/** Options of a restore. */
+export interface RestoreOptions {
+  /** Checkpoint directory written by `checkpoint`. */
+  dir: string;
+  /** Name of the restored container; must not exist. */
+  name: string;
+  /** Restore with lazy pages served by a page server (post-copy). */
+  lazyPages?: boolean;
+  /** Network namespace to restore into; default the one recorded in the checkpoint, or a new one. */
+  netnsPath?: string;
+  /** Restore established TCP connections. */
+  tcpEstablished?: boolean;
+  workDir?: string;
+}
+
+/** Measured outcome of a checkpoint. */
+export interface CheckpointResult {
+  name: string;
+  dir: string;
+  /** Wall time of the runtime's checkpoint call, ms. */
+  durationMs: number;
+  /** Bytes written to `dir` (CRIU images plus root filesystem changes). */
+  imageBytes: number;
+  /** Bytes of memory pages CRIU wrote. */
+  pagesBytes: number;
+  leftRunning: boolean;
+}
+
+/** Measured outcome of a restore. */
+export interface RestoreResult {
+  name: string;
+  pid: number;
+  /** Wall time from the restore call to the container running, ms. */
+  durationMs: number;
+}
+
+/** Result of `exec`: exit code and captured output (when captured). */
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs, inspects, checkpoints and restores containers on one host (one state directory). */
+export interface ContainerRuntime {
+  /** Creates and starts a container. Fails with ContainerExists if the name is taken. */
+  run(spec: RunSpec): Promise<ContainerInfo>;
+  /** One container; fails with ContainerNotFound. */
+  inspect(name: string): Promise<ContainerInfo>;
+  /** All containers of this host, sorted by name. */
+  list(): Promise<ContainerInfo[]>;
+  /** Runs a command inside a running container. `capture` collects output instead of inheriting stdio. */
+  exec(name: string, args: readonly string[], opts?: { capture?: boolean }): Promise<ExecResult>;
+  /** Sends a signal to the container's init; default SIGTERM. */
+  kill(name: string, signal?: string): Promise<void>;
+  /** Stops the container: SIGTERM, then SIGKILL after `timeoutMs`. Idempotent on a stopped container. */
+  stop(name: string, opts?: { timeoutMs?: number }): Promise<void>;
+  /** Removes a stopped container and everything it holds (mounts, bundle). `force` kills it first. */
+  remove(name: string, opts?: { force?: boolean }): Promise<void>;
+  /** Checkpoints a running container into `opts.dir`. On failure the container keeps running. */
+  checkpoint(name: string, opts: CheckpointOptions): Promise<CheckpointResult>;
+  /** Restores a checkpoint as a new container. On failure nothing is left behind. */
+  restore(opts: RestoreOptions): Promise<RestoreResult>;
+  /** Everything the container has written to stdout and stderr so far. */
+  logs(name: string): Promise<string>;
+}

@@ -1,0 +1,596 @@
+/**
+ * ContainerRuntime over runc, with CRIU for checkpoint/restore.
+ *
+ * Each container is started by `godwit-shim`, which holds its stdio as anonymous pipes
+ * (CRIU can dump and restore those; host files it cannot) and appends its output to
+ * `output.log`. Root filesystems are overlays: the image is the lower layer and the
+ * container's changes live in `upper/`, which is what a checkpoint carries along.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { systemClock, type Clock } from '../core/clock.js';
+import {
+  AlreadyExistsError,
+  ErrorCode,
+  FailedPreconditionError,
+  GodwitError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+  errorMessage,
+} from '../core/errors.js';
+import { nullLogger, type Logger } from '../core/logger.js';
+import {
+  ContainerStatus,
+  type CheckpointOptions,
+  type CheckpointResult,
+  type ContainerInfo,
+  type ContainerRuntime,
+  type ExecResult,
+  type RestoreOptions,
+  type RestoreResult,
+  type RunSpec,
+} from '../core/runtime.js';
+import { criuLogPathFromRunc, criuVersionFromLog, decisiveLines, parseRuncStderr } from '../criu/log.js';
+import { lastLines, runCommand, type CommandResult } from '../system/exec.js';
+import type { ImageStore } from './image-store.js';
+import { buildOciConfig } from './oci-config.js';
+import {
+  CHECKPOINT_FORMAT,
+  parseCheckpointManifest,
+  parseContainerRecord,
+  statusFromRunc,
+  type CheckpointManifest,
+  type ContainerRecord,
+} from './records.js';
+import { StateDir, readJsonIfExists, validateName, writeJsonAtomic } from './state-dir.js';
+
+/** Executables the runtime drives. */
+export interface RuncTools {
+  runc: string;
+  /** CRIU (≥ 4.2) or a wrapper that runs it; given to runc as `--criu`. */
+  criu: string;
+  /** The godwit-shim binary (native/godwit-shim.c). */
+  shim: string;
+}
+
+/** Dependencies of a RuncRuntime. */
+export interface RuncRuntimeOptions {
+  state: StateDir;
+  tools: RuncTools;
+  images: ImageStore;
+  clock?: Clock;
+  log?: Logger;
+}
+
+/** Files of a checkpoint directory. */
+export const CHECKPOINT_FILES = {
+  manifest: 'checkpoint.json',
+  criuDir: 'criu',
+  workDir: 'work',
+  rootfsDiff: 'rootfs.tar',
+} as const;
+
+/** How long runc and CRIU may take for one call before godwit gives up. */
+const RUNC_TIMEOUT_MS = 120_000;
+
+/** ContainerRuntime implemented with runc and CRIU on one godwit host. */
+export class RuncRuntime implements ContainerRuntime {
+  private readonly state: StateDir;
+  private readonly tools: RuncTools;
+  private readonly images: ImageStore;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+
+  constructor(opts: RuncRuntimeOptions) {
+    this.state = opts.state;
+    this.tools = opts.tools;
+    this.images = opts.images;
+    this.clock = opts.clock ?? systemClock;
+    this.log = opts.log ?? nullLogger;
+  }
+
+  async run(spec: RunSpec): Promise<ContainerInfo> {
+    validateName(spec.name);
+    if (spec.args.length === 0) {
+      throw new InvalidArgumentError(ErrorCode.InvalidFlag, 'no command given', { hint: 'godwit run NAME -- CMD…' });
+    }
+    const image = await this.images.ensure(spec.image);
+    await this.claimName(spec.name);
+    const record: ContainerRecord = {
+      version: 1,
+      spec,
+      imageId: image.id,
+      lowerDir: image.rootfs,
+      createdAt: new Date(this.clock.now()).toISOString(),
+    };
+    try {
+      await this.prepareBundle(record);
+      await writeJsonAtomic(this.state.containerRecord(spec.name), record);
+      const res = await this.startWithShim(spec.name, ['run', '-d', '--bundle', this.state.bundleDir(spec.name), spec.name]);
+      if (!res.ok) {
+        throw new UnavailableError(ErrorCode.RuncFailed, `runc could not start ${spec.name}`, {
+          details: runcErrorLines(res.output),
+        });
+      }
+      this.log.info('container started', { name: spec.name, image: spec.image, imageId: image.id });
+    } catch (err) {
+      await this.destroy(spec.name);
+      throw err;
+    }
+    return this.inspect(spec.name);
+  }
+
+  async inspect(name: string): Promise<ContainerInfo> {
+    const record = await this.readRecord(name);
+    const st = await this.runcState(name);
+    return this.toInfo(record, st);
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.state.containersDir);
+    } catch {
+      return [];
+    }
+    const out: ContainerInfo[] = [];
+    for (const name of names.sort()) {
+      try {
+        out.push(await this.inspect(name));
+      } catch (err) {
+        // A half-created or foreign directory is not a container; say so in the log only.
+        if (!(err instanceof NotFoundError)) this.log.warn('unreadable container record', { name, err: errorMessage(err) });
+      }
+    }
+    return out;
+  }
+
+  async exec(name: string, args: readonly string[], opts: { capture?: boolean } = {}): Promise<ExecResult> {
+    await this.requireRunning(name);
+    if (args.length === 0) throw new InvalidArgumentError(ErrorCode.InvalidFlag, 'no command given to exec');
+    const res = await runCommand(this.tools.runc, ['--root', this.state.runcRoot, 'exec', name, ...args], {
+      inherit: !opts.capture,
+    });
+    return { exitCode: res.code, stdout: res.stdout, stderr: res.stderr };
+  }
+
+  async kill(name: string, signal = 'TERM'): Promise<void> {
+    await this.requireRunning(name);
+    const res = await this.runc(['kill', name, signal]);
+    if (res.code !== 0) throw runcFailure(`runc kill ${name} ${signal}`, res);
+  }
+
+  async stop(name: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    const info = await this.inspect(name);
+    if (!isLive(info.status)) return;
+    await this.runc(['kill', name, 'TERM']);
+    if (await this.waitStopped(name, opts.timeoutMs ?? 10_000)) return;
+    this.log.info('container ignored SIGTERM, killing', { name });
+    await this.runc(['kill', name, 'KILL']);
+    if (!(await this.waitStopped(name, 10_000))) {
+      throw new UnavailableError(ErrorCode.Timeout, `${name} did not stop after SIGKILL`);
+    }
+  }
+
+  async remove(name: string, opts: { force?: boolean } = {}): Promise<void> {
+    const info = await this.inspect(name);
+    if (isLive(info.status)) {
+      if (!opts.force) {
+        throw new FailedPreconditionError(ErrorCode.ContainerRunning, `${name} is ${info.status}`, {
+          hint: `stop it first (godwit stop ${name}) or use rm -f`,
+        });
+      }
+      await this.runc(['kill', name, 'KILL']);
+      await this.waitStopped(name, 10_000);
+    }
+    await this.destroy(name);
+    this.log.info('container removed', { name });
+  }
+
+  async logs(name: string): Promise<string> {
+    await this.readRecord(name);
+    try {
+      return await readFile(this.state.outputLog(name), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  async checkpoint(name: string, opts: CheckpointOptions): Promise<CheckpointResult> {
+    const record = await this.readRecord(name);
+    await this.requireRunning(name);
+    const dir = resolve(opts.dir);
+    const createdDir = await prepareEmptyDir(dir);
+    const criuDir = join(dir, CHECKPOINT_FILES.criuDir);
+    const workDir = opts.workDir ? resolve(opts.workDir) : join(dir, CHECKPOINT_FILES.workDir);
+    await mkdir(criuDir, { recursive: true });
+    await mkdir(workDir, { recursive: true });
+
+    const args = ['checkpoint', '--image-path', criuDir, '--work-path', workDir];
+    if (opts.leaveRunning) args.push('--leave-running');
+    if (opts.tcpEstablished) args.push('--tcp-established');
+    if (opts.lazyPages) args.push('--lazy-pages');
+    if (opts.pageServer) args.push('--page-server', `${opts.pageServer.address}:${opts.pageServer.port}`);
+    args.push(name);
+
+    const started = this.clock.monotonic();
+    const res = await this.runc(args);
+    const durationMs = this.clock.monotonic() - started;
+    const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
+    if (res.code !== 0) {
+      const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
+      if (createdDir) await rm(dir, { recursive: true, force: true });
+      else await rm(criuDir, { recursive: true, force: true });
+      throw new UnavailableError(ErrorCode.CriuDumpFailed, `checkpoint of ${name} failed`, {
+        details: dumpLog ? decisiveLines(dumpLog) : runcErrorLines(res.stderr),
+        hint: kept ? `full CRIU log: ${kept}` : undefined,
+      });
+    }
+
+    // With the tasks dumped (and, unless left running, gone), the root filesystem changes are stable.
+    await runChecked(['tar', '--xattrs', '--xattrs-include=trusted.*', '-C', this.state.upperDir(name), '-cf', join(dir, CHECKPOINT_FILES.rootfsDiff), '.']);
+    const manifest: CheckpointManifest = {
+      format: CHECKPOINT_FORMAT,
+      spec: record.spec,
+      imageId: record.imageId,
+      sourceHostId: this.state.hostId,
+      createdAt: new Date(this.clock.now()).toISOString(),
+      leftRunning: Boolean(opts.leaveRunning),
+      tcpEstablished: Boolean(opts.tcpEstablished),
+      lazyPages: Boolean(opts.lazyPages),
+      hasRootfsDiff: true,
+    };
+    const criuVersion = criuVersionFromLog(dumpLog);
+    if (criuVersion) manifest.criuVersion = criuVersion;
+    await writeJsonAtomic(join(dir, CHECKPOINT_FILES.manifest), manifest);
+    if (!opts.leaveRunning) {
+      await writeJsonAtomic(this.state.containerRecord(name), { ...record, checkpointedTo: dir });
+    }
+    const [imageBytes, pagesBytes] = await Promise.all([treeBytes(dir), pagesImageBytes(criuDir)]);
+    this.log.info('container checkpointed', { name, dir, durationMs, imageBytes, pagesBytes });
+    return { name, dir, durationMs, imageBytes, pagesBytes, leftRunning: Boolean(opts.leaveRunning) };
+  }
+
+  async restore(opts: RestoreOptions): Promise<RestoreResult> {
+    validateName(opts.name);
+    const dir = resolve(opts.dir);
+    const manifest = await readCheckpoint(dir);
+    const image = await this.images.ensure(manifest.spec.image);
+    if (image.id !== manifest.imageId) {
+      this.log.warn('restoring onto a different image build', { want: manifest.imageId, have: image.id });
+    }
+    await this.claimName(opts.name);
+    const spec: RunSpec = { ...manifest.spec, name: opts.name };
+    if (opts.netnsPath !== undefined) spec.netnsPath = opts.netnsPath;
+    const record: ContainerRecord = {
+      version: 1,
+      spec,
+      imageId: image.id,
+      lowerDir: image.rootfs,
+      createdAt: new Date(this.clock.now()).toISOString(),
+      restoredFrom: dir,
+    };
+    const workDir = opts.workDir ? resolve(opts.workDir) : join(this.state.containerDir(opts.name), 'restore-work');
+    try {
+      await mkdir(this.state.upperDir(opts.name), { recursive: true });
+      if (manifest.hasRootfsDiff) {
+        await runChecked(['tar', '--xattrs', '--xattrs-include=trusted.*', '-C', this.state.upperDir(opts.name), '-xf', join(dir, CHECKPOINT_FILES.rootfsDiff)]);
+      }
+      await this.prepareBundle(record);
+      await writeJsonAtomic(this.state.containerRecord(opts.name), record);
+      await mkdir(workDir, { recursive: true });
+      const args = ['restore', '-d', '--image-path', join(dir, CHECKPOINT_FILES.criuDir), '--work-path', workDir];
+      if (opts.tcpEstablished ?? manifest.tcpEstablished) args.push('--tcp-established');
+      if (opts.lazyPages) args.push('--lazy-pages');
+      args.push('--bundle', this.state.bundleDir(opts.name), opts.name);
+
+      const started = this.clock.monotonic();
+      const res = await this.startWithShim(opts.name, args);
+      const durationMs = this.clock.monotonic() - started;
+      if (!res.ok) {
+        const logPath = criuLogPathFromRunc(res.output) ?? join(workDir, 'restore.log');
+        const restoreLog = await readFile(logPath, 'utf8').catch(() => '');
+        const kept = await this.keepLog(`restore-${opts.name}`, restoreLog || res.output);
+        throw new UnavailableError(ErrorCode.CriuRestoreFailed, `restore of ${opts.name} from ${dir} failed`, {
+          details: restoreLog ? decisiveLines(restoreLog) : runcErrorLines(res.output),
+          hint: kept ? `full log: ${kept}` : undefined,
+        });
+      }
+      const info = await this.inspect(opts.name);
+      if (info.status !== ContainerStatus.Running || info.pid === undefined) {
+        throw new UnavailableError(ErrorCode.CriuRestoreFailed, `${opts.name} is ${info.status} right after restore`);
+      }
+      this.log.info('container restored', { name: opts.name, from: dir, durationMs });
+      return { name: opts.name, pid: info.pid, durationMs };
+    } catch (err) {
+      await this.destroy(opts.name);
+      throw err;
+    }
+  }
+
+  // ---- internals ----
+
+  /** Creates the container directory exclusively; the name is ours once this returns. */
+  private async claimName(name: string): Promise<void> {
+    try {
+      await mkdir(this.state.containerDir(name), { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new AlreadyExistsError(ErrorCode.ContainerExists, `a container named ${name} already exists`, {
+          hint: `choose another name or remove it: godwit rm -f ${name}`,
+        });
+      }
+      throw err;
+    }
+  }
+
+  /** Mounts the overlay root filesystem and writes config.json. */
+  private async prepareBundle(record: ContainerRecord): Promise<void> {
+    const name = record.spec.name;
+    const rootfs = this.state.rootfsMount(name);
+    await mkdir(this.state.upperDir(name), { recursive: true });
+    await mkdir(this.state.overlayWorkDir(name), { recursive: true });
+    await mkdir(rootfs, { recursive: true });
+    if (!(await isMountPoint(rootfs))) {
+      const opts = `lowerdir=${record.lowerDir},upperdir=${this.state.upperDir(name)},workdir=${this.state.overlayWorkDir(name)}`;
+      await runChecked(['mount', '-t', 'overlay', 'overlay', '-o', opts, rootfs]);
+    }
+    const config = buildOciConfig(record.spec, { hostId: this.state.hostId });
+    await writeFile(join(this.state.bundleDir(name), 'config.json'), JSON.stringify(config, null, 2));
+  }
+
+  /** Removes everything of a container: runc state, mount, directory. Never throws for what is already gone. */
+  private async destroy(name: string): Promise<void> {
+    await this.runc(['delete', '--force', name]).catch(() => undefined);
+    const rootfs = this.state.rootfsMount(name);
+    if (await isMountPoint(rootfs)) {
+      const res = await runCommand('umount', [rootfs]);
+      if (res.code !== 0) await runCommand('umount', ['-l', rootfs]);
+    }
+    await rm(this.state.containerDir(name), { recursive: true, force: true });
+  }
+
+  private async readRecord(name: string): Promise<ContainerRecord> {
+    validateName(name);
+    const path = this.state.containerRecord(name);
+    const raw = await readJsonIfExists(path);
+    if (raw === undefined) {
+      throw new NotFoundError(ErrorCode.ContainerNotFound, `no container named ${name}`, {
+        hint: 'godwit ps lists the containers of this host',
+      });
+    }
+    return parseContainerRecord(raw, path);
+  }
+
+  private async requireRunning(name: string): Promise<ContainerInfo> {
+    const info = await this.inspect(name);
+    if (info.status !== ContainerStatus.Running) {
+      throw new FailedPreconditionError(ErrorCode.ContainerNotRunning, `${name} is ${info.status}, not running`);
+    }
+    return info;
+  }
+
+  private async runcState(name: string): Promise<{ status: string; pid: number } | undefined> {
+    const res = await this.runc(['state', name]);
+    if (res.code !== 0) return undefined;
+    try {
+      const st = JSON.parse(res.stdout) as { status?: unknown; pid?: unknown };
+      if (typeof st.status !== 'string') return undefined;
+      return { status: st.status, pid: typeof st.pid === 'number' ? st.pid : 0 };
+    } catch {
+      throw new InternalError(ErrorCode.Internal, `runc state ${name} printed invalid JSON`);
+    }
+  }
+
+  private async toInfo(record: ContainerRecord, st: { status: string; pid: number } | undefined): Promise<ContainerInfo> {
+    const name = record.spec.name;
+    let status: ContainerStatus;
+    if (st) status = statusFromRunc(st.status);
+    else if (record.checkpointedTo) status = ContainerStatus.Checkpointed;
+    else status = ContainerStatus.Stopped;
+    const info: ContainerInfo = {
+      name,
+      image: record.spec.image,
+      args: record.spec.args,
+      status,
+      createdAt: record.createdAt,
+    };
+    if (st && isLive(status) && st.pid > 0) info.pid = st.pid;
+    if (!isLive(status)) {
+      const exit = await readFile(this.state.exitFile(name), 'utf8').catch(() => undefined);
+      if (exit !== undefined) info.exit = exit.trim();
+    }
+    if (record.restoredFrom) info.restoredFrom = record.restoredFrom;
+    if (record.checkpointedTo) info.checkpointedTo = record.checkpointedTo;
+    return info;
+  }
+
+  private async waitStopped(name: string, timeoutMs: number): Promise<boolean> {
+    const deadline = this.clock.monotonic() + timeoutMs;
+    while (this.clock.monotonic() < deadline) {
+      const st = await this.runcState(name);
+      if (!st || !isLive(statusFromRunc(st.status))) return true;
+      await this.clock.sleep(50);
+    }
+    return false;
+  }
+
+  private runc(args: readonly string[]): Promise<CommandResult> {
+    return runCommand(this.tools.runc, ['--root', this.state.runcRoot, '--criu', this.tools.criu, ...args], {
+      timeoutMs: RUNC_TIMEOUT_MS,
+    });
+  }
+
+  /**
+   * Runs `runc ARGS` under a new godwit-shim, which stays behind as the container's parent.
+   * Resolves once runc has returned; `output` is the container log (where runc's own
+   * stderr went), for error reporting.
+   */
+  private async startWithShim(name: string, runcArgs: readonly string[]): Promise<{ ok: boolean; output: string }> {
+    await rm(this.state.exitFile(name), { force: true });
+    const argv = [
+      this.state.outputLog(name),
+      this.state.exitFile(name),
+      '--',
+      this.tools.runc,
+      '--root',
+      this.state.runcRoot,
+      '--criu',
+      this.tools.criu,
+      ...runcArgs,
+    ];
+    const status = await new Promise<string>((resolvePromise, reject) => {
+      const child = spawn(this.tools.shim, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      let out = '';
+      let err = '';
+      const timer = setTimeout(() => child.kill('SIGKILL'), RUNC_TIMEOUT_MS);
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        reject(
+          new FailedPreconditionError(ErrorCode.ToolMissing, `cannot run ${this.tools.shim}: ${e.message}`, {
+            hint: 'run `godwit setup`',
+          }),
+        );
+      });
+      // 'close' waits for the daemonised shim to close the stdout it reports on.
+      child.on('close', () => {
+        clearTimeout(timer);
+        if (err.trim()) this.log.warn('shim stderr', { name, stderr: err.trim() });
+        resolvePromise(out.trim());
+      });
+      child.unref();
+    });
+    const ok = /^ok 0$/m.test(status);
+    const output = ok ? '' : await readFile(this.state.outputLog(name), 'utf8').catch(() => status);
+    return { ok, output };
+  }
+
+  /** Copies a log to `<state>/logs/` so it survives the cleanup of a failed operation. */
+  private async keepLog(prefix: string, text: string): Promise<string | undefined> {
+    if (!text) return undefined;
+    const path = join(this.state.logsDir, `${prefix}-${new Date(this.clock.now()).toISOString().replace(/[:.]/g, '-')}.log`);
+    try {
+      await writeFile(path, text);
+      return path;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** True for states in which processes exist. */
+function isLive(status: ContainerStatus): boolean {
+  return status === ContainerStatus.Running || status === ContainerStatus.Paused || status === ContainerStatus.Created;
+}
+
+/** Reads and validates a checkpoint directory; NotFound / CheckpointCorrupt with the reason. */
+export async function readCheckpoint(dir: string): Promise<CheckpointManifest> {
+  try {
+    const st = await stat(dir);
+    if (!st.isDirectory()) throw new Error('not a directory');
+  } catch {
+    throw new NotFoundError(ErrorCode.CheckpointNotFound, `no checkpoint directory at ${dir}`);
+  }
+  const manifestPath = join(dir, CHECKPOINT_FILES.manifest);
+  let manifest: CheckpointManifest;
+  try {
+    const raw = await readJsonIfExists(manifestPath);
+    if (raw === undefined) throw new Error(`${CHECKPOINT_FILES.manifest} is missing`);
+    manifest = parseCheckpointManifest(raw, CHECKPOINT_FILES.manifest);
+  } catch (err) {
+    throw new InvalidArgumentError(ErrorCode.CheckpointCorrupt, `${dir} is not a usable checkpoint: ${errorMessage(err)}`);
+  }
+  for (const f of [join(CHECKPOINT_FILES.criuDir, 'inventory.img'), join(CHECKPOINT_FILES.criuDir, 'descriptors.json')]) {
+    if (!(await fileExists(join(dir, f)))) {
+      throw new InvalidArgumentError(ErrorCode.CheckpointCorrupt, `${dir} is not a usable checkpoint: ${f} is missing`);
+    }
+  }
+  if (manifest.hasRootfsDiff && !(await fileExists(join(dir, CHECKPOINT_FILES.rootfsDiff)))) {
+    throw new InvalidArgumentError(ErrorCode.CheckpointCorrupt, `${dir} is not a usable checkpoint: ${CHECKPOINT_FILES.rootfsDiff} is missing`);
+  }
+  return manifest;
+}
+
+/** Creates `dir`, or accepts it when empty. Returns whether it was created. */
+async function prepareEmptyDir(dir: string): Promise<boolean> {
+  try {
+    const entries = await readdir(dir);
+    if (entries.length > 0) {
+      throw new AlreadyExistsError(ErrorCode.CheckpointExists, `${dir} is not empty`, {
+        hint: 'checkpoint into a new or empty directory',
+      });
+    }
+    return false;
+  } catch (err) {
+    if (err instanceof GodwitError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(dir, { recursive: true });
+    return true;
+  }
+}
+
+async function runChecked(argv: readonly string[]): Promise<void> {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new InternalError(ErrorCode.Internal, 'empty command');
+  const res = await runCommand(file, args, { timeoutMs: RUNC_TIMEOUT_MS });
+  if (res.code !== 0) {
+    throw new UnavailableError(ErrorCode.CommandFailed, `${argv.join(' ')} failed (exit ${res.code})`, {
+      details: lastLines(res.stderr || res.stdout, 5),
+    });
+  }
+}
+
+function runcFailure(what: string, res: CommandResult): UnavailableError {
+  return new UnavailableError(ErrorCode.RuncFailed, `${what} failed (exit ${res.code})`, {
+    details: runcErrorLines(res.stderr),
+  });
+}
+
+/** The error messages in runc's output, one per line. */
+function runcErrorLines(text: string): string[] {
+  const lines = parseRuncStderr(text).filter((l) => l.level === 'error' || l.level === 'fatal' || l.level === 'unknown');
+  return lines.slice(-5).map((l) => l.msg.split('\n')[0] ?? l.msg);
+}
+
+/** True when `path` is a mount point in this mount namespace. */
+export async function isMountPoint(path: string): Promise<boolean> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  const target = resolve(path);
+  return info.split('\n').some((line) => unescapeMount(line.split(' ')[4] ?? '') === target);
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Total bytes of the regular files below `dir`. */
+export async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) total += await treeBytes(p);
+    else if (e.isFile()) total += (await stat(p)).size;
+  }
+  return total;
+}
+
+async function pagesImageBytes(criuDir: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(criuDir)) {
+    if (/^pages-\d+\.img$/.test(f)) total += (await stat(join(criuDir, f))).size;
+  }
+  return total;
+}
