@@ -15,7 +15,11 @@ import { defaultToolsDir, loadTools } from '../system/tools.js';
 import { benchCheckpointRestore } from './checkpoint-restore.js';
 
 const { values } = parseArgs({
-  options: { reps: { type: 'string', default: '5' }, mib: { type: 'string', default: '0,256' }, out: { type: 'string' } },
+  options: {
+    reps: { type: 'string', default: '5' },
+    mib: { type: 'string', default: '0,256' },
+    out: { type: 'string' },
+  },
 });
 const reps = Number(values.reps);
 const mibs = (values.mib ?? '0').split(',').map(Number);
@@ -23,14 +27,24 @@ const tools = await loadTools(defaultToolsDir());
 const dir = await mkdtemp(join(tmpdir(), 'godwit-bench-'));
 try {
   const state = await StateDir.open(dir);
-  const runtime = new RuncRuntime({ state, tools, images: new ImageStore(state.imagesDir, { binaries: [tools.memload] }) });
+  const runtime = new RuncRuntime({
+    state,
+    tools,
+    images: new ImageStore(state.imagesDir, { binaries: [tools.memload] }),
+  });
   const results = await benchCheckpointRestore(runtime, {
     reps,
     memoryMiB: mibs,
     onRep: (r, i) =>
-      process.stderr.write(`${r.workload} ${r.memoryMiB} MiB #${i + 1}: checkpoint ${formatMs(r.checkpointMs)}, restore ${formatMs(r.restoreMs)}\n`),
+      process.stderr.write(
+        `${r.workload} ${r.memoryMiB} MiB #${i + 1}: checkpoint ${formatMs(r.checkpointMs)}, restore ${formatMs(r.restoreMs)}\n`,
+      ),
   });
-  const doc = { machine: { kernel: (await import('node:os')).release(), criu: tools.criuVersion }, reps, results };
+  const doc = {
+    machine: { kernel: (await import('node:os')).release(), criu: tools.criuVersion },
+    reps,
+    results,
+  };
   if (values.out) await writeFile(values.out, JSON.stringify(doc, null, 2) + '\n');
   console.log(
     table(

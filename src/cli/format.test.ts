@@ -6,7 +6,16 @@ import { ErrorCode, InvalidArgumentError, NotFoundError, UnavailableError } from
 
 describe('format', () => {
   it('aligns table columns', () => {
-    assert.equal(table(['NAME', 'STATUS'], [['a', 'running'], ['long-name', 'x']]), 'NAME       STATUS\na          running\nlong-name  x');
+    assert.equal(
+      table(
+        ['NAME', 'STATUS'],
+        [
+          ['a', 'running'],
+          ['long-name', 'x'],
+        ],
+      ),
+      'NAME       STATUS\na          running\nlong-name  x',
+    );
   });
   it('formats bytes and ms', () => {
     assert.equal(formatBytes(512), '512 B');

@@ -17,7 +17,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   let context: CliContext | undefined;
   const program = new Command('godwit');
   const ctx = (): CliContext => {
-    context ??= CliContext.fromFlags(program.opts<{ stateDir?: string; toolsDir?: string; debug?: boolean }>());
+    context ??= CliContext.fromFlags(
+      program.opts<{ stateDir?: string; toolsDir?: string; debug?: boolean }>(),
+    );
     return context;
   };
   const setExit = (code: number): void => {
@@ -48,12 +50,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     return exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+      if (
+        err.code === 'commander.helpDisplayed' ||
+        err.code === 'commander.version' ||
+        err.code === 'commander.help'
+      ) {
         return ExitCode.Ok;
       }
       return ExitCode.Usage;
     }
-    printError(err, context?.options.debug ?? (argv.includes('--debug') || process.env['GODWIT_DEBUG'] === '1'));
+    printError(
+      err,
+      context?.options.debug ?? (argv.includes('--debug') || process.env['GODWIT_DEBUG'] === '1'),
+    );
     return exitCodeFor(err);
   }
 }

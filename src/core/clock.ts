@@ -31,7 +31,10 @@ export async function retryUntil<T>(
     const value = await check();
     if (value !== undefined) return value;
     if (clock.monotonic() >= deadline) {
-      throw new UnavailableError(ErrorCode.Timeout, `timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`);
+      throw new UnavailableError(
+        ErrorCode.Timeout,
+        `timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`,
+      );
     }
     await clock.sleep(opts.intervalMs ?? 50);
   }

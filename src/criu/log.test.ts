@@ -87,7 +87,9 @@ describe('runc stderr', () => {
   });
 
   it('keeps lines in another form', () => {
-    assert.deepEqual(parseRuncStderr('open /x: no such file'), [{ level: 'unknown', msg: 'open /x: no such file' }]);
+    assert.deepEqual(parseRuncStderr('open /x: no such file'), [
+      { level: 'unknown', msg: 'open /x: no such file' },
+    ]);
   });
 });
 

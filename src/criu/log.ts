@@ -25,7 +25,7 @@ const LINE = /^\((\d+\.\d+)\)\s+(?:(Error|Warn)\s+\(([^)]+)\):\s*)?(.*)$/;
 export const BENIGN_CRIU_ERRORS: readonly { pattern: RegExp; why: string }[] = [
   {
     pattern: /rlimit: Can't setup RLIMIT_NOFILE for self/,
-    why: "CRIU tries to raise its own fd limit above the hard limit; it continues with the current one",
+    why: 'CRIU tries to raise its own fd limit above the hard limit; it continues with the current one',
   },
 ];
 

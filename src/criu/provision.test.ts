@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  debootstrapErrors,
   decisiveCheckLines,
   findDebianMirror,
   parseDpkgStatusVersion,
@@ -176,5 +177,15 @@ describe('decisiveCheckLines', () => {
   it('falls back to the last lines', () => {
     assert.deepEqual(decisiveCheckLines('a\nb\n', false), ['a', 'b']);
     assert.deepEqual(decisiveCheckLines('Looks good.\n', true), ['Looks good.']);
+  });
+});
+
+describe('debootstrapErrors', () => {
+  it('puts E: lines first and appends the new lines of the log', () => {
+    const out = 'I: Retrieving InRelease\nE: Failed getting release file http://x/dists/forky/Release\n';
+    assert.deepEqual(
+      debootstrapErrors(out, ['E: Failed getting release file http://x/dists/forky/Release', 'ERROR 404']),
+      ['E: Failed getting release file http://x/dists/forky/Release', 'ERROR 404'],
+    );
   });
 });

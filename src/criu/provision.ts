@@ -340,7 +340,7 @@ interface TreeMarker {
 export async function provisionCriu(opts: ProvisionOptions): Promise<CriuSetup> {
   const paths = toolPaths(opts.toolsDir);
   await mkdir(paths.binDir, { recursive: true });
-  await removeStaleTemps(opts.toolsDir);
+  await removeStaleTemps(opts.toolsDir, opts.log);
 
   let marker = await readMarker(paths.criuRoot);
   if (marker !== undefined) {
@@ -501,7 +501,7 @@ async function debootstrapTree(opts: ProvisionOptions, target: string): Promise<
         ErrorCode.SetupFailed,
         `debootstrap of Debian ${CRIU_SUITE} from ${mirror} failed (exit ${res.code})`,
         {
-          details: [...lastLines(res.stderr || res.stdout, 4), ...logTail],
+          details: debootstrapErrors(res.stderr || res.stdout, logTail),
           hint: `check that ${mirror} is reachable, or choose another mirror with --mirror / GODWIT_DEBIAN_MIRROR`,
         },
       );
@@ -544,6 +544,16 @@ async function debootstrapTree(opts: ProvisionOptions, target: string): Promise<
   } finally {
     if (existsSync(tmp)) await removeTree(tmp).catch(() => undefined);
   }
+}
+
+/** The decisive lines of a failed debootstrap: its E: lines (else its last lines), then the log's tail. Pure. */
+export function debootstrapErrors(output: string, logTail: readonly string[]): string[] {
+  const errs = output
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('E:'));
+  const head = errs.length > 0 ? errs.slice(0, 4) : lastLines(output, 4);
+  return [...head, ...logTail.filter((l) => !head.includes(l.trim()))];
 }
 
 /** Probes the criu of the tree at `root` through a throw-away wrapper (so a tree can be checked before it is in place). */
@@ -627,7 +637,7 @@ async function trimTree(root: string): Promise<void> {
 }
 
 /** Removes temp and old trees left by runs that died (their pid is gone). */
-async function removeStaleTemps(toolsDir: string): Promise<void> {
+async function removeStaleTemps(toolsDir: string, log: (line: string) => void): Promise<void> {
   let names: string[];
   try {
     names = await readdir(toolsDir);
@@ -639,6 +649,8 @@ async function removeStaleTemps(toolsDir: string): Promise<void> {
     if (prefix === undefined) continue;
     const pid = Number.parseInt(name.slice(prefix.length), 10);
     if (Number.isNaN(pid) || pid === process.pid || isAlive(pid)) continue;
+    if (prefix !== CHECK_PREFIX)
+      log(`setup: criu: removing ${join(toolsDir, name)} left by an interrupted run`);
     await removeTree(join(toolsDir, name));
   }
 }

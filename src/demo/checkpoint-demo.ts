@@ -45,7 +45,12 @@ export interface CheckpointDemoReport {
 /** The workload: a shell loop whose counter lives only in the shell's memory, or memload. */
 export function demoSpec(name: string, memoryMiB: number): RunSpec {
   if (memoryMiB > 0) {
-    return { name, image: 'busybox', args: ['/usr/local/bin/godwit-memload', '--mib', String(memoryMiB), '--interval-ms', '100'], env: {} };
+    return {
+      name,
+      image: 'busybox',
+      args: ['/usr/local/bin/godwit-memload', '--mib', String(memoryMiB), '--interval-ms', '100'],
+      env: {},
+    };
   }
   return {
     name,
@@ -63,7 +68,10 @@ export function countersIn(log: string): number[] {
 }
 
 /** Runs the demo on `runtime`. Always removes its containers, also on failure. */
-export async function runCheckpointDemo(runtime: ContainerRuntime, opts: CheckpointDemoOptions = {}): Promise<CheckpointDemoReport> {
+export async function runCheckpointDemo(
+  runtime: ContainerRuntime,
+  opts: CheckpointDemoOptions = {},
+): Promise<CheckpointDemoReport> {
   const clock = opts.clock ?? systemClock;
   const step = opts.onStep ?? (() => undefined);
   const memoryMiB = opts.memoryMiB ?? 0;
@@ -75,9 +83,11 @@ export async function runCheckpointDemo(runtime: ContainerRuntime, opts: Checkpo
   const dir = opts.checkpointDir ?? join(await mkdtemp(join(tmpdir(), 'godwit-demo-')), 'checkpoint');
 
   try {
-    step(`starting ${source}: ${memoryMiB > 0 ? `godwit-memload holding ${memoryMiB} MiB` : 'a shell counting in memory'}`);
+    step(
+      `starting ${source}: ${memoryMiB > 0 ? `godwit-memload holding ${memoryMiB} MiB` : 'a shell counting in memory'}`,
+    );
     await runtime.run(demoSpec(source, memoryMiB));
-    await waitForCounters(runtime, source, 3, clock, memoryMiB > 0 ? 60_000 : 10_000);
+    await waitForCounters(runtime, source, 10, clock, memoryMiB > 0 ? 60_000 : 10_000);
 
     step(`checkpointing ${source}`);
     const cp = await runtime.checkpoint(source, { dir });
@@ -109,14 +119,23 @@ export async function runCheckpointDemo(runtime: ContainerRuntime, opts: Checkpo
   }
 }
 
-async function waitForCounters(runtime: ContainerRuntime, name: string, n: number, clock: Clock, timeoutMs: number): Promise<number[]> {
+async function waitForCounters(
+  runtime: ContainerRuntime,
+  name: string,
+  n: number,
+  clock: Clock,
+  timeoutMs: number,
+): Promise<number[]> {
   const deadline = clock.monotonic() + timeoutMs;
   for (;;) {
     const counters = countersIn(await runtime.logs(name));
     if (counters.length >= n) return counters;
     if (clock.monotonic() > deadline) {
       const info = await runtime.inspect(name);
-      throw new UnavailableError(ErrorCode.Timeout, `${name} printed no counter within ${timeoutMs} ms (it is ${info.status})`);
+      throw new UnavailableError(
+        ErrorCode.Timeout,
+        `${name} printed no counter within ${timeoutMs} ms (it is ${info.status})`,
+      );
     }
     await clock.sleep(50);
   }

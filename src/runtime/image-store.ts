@@ -57,9 +57,13 @@ export class ImageStore {
       try {
         data = await readFile(file);
       } catch {
-        throw new FailedPreconditionError(ErrorCode.ToolMissing, `${file} is missing; cannot build image ${name}`, {
-          hint: 'run `godwit setup`',
-        });
+        throw new FailedPreconditionError(
+          ErrorCode.ToolMissing,
+          `${file} is missing; cannot build image ${name}`,
+          {
+            hint: 'run `godwit setup`',
+          },
+        );
       }
       hash.update(file).update(data);
     }
@@ -74,7 +78,11 @@ export class ImageStore {
     await buildBusyboxRootfs(tmpRoot, this.helpers.binaries);
     await writeFile(
       join(tmp, 'image.json'),
-      JSON.stringify({ name, id, builder: BUILDER_VERSION, builtAt: new Date().toISOString(), inputs }, null, 2),
+      JSON.stringify(
+        { name, id, builder: BUILDER_VERSION, builtAt: new Date().toISOString(), inputs },
+        null,
+        2,
+      ),
     );
     await mkdir(dirname(dir), { recursive: true });
     try {
@@ -89,7 +97,22 @@ export class ImageStore {
 }
 
 async function buildBusyboxRootfs(root: string, helpers: readonly string[]): Promise<void> {
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'usr/local/bin', 'etc', 'root', 'tmp', 'var/tmp', 'proc', 'sys', 'dev', 'run', 'home']) {
+  for (const d of [
+    'bin',
+    'sbin',
+    'usr/bin',
+    'usr/sbin',
+    'usr/local/bin',
+    'etc',
+    'root',
+    'tmp',
+    'var/tmp',
+    'proc',
+    'sys',
+    'dev',
+    'run',
+    'home',
+  ]) {
     await mkdir(join(root, d), { recursive: true, mode: 0o755 });
   }
   await chmod(join(root, 'tmp'), 0o1777);
@@ -109,7 +132,10 @@ async function buildBusyboxRootfs(root: string, helpers: readonly string[]): Pro
     await copyFile(bin, dest);
     await chmod(dest, 0o755);
   }
-  await writeFile(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
+  await writeFile(
+    join(root, 'etc/passwd'),
+    'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n',
+  );
   await writeFile(join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
   await writeFile(join(root, 'etc/hosts'), '127.0.0.1\tlocalhost\n::1\tlocalhost\n');
   await writeFile(join(root, 'etc/resolv.conf'), '');

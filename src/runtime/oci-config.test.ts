@@ -44,10 +44,13 @@ describe('buildOciConfig', () => {
       joined.linux.namespaces.find((n) => n.type === 'network'),
       { type: 'network', path: '/run/netns/svc' },
     );
-    assert.deepEqual(
-      fresh.linux.namespaces.map((n) => n.type).sort(),
-      ['ipc', 'mount', 'network', 'pid', 'uts'],
-    );
+    assert.deepEqual(fresh.linux.namespaces.map((n) => n.type).sort(), [
+      'ipc',
+      'mount',
+      'network',
+      'pid',
+      'uts',
+    ]);
   });
 
   it('sets a memory limit only when asked', () => {
@@ -59,7 +62,10 @@ describe('buildOciConfig', () => {
   it('denies devices by default and allows the standard character devices', () => {
     const d = buildOciConfig(spec, { hostId: 'h' }).linux.resources.devices;
     assert.deepEqual(d[0], { allow: false, access: 'rwm' });
-    assert.ok(d.some((x) => x.allow && x.major === 1 && x.minor === 3), '/dev/null');
+    assert.ok(
+      d.some((x) => x.allow && x.major === 1 && x.minor === 3),
+      '/dev/null',
+    );
     const pts = d.find((x) => x.major === 136);
     assert.ok(pts && !('minor' in pts), 'pty wildcard has no minor');
   });

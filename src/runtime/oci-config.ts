@@ -130,7 +130,12 @@ export function buildOciConfig(spec: RunSpec, ctx: OciConfigContext): OciConfig 
         source: 'shm',
         options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
       },
-      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      {
+        destination: '/dev/mqueue',
+        type: 'mqueue',
+        source: 'mqueue',
+        options: ['nosuid', 'noexec', 'nodev'],
+      },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     ],
     annotations: { 'org.godwit.name': spec.name, 'org.godwit.image': spec.image, ...ctx.annotations },
@@ -139,7 +144,13 @@ export function buildOciConfig(spec: RunSpec, ctx: OciConfigContext): OciConfig 
       resources: {
         devices: [
           { allow: false, access: 'rwm' },
-          ...ALLOWED_DEVICES.map(([major, minor]) => ({ allow: true, access: 'rwm', type: 'c', major, minor })),
+          ...ALLOWED_DEVICES.map(([major, minor]) => ({
+            allow: true,
+            access: 'rwm',
+            type: 'c',
+            major,
+            minor,
+          })),
         ],
         ...(spec.memoryLimitBytes === undefined ? {} : { memory: { limit: spec.memoryLimitBytes } }),
       },

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ErrorCode, InvalidArgumentError } from '../core/errors.js';
 import { ContainerStatus } from '../core/runtime.js';
-import { CHECKPOINT_FORMAT, parseCheckpointManifest, parseContainerRecord, statusFromRunc } from './records.js';
+import {
+  CHECKPOINT_FORMAT,
+  parseCheckpointManifest,
+  parseContainerRecord,
+  statusFromRunc,
+} from './records.js';
 import { validateName } from './state-dir.js';
 
 const spec = { name: 'c1', image: 'busybox', args: ['sh'], env: { A: 'b' } };
@@ -54,7 +59,10 @@ describe('names and statuses', () => {
   it('validates container names', () => {
     for (const ok of ['a', 'web-1', 'x.y_z', '0abc']) validateName(ok);
     for (const bad of ['', 'A', '-x', 'a/b', '..', 'a'.repeat(64), 'a b']) {
-      assert.throws(() => validateName(bad), (e: unknown) => e instanceof InvalidArgumentError && e.code === ErrorCode.InvalidName);
+      assert.throws(
+        () => validateName(bad),
+        (e: unknown) => e instanceof InvalidArgumentError && e.code === ErrorCode.InvalidName,
+      );
     }
   });
   it('maps runc statuses', () => {

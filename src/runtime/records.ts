@@ -45,7 +45,8 @@ export function parseRunSpec(v: unknown, where: string): RunSpec {
   }
   const env = asObject(o['env'] ?? {}, `${where}.env`);
   for (const [k, val] of Object.entries(env)) {
-    if (typeof val !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw bad(`${where}.env.${k} is invalid`);
+    if (typeof val !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+      throw bad(`${where}.env.${k} is invalid`);
   }
   const spec: RunSpec = {
     name: str(o['name'], `${where}.name`),
@@ -55,7 +56,8 @@ export function parseRunSpec(v: unknown, where: string): RunSpec {
   };
   const mem = o['memoryLimitBytes'];
   if (mem !== undefined) {
-    if (typeof mem !== 'number' || !Number.isSafeInteger(mem) || mem <= 0) throw bad(`${where}.memoryLimitBytes`);
+    if (typeof mem !== 'number' || !Number.isSafeInteger(mem) || mem <= 0)
+      throw bad(`${where}.memoryLimitBytes`);
     spec.memoryLimitBytes = mem;
   }
   for (const key of ['cwd', 'netnsPath', 'hostname'] as const) {
@@ -77,7 +79,8 @@ export function parseContainerRecord(v: unknown, where: string): ContainerRecord
     createdAt: str(o['createdAt'], `${where}.createdAt`),
   };
   if (o['restoredFrom'] !== undefined) rec.restoredFrom = str(o['restoredFrom'], `${where}.restoredFrom`);
-  if (o['checkpointedTo'] !== undefined) rec.checkpointedTo = str(o['checkpointedTo'], `${where}.checkpointedTo`);
+  if (o['checkpointedTo'] !== undefined)
+    rec.checkpointedTo = str(o['checkpointedTo'], `${where}.checkpointedTo`);
   return rec;
 }
 
@@ -121,7 +124,8 @@ function asObject(v: unknown, where: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 function str(v: unknown, where: string): string {
-  if (typeof v !== 'string' || v.length === 0 || v.length > 4096) throw bad(`${where} must be a non-empty string`);
+  if (typeof v !== 'string' || v.length === 0 || v.length > 4096)
+    throw bad(`${where} must be a non-empty string`);
   return v;
 }
 function bool(v: unknown, where: string): boolean {

@@ -45,7 +45,8 @@ import {
   type CheckpointManifest,
   type ContainerRecord,
 } from './records.js';
-import { StateDir, readJsonIfExists, validateName, writeJsonAtomic } from './state-dir.js';
+import type { StateDir } from './state-dir.js';
+import { readJsonIfExists, validateName, writeJsonAtomic } from './state-dir.js';
 
 /** Executables the runtime drives. */
 export interface RuncTools {
@@ -95,7 +96,9 @@ export class RuncRuntime implements ContainerRuntime {
   async run(spec: RunSpec): Promise<ContainerInfo> {
     validateName(spec.name);
     if (spec.args.length === 0) {
-      throw new InvalidArgumentError(ErrorCode.InvalidFlag, 'no command given', { hint: 'godwit run NAME -- CMD…' });
+      throw new InvalidArgumentError(ErrorCode.InvalidFlag, 'no command given', {
+        hint: 'godwit run NAME -- CMD…',
+      });
     }
     const image = await this.images.ensure(spec.image);
     await this.claimName(spec.name);
@@ -109,7 +112,13 @@ export class RuncRuntime implements ContainerRuntime {
     try {
       await this.prepareBundle(record);
       await writeJsonAtomic(this.state.containerRecord(spec.name), record);
-      const res = await this.startWithShim(spec.name, ['run', '-d', '--bundle', this.state.bundleDir(spec.name), spec.name]);
+      const res = await this.startWithShim(spec.name, [
+        'run',
+        '-d',
+        '--bundle',
+        this.state.bundleDir(spec.name),
+        spec.name,
+      ]);
       if (!res.ok) {
         throw new UnavailableError(ErrorCode.RuncFailed, `runc could not start ${spec.name}`, {
           details: runcErrorLines(res.output),
@@ -142,7 +151,8 @@ export class RuncRuntime implements ContainerRuntime {
         out.push(await this.inspect(name));
       } catch (err) {
         // A half-created or foreign directory is not a container; say so in the log only.
-        if (!(err instanceof NotFoundError)) this.log.warn('unreadable container record', { name, err: errorMessage(err) });
+        if (!(err instanceof NotFoundError))
+          this.log.warn('unreadable container record', { name, err: errorMessage(err) });
       }
     }
     return out;
@@ -231,7 +241,16 @@ export class RuncRuntime implements ContainerRuntime {
     }
 
     // With the tasks dumped (and, unless left running, gone), the root filesystem changes are stable.
-    await runChecked(['tar', '--xattrs', '--xattrs-include=trusted.*', '-C', this.state.upperDir(name), '-cf', join(dir, CHECKPOINT_FILES.rootfsDiff), '.']);
+    await runChecked([
+      'tar',
+      '--xattrs',
+      '--xattrs-include=trusted.*',
+      '-C',
+      this.state.upperDir(name),
+      '-cf',
+      join(dir, CHECKPOINT_FILES.rootfsDiff),
+      '.',
+    ]);
     const manifest: CheckpointManifest = {
       format: CHECKPOINT_FORMAT,
       spec: record.spec,
@@ -273,16 +292,33 @@ export class RuncRuntime implements ContainerRuntime {
       createdAt: new Date(this.clock.now()).toISOString(),
       restoredFrom: dir,
     };
-    const workDir = opts.workDir ? resolve(opts.workDir) : join(this.state.containerDir(opts.name), 'restore-work');
+    const workDir = opts.workDir
+      ? resolve(opts.workDir)
+      : join(this.state.containerDir(opts.name), 'restore-work');
     try {
       await mkdir(this.state.upperDir(opts.name), { recursive: true });
       if (manifest.hasRootfsDiff) {
-        await runChecked(['tar', '--xattrs', '--xattrs-include=trusted.*', '-C', this.state.upperDir(opts.name), '-xf', join(dir, CHECKPOINT_FILES.rootfsDiff)]);
+        await runChecked([
+          'tar',
+          '--xattrs',
+          '--xattrs-include=trusted.*',
+          '-C',
+          this.state.upperDir(opts.name),
+          '-xf',
+          join(dir, CHECKPOINT_FILES.rootfsDiff),
+        ]);
       }
       await this.prepareBundle(record);
       await writeJsonAtomic(this.state.containerRecord(opts.name), record);
       await mkdir(workDir, { recursive: true });
-      const args = ['restore', '-d', '--image-path', join(dir, CHECKPOINT_FILES.criuDir), '--work-path', workDir];
+      const args = [
+        'restore',
+        '-d',
+        '--image-path',
+        join(dir, CHECKPOINT_FILES.criuDir),
+        '--work-path',
+        workDir,
+      ];
       if (opts.tcpEstablished ?? manifest.tcpEstablished) args.push('--tcp-established');
       if (opts.lazyPages) args.push('--lazy-pages');
       args.push('--bundle', this.state.bundleDir(opts.name), opts.name);
@@ -294,14 +330,21 @@ export class RuncRuntime implements ContainerRuntime {
         const logPath = criuLogPathFromRunc(res.output) ?? join(workDir, 'restore.log');
         const restoreLog = await readFile(logPath, 'utf8').catch(() => '');
         const kept = await this.keepLog(`restore-${opts.name}`, restoreLog || res.output);
-        throw new UnavailableError(ErrorCode.CriuRestoreFailed, `restore of ${opts.name} from ${dir} failed`, {
-          details: restoreLog ? decisiveLines(restoreLog) : runcErrorLines(res.output),
-          hint: kept ? `full log: ${kept}` : undefined,
-        });
+        throw new UnavailableError(
+          ErrorCode.CriuRestoreFailed,
+          `restore of ${opts.name} from ${dir} failed`,
+          {
+            details: restoreLog ? decisiveLines(restoreLog) : runcErrorLines(res.output),
+            hint: kept ? `full log: ${kept}` : undefined,
+          },
+        );
       }
       const info = await this.inspect(opts.name);
       if (info.status !== ContainerStatus.Running || info.pid === undefined) {
-        throw new UnavailableError(ErrorCode.CriuRestoreFailed, `${opts.name} is ${info.status} right after restore`);
+        throw new UnavailableError(
+          ErrorCode.CriuRestoreFailed,
+          `${opts.name} is ${info.status} right after restore`,
+        );
       }
       this.log.info('container restored', { name: opts.name, from: dir, durationMs });
       return { name: opts.name, pid: info.pid, durationMs };
@@ -368,7 +411,10 @@ export class RuncRuntime implements ContainerRuntime {
   private async requireRunning(name: string): Promise<ContainerInfo> {
     const info = await this.inspect(name);
     if (info.status !== ContainerStatus.Running) {
-      throw new FailedPreconditionError(ErrorCode.ContainerNotRunning, `${name} is ${info.status}, not running`);
+      throw new FailedPreconditionError(
+        ErrorCode.ContainerNotRunning,
+        `${name} is ${info.status}, not running`,
+      );
     }
     return info;
   }
@@ -385,7 +431,10 @@ export class RuncRuntime implements ContainerRuntime {
     }
   }
 
-  private async toInfo(record: ContainerRecord, st: { status: string; pid: number } | undefined): Promise<ContainerInfo> {
+  private async toInfo(
+    record: ContainerRecord,
+    st: { status: string; pid: number } | undefined,
+  ): Promise<ContainerInfo> {
     const name = record.spec.name;
     let status: ContainerStatus;
     if (st) status = statusFromRunc(st.status);
@@ -429,7 +478,10 @@ export class RuncRuntime implements ContainerRuntime {
    * Resolves once runc has returned; `output` is the container log (where runc's own
    * stderr went), for error reporting.
    */
-  private async startWithShim(name: string, runcArgs: readonly string[]): Promise<{ ok: boolean; output: string }> {
+  private async startWithShim(
+    name: string,
+    runcArgs: readonly string[],
+  ): Promise<{ ok: boolean; output: string }> {
     await rm(this.state.exitFile(name), { force: true });
     const argv = [
       this.state.outputLog(name),
@@ -473,7 +525,10 @@ export class RuncRuntime implements ContainerRuntime {
   /** Copies a log to `<state>/logs/` so it survives the cleanup of a failed operation. */
   private async keepLog(prefix: string, text: string): Promise<string | undefined> {
     if (!text) return undefined;
-    const path = join(this.state.logsDir, `${prefix}-${new Date(this.clock.now()).toISOString().replace(/[:.]/g, '-')}.log`);
+    const path = join(
+      this.state.logsDir,
+      `${prefix}-${new Date(this.clock.now()).toISOString().replace(/[:.]/g, '-')}.log`,
+    );
     try {
       await writeFile(path, text);
       return path;
@@ -485,7 +540,11 @@ export class RuncRuntime implements ContainerRuntime {
 
 /** True for states in which processes exist. */
 function isLive(status: ContainerStatus): boolean {
-  return status === ContainerStatus.Running || status === ContainerStatus.Paused || status === ContainerStatus.Created;
+  return (
+    status === ContainerStatus.Running ||
+    status === ContainerStatus.Paused ||
+    status === ContainerStatus.Created
+  );
 }
 
 /** Reads and validates a checkpoint directory; NotFound / CheckpointCorrupt with the reason. */
@@ -503,15 +562,27 @@ export async function readCheckpoint(dir: string): Promise<CheckpointManifest> {
     if (raw === undefined) throw new Error(`${CHECKPOINT_FILES.manifest} is missing`);
     manifest = parseCheckpointManifest(raw, CHECKPOINT_FILES.manifest);
   } catch (err) {
-    throw new InvalidArgumentError(ErrorCode.CheckpointCorrupt, `${dir} is not a usable checkpoint: ${errorMessage(err)}`);
+    throw new InvalidArgumentError(
+      ErrorCode.CheckpointCorrupt,
+      `${dir} is not a usable checkpoint: ${errorMessage(err)}`,
+    );
   }
-  for (const f of [join(CHECKPOINT_FILES.criuDir, 'inventory.img'), join(CHECKPOINT_FILES.criuDir, 'descriptors.json')]) {
+  for (const f of [
+    join(CHECKPOINT_FILES.criuDir, 'inventory.img'),
+    join(CHECKPOINT_FILES.criuDir, 'descriptors.json'),
+  ]) {
     if (!(await fileExists(join(dir, f)))) {
-      throw new InvalidArgumentError(ErrorCode.CheckpointCorrupt, `${dir} is not a usable checkpoint: ${f} is missing`);
+      throw new InvalidArgumentError(
+        ErrorCode.CheckpointCorrupt,
+        `${dir} is not a usable checkpoint: ${f} is missing`,
+      );
     }
   }
   if (manifest.hasRootfsDiff && !(await fileExists(join(dir, CHECKPOINT_FILES.rootfsDiff)))) {
-    throw new InvalidArgumentError(ErrorCode.CheckpointCorrupt, `${dir} is not a usable checkpoint: ${CHECKPOINT_FILES.rootfsDiff} is missing`);
+    throw new InvalidArgumentError(
+      ErrorCode.CheckpointCorrupt,
+      `${dir} is not a usable checkpoint: ${CHECKPOINT_FILES.rootfsDiff} is missing`,
+    );
   }
   return manifest;
 }
@@ -553,7 +624,9 @@ function runcFailure(what: string, res: CommandResult): UnavailableError {
 
 /** The error messages in runc's output, one per line. */
 function runcErrorLines(text: string): string[] {
-  const lines = parseRuncStderr(text).filter((l) => l.level === 'error' || l.level === 'fatal' || l.level === 'unknown');
+  const lines = parseRuncStderr(text).filter(
+    (l) => l.level === 'error' || l.level === 'fatal' || l.level === 'unknown',
+  );
   return lines.slice(-5).map((l) => l.msg.split('\n')[0] ?? l.msg);
 }
 

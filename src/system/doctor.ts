@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { access, open, readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { probeCriu, findSystemCriu } from '../criu/provision.js';
 import { isSupportedCriuVersion, MIN_CRIU_VERSION } from '../criu/version.js';
@@ -59,7 +60,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     ['busybox-static', 'busybox-static', true, checkBusybox],
     ['gcc', 'gcc and static libc', true, checkGcc],
     ['native-helpers', 'godwit native helpers', true, () => checkNative(opts.toolsDir, record)],
-    ['debootstrap', 'debootstrap (to provision CRIU)', false, checkDebootstrap],
+    ['debootstrap', 'debootstrap', false, checkDebootstrap],
   ];
   const results = await Promise.all(
     checks.map(async ([id, title, required, fn]): Promise<DoctorCheck> => {
@@ -95,7 +96,8 @@ export function formatDoctor(report: DoctorReport): string {
   lines.push('');
   if (failed.length === 0) {
     lines.push(
-      `ready: all required checks pass` + (limited.length > 0 ? ` (limited: ${limited.map((c) => c.id).join(', ')})` : ''),
+      `ready: all required checks pass` +
+        (limited.length > 0 ? ` (limited: ${limited.map((c) => c.id).join(', ')})` : ''),
     );
   } else {
     lines.push(`not ready: ${failed.length} required check(s) failed: ${failed.map((c) => c.id).join(', ')}`);
@@ -133,7 +135,9 @@ async function checkNamespaces(): Promise<Verdict> {
 }
 
 /** Mounts of type cgroup/cgroup2: mount point and super options, from /proc/self/mountinfo. Pure. */
-export function parseCgroupMounts(mountinfo: string): Array<{ mountPoint: string; type: string; options: string[] }> {
+export function parseCgroupMounts(
+  mountinfo: string,
+): Array<{ mountPoint: string; type: string; options: string[] }> {
   const out: Array<{ mountPoint: string; type: string; options: string[] }> = [];
   for (const line of mountinfo.split('\n')) {
     const [pre, post] = line.split(' - ');
@@ -158,7 +162,11 @@ async function checkCgroups(): Promise<Verdict> {
   const freezer = mounts.find((m) => m.type === 'cgroup' && m.options.includes('freezer'));
   const v1 = mounts.filter((m) => m.type === 'cgroup');
   if (v1.length === 0) {
-    return { status: 'missing', detail: 'no cgroup filesystem mounted', fix: 'mount cgroups (v1 or v2) at /sys/fs/cgroup' };
+    return {
+      status: 'missing',
+      detail: 'no cgroup filesystem mounted',
+      fix: 'mount cgroups (v1 or v2) at /sys/fs/cgroup',
+    };
   }
   const hybrid = mounts.find((m) => m.type === 'cgroup2');
   const mode = hybrid ? `v1 hybrid (v2 at ${hybrid.mountPoint})` : 'v1';
@@ -194,7 +202,10 @@ async function checkUserfaultfd(cfg: KernelConfig | undefined): Promise<Verdict>
   const on = cfg === undefined ? undefined : kernelOptionEnabled(cfg, 'CONFIG_USERFAULTFD');
   const sysctl = existsSync('/proc/sys/vm/unprivileged_userfaultfd');
   if (on === true || sysctl) {
-    return { status: 'ok', detail: on === true ? 'CONFIG_USERFAULTFD=y' : '/proc/sys/vm/unprivileged_userfaultfd present' };
+    return {
+      status: 'ok',
+      detail: on === true ? 'CONFIG_USERFAULTFD=y' : '/proc/sys/vm/unprivileged_userfaultfd present',
+    };
   }
   return {
     status: 'missing',
@@ -217,7 +228,8 @@ async function checkSoftDirty(cfg: KernelConfig | undefined): Promise<Verdict> {
 
 async function checkRunc(): Promise<Verdict> {
   const runc = await which('runc');
-  if (runc === undefined) return { status: 'missing', detail: 'runc not in PATH', fix: 'apt-get install runc' };
+  if (runc === undefined)
+    return { status: 'missing', detail: 'runc not in PATH', fix: 'apt-get install runc' };
   const res = await runCommand(runc, ['--version'], { timeoutMs: 10_000 });
   const version = /runc version (\S+)/.exec(res.stdout)?.[1];
   if (res.code !== 0 || version === undefined) {
@@ -233,7 +245,11 @@ async function checkCriu(toolsDir: string): Promise<Verdict> {
   const probe = await probeCriu(binary);
   const which = binary === wrapper ? `godwit's wrapper ${wrapper}` : binary;
   if (probe.version === undefined) {
-    return { status: 'missing', detail: `${which} does not run: ${probe.checkLines.join('; ')}`, fix: SETUP_FIX };
+    return {
+      status: 'missing',
+      detail: `${which} does not run: ${probe.checkLines.join('; ')}`,
+      fix: SETUP_FIX,
+    };
   }
   if (!isSupportedCriuVersion(probe.version)) {
     return {
@@ -255,7 +271,11 @@ async function checkCriu(toolsDir: string): Promise<Verdict> {
 async function checkIptables(): Promise<Verdict> {
   const path = await which('iptables-restore');
   return path === undefined
-    ? { status: 'missing', detail: 'iptables-restore not in PATH (CRIU locks the network with it)', fix: 'apt-get install iptables' }
+    ? {
+        status: 'missing',
+        detail: 'iptables-restore not in PATH (CRIU locks the network with it)',
+        fix: 'apt-get install iptables',
+      }
     : { status: 'ok', detail: path };
 }
 
@@ -263,7 +283,11 @@ async function checkIproute2(): Promise<Verdict> {
   const [ip, tc] = await Promise.all([which('ip'), which('tc')]);
   if (ip !== undefined && tc !== undefined) return { status: 'ok', detail: `${ip}, ${tc}` };
   const missing = [ip === undefined ? 'ip' : undefined, tc === undefined ? 'tc' : undefined].filter(Boolean);
-  return { status: 'missing', detail: `${missing.join(' and ')} not in PATH`, fix: 'apt-get install iproute2' };
+  return {
+    status: 'missing',
+    detail: `${missing.join(' and ')} not in PATH`,
+    fix: 'apt-get install iproute2',
+  };
 }
 
 /**
@@ -281,7 +305,9 @@ export async function elfIsStatic(
   const u16 = (b: Buffer, o: number): number => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
   const u32 = (b: Buffer, o: number): number => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
   if (is64 && header.length < 64) return undefined;
-  const phoff = is64 ? Number(le ? header.readBigUInt64LE(0x20) : header.readBigUInt64BE(0x20)) : u32(header, 0x1c);
+  const phoff = is64
+    ? Number(le ? header.readBigUInt64LE(0x20) : header.readBigUInt64BE(0x20))
+    : u32(header, 0x1c);
   const phentsize = u16(header, is64 ? 0x36 : 0x2a);
   const phnum = u16(header, is64 ? 0x38 : 0x2c);
   if (phnum === 0 || phentsize < 4) return phnum === 0 ? true : undefined;
@@ -317,21 +343,30 @@ async function checkBusybox(): Promise<Verdict> {
   if (isStatic === true) return { status: 'ok', detail: `${path}, statically linked` };
   return {
     status: 'missing',
-    detail: isStatic === false ? `${path} is dynamically linked (busybox, not busybox-static)` : `${path} is not an ELF`,
+    detail:
+      isStatic === false
+        ? `${path} is dynamically linked (busybox, not busybox-static)`
+        : `${path} is not an ELF`,
     fix: 'apt-get install busybox-static',
   };
 }
 
 async function checkGcc(): Promise<Verdict> {
   const gcc = await which('gcc');
-  if (gcc === undefined) return { status: 'missing', detail: 'gcc not in PATH', fix: 'apt-get install gcc libc6-dev' };
+  if (gcc === undefined)
+    return { status: 'missing', detail: 'gcc not in PATH', fix: 'apt-get install gcc libc6-dev' };
   const [ver, libc] = await Promise.all([
     runCommand(gcc, ['-dumpfullversion'], { timeoutMs: 10_000 }),
     runCommand(gcc, ['-print-file-name=libc.a'], { timeoutMs: 10_000 }),
   ]);
-  const libcPath = libc.stdout.trim();
-  if (!libcPath.startsWith('/') || !existsSync(libcPath)) {
-    return { status: 'missing', detail: `gcc ${ver.stdout.trim()} but no static libc.a`, fix: 'apt-get install libc6-dev' };
+  const printed = libc.stdout.trim();
+  const libcPath = printed.startsWith('/') ? resolve(printed) : '';
+  if (libcPath === '' || !existsSync(libcPath)) {
+    return {
+      status: 'missing',
+      detail: `gcc ${ver.stdout.trim()} but no static libc.a`,
+      fix: 'apt-get install libc6-dev',
+    };
   }
   return { status: 'ok', detail: `gcc ${ver.stdout.trim()} (${gcc}), ${libcPath}` };
 }
@@ -367,5 +402,5 @@ async function checkDebootstrap(): Promise<Verdict> {
         detail: 'not installed; only needed when the system CRIU is too old',
         fix: 'apt-get install debootstrap',
       }
-    : { status: 'ok', detail: path };
+    : { status: 'ok', detail: `${path} (provisions CRIU when the system's is too old)` };
 }

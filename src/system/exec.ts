@@ -29,7 +29,11 @@ export interface RunCommandOptions {
  * Runs a command to completion. Never throws for a non-zero exit: the caller decides.
  * Throws ToolMissing when the executable does not exist, Timeout when `timeoutMs` passes.
  */
-export function runCommand(file: string, args: readonly string[], opts: RunCommandOptions = {}): Promise<CommandResult> {
+export function runCommand(
+  file: string,
+  args: readonly string[],
+  opts: RunCommandOptions = {},
+): Promise<CommandResult> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
@@ -71,7 +75,10 @@ export function runCommand(file: string, args: readonly string[], opts: RunComma
       if (timer) clearTimeout(timer);
       if (timedOut) {
         reject(
-          new UnavailableError(ErrorCode.Timeout, `${file} ${args.join(' ')}: timed out after ${opts.timeoutMs} ms`),
+          new UnavailableError(
+            ErrorCode.Timeout,
+            `${file} ${args.join(' ')}: timed out after ${opts.timeoutMs} ms`,
+          ),
         );
         return;
       }
@@ -81,7 +88,11 @@ export function runCommand(file: string, args: readonly string[], opts: RunComma
 }
 
 /** Like `runCommand`, but throws CommandFailed (quoting stderr's last lines) on a non-zero exit. */
-export async function runChecked(file: string, args: readonly string[], opts: RunCommandOptions = {}): Promise<CommandResult> {
+export async function runChecked(
+  file: string,
+  args: readonly string[],
+  opts: RunCommandOptions = {},
+): Promise<CommandResult> {
   const res = await runCommand(file, args, opts);
   if (res.code !== 0) {
     const tail = lastLines(res.stderr || res.stdout, 5);

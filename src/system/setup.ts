@@ -2,18 +2,18 @@
  * `godwit setup`: installs and builds everything godwit needs into a tools directory. Idempotent, and safe when
  * several processes run it at once (they serialise on a lock file in the tools directory).
  */
-import { mkdir, open, readFile, rename, unlink, link, stat } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ErrorCategory,
   ErrorCode,
   FailedPreconditionError,
-  GodwitError,
   InternalError,
   InvalidArgumentError,
   UnavailableError,
   errorMessage,
   isGodwitError,
+  type GodwitError,
   type GodwitErrorOptions,
 } from '../core/errors.js';
 import { ensureCriu } from '../criu/provision.js';
@@ -74,7 +74,10 @@ export interface SetupOptions {
 export async function runSetup(opts: SetupOptions): Promise<SetupReport> {
   const started = performance.now();
   const steps: SetupStepReport[] = [];
-  const run = async (step: SetupStepName, fn: () => Promise<{ status: 'done' | 'already'; detail: string }>) => {
+  const run = async (
+    step: SetupStepName,
+    fn: () => Promise<{ status: 'done' | 'already'; detail: string }>,
+  ) => {
     const t0 = performance.now();
     try {
       const { status, detail } = await fn();
@@ -89,9 +92,13 @@ export async function runSetup(opts: SetupOptions): Promise<SetupReport> {
   await run('root', async () => {
     const uid = process.getuid?.();
     if (uid !== 0) {
-      throw new FailedPreconditionError(ErrorCode.NotRoot, `setup must run as root (uid is ${uid ?? 'unknown'})`, {
-        hint: 'run `sudo godwit setup`',
-      });
+      throw new FailedPreconditionError(
+        ErrorCode.NotRoot,
+        `setup must run as root (uid is ${uid ?? 'unknown'})`,
+        {
+          hint: 'run `sudo godwit setup`',
+        },
+      );
     }
     return { status: 'already', detail: 'running as root' };
   });
@@ -314,7 +321,9 @@ async function breakStaleLock(path: string): Promise<void> {
     throw err;
   }
   const moved = await readOwner(aside);
-  if (moved !== 'gone' && moved !== undefined && (await ownerAlive(moved))) {
+  const live =
+    moved === undefined ? !(await olderThan(aside, 5_000)) : moved !== 'gone' && (await ownerAlive(moved));
+  if (live) {
     try {
       await link(aside, path);
     } catch {

@@ -59,7 +59,11 @@ describe('checkpoint and restore with real runc + CRIU', { skip }, () => {
     await runtime.run({
       name: 'writer',
       image: 'busybox',
-      args: ['/bin/sh', '-c', 'echo persisted > /root/note; exec 3>>/root/open.log; i=0; while true; do i=$((i+1)); echo "counter $i"; echo $i >&3; sleep 0.1; done'],
+      args: [
+        '/bin/sh',
+        '-c',
+        'echo persisted > /root/note; exec 3>>/root/open.log; i=0; while true; do i=$((i+1)); echo "counter $i"; echo $i >&3; sleep 0.1; done',
+      ],
       env: {},
     });
     await waitCounters(runtime, 'writer', 3);
@@ -70,7 +74,10 @@ describe('checkpoint and restore with real runc + CRIU', { skip }, () => {
     const note = await runtime.exec('writer-2', ['cat', '/root/note'], { capture: true });
     assert.equal(note.stdout.trim(), 'persisted');
     const open = await runtime.exec('writer-2', ['tail', '-n', '1', '/root/open.log'], { capture: true });
-    assert.ok(Number(open.stdout.trim()) >= c[0]!, 'the file kept open across the checkpoint is still written');
+    assert.ok(
+      Number(open.stdout.trim()) >= c[0]!,
+      'the file kept open across the checkpoint is still written',
+    );
   });
 
   it('--leave-running keeps the source running', async () => {
@@ -131,13 +138,17 @@ describe('checkpoint and restore with real runc + CRIU', { skip }, () => {
     await runtime.checkpoint('victim', { dir });
     const criuDir = join(dir, 'criu');
     for (const f of await readdir(criuDir)) {
-      if (f.startsWith('core-') || f.startsWith('pstree')) await writeFile(join(criuDir, f), 'garbage, not protobuf');
+      if (f.startsWith('core-') || f.startsWith('pstree'))
+        await writeFile(join(criuDir, f), 'garbage, not protobuf');
     }
     await assert.rejects(runtime.restore({ dir, name: 'r3' }), (err: unknown) => {
       assert.ok(err instanceof GodwitError);
       assert.equal(err.code, ErrorCode.CriuRestoreFailed);
       assert.ok(err.details.length > 0, 'quotes the decisive lines of restore.log');
-      assert.ok(err.details.some((d) => d.startsWith('Error (')), err.details.join('\n'));
+      assert.ok(
+        err.details.some((d) => d.startsWith('Error (')),
+        err.details.join('\n'),
+      );
       return true;
     });
     await assertNothingLeft(host, 'r3');

@@ -31,14 +31,28 @@ describe('godwit CLI', { skip }, () => {
   });
 
   it('runs, lists, execs, checkpoints, restores and removes', async () => {
-    let r = await godwit('run', 'web', '--env', 'GREETING=hi', '--memory', '64m', '--', '/bin/sh', '-c', 'i=0; while true; do i=$((i+1)); echo "counter $i"; sleep 0.1; done');
+    let r = await godwit(
+      'run',
+      'web',
+      '--env',
+      'GREETING=hi',
+      '--memory',
+      '64m',
+      '--',
+      '/bin/sh',
+      '-c',
+      'i=0; while true; do i=$((i+1)); echo "counter $i"; sleep 0.1; done',
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^web running/);
 
     r = await godwit('ps', '--json');
     assert.equal(r.code, 0, r.stderr);
     const list = JSON.parse(r.stdout) as { name: string; status: string }[];
-    assert.deepEqual(list.map((c) => [c.name, c.status]), [['web', 'running']]);
+    assert.deepEqual(
+      list.map((c) => [c.name, c.status]),
+      [['web', 'running']],
+    );
 
     r = await godwit('exec', 'web', '--', 'sh', '-c', 'echo $GREETING; exit 3');
     assert.equal(r.code, 3, 'exec exits with the command exit code');
@@ -91,7 +105,19 @@ describe('godwit CLI', { skip }, () => {
   });
 
   it('has --help for every command', async () => {
-    for (const cmd of ['run', 'ps', 'exec', 'stop', 'rm', 'logs', 'checkpoint', 'restore', 'doctor', 'setup', 'demo']) {
+    for (const cmd of [
+      'run',
+      'ps',
+      'exec',
+      'stop',
+      'rm',
+      'logs',
+      'checkpoint',
+      'restore',
+      'doctor',
+      'setup',
+      'demo',
+    ]) {
       const r = await godwit(cmd, '--help');
       assert.equal(r.code, 0, `${cmd} --help`);
       assert.match(r.stdout, new RegExp(`Usage: godwit ${cmd}`));
@@ -100,7 +126,10 @@ describe('godwit CLI', { skip }, () => {
 
   it('doctor --json is one machine-readable document and exits 0 after setup', async () => {
     const r = await godwit('doctor', '--json');
-    const report = JSON.parse(r.stdout) as { ok: boolean; checks: { id: string; status: string; required: boolean }[] };
+    const report = JSON.parse(r.stdout) as {
+      ok: boolean;
+      checks: { id: string; status: string; required: boolean }[];
+    };
     const failing = report.checks.filter((c) => c.required && c.status !== 'ok');
     assert.deepEqual(failing, []);
     assert.equal(report.ok, true);

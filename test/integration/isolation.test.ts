@@ -23,9 +23,17 @@ describe('two state directories on one machine', { skip }, () => {
     assert.notEqual(a.state.hostId, b.state.hostId);
     await a.runtime.run({ name: 'same', image: 'busybox', args: COUNTER_ARGS, env: {} });
     assert.deepEqual(await b.runtime.list(), []);
-    await assert.rejects(b.runtime.inspect('same'), (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.ContainerNotFound);
+    await assert.rejects(
+      b.runtime.inspect('same'),
+      (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.ContainerNotFound,
+    );
 
-    await b.runtime.run({ name: 'same', image: 'busybox', args: ['/bin/sh', '-c', 'while true; do echo "counter 7"; sleep 0.2; done'], env: {} });
+    await b.runtime.run({
+      name: 'same',
+      image: 'busybox',
+      args: ['/bin/sh', '-c', 'while true; do echo "counter 7"; sleep 0.2; done'],
+      env: {},
+    });
     await waitCounters(a.runtime, 'same', 2);
     await waitCounters(b.runtime, 'same', 1);
     const pa = (await a.runtime.inspect('same')).pid;
@@ -33,7 +41,11 @@ describe('two state directories on one machine', { skip }, () => {
     assert.ok(pa && pb && pa !== pb);
 
     await b.runtime.remove('same', { force: true });
-    assert.equal((await a.runtime.inspect('same')).status, ContainerStatus.Running, "removing B's container leaves A's");
+    assert.equal(
+      (await a.runtime.inspect('same')).status,
+      ContainerStatus.Running,
+      "removing B's container leaves A's",
+    );
     assert.deepEqual(
       (await a.runtime.list()).map((c) => c.name),
       ['same'],
@@ -45,6 +57,10 @@ describe('two state directories on one machine', { skip }, () => {
       a.runtime.run({ name: 'same', image: 'busybox', args: COUNTER_ARGS, env: {} }),
       (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.ContainerExists,
     );
-    assert.equal((await a.runtime.inspect('same')).status, ContainerStatus.Running, 'the first one is untouched');
+    assert.equal(
+      (await a.runtime.inspect('same')).status,
+      ContainerStatus.Running,
+      'the first one is untouched',
+    );
   });
 });

@@ -49,7 +49,11 @@ export async function createTestHost(label = 'it'): Promise<TestHost> {
   const tools = await loadTools(defaultToolsDir());
   const dir = await mkdtemp(join(tmpdir(), `godwit-${label}-`));
   const state = await StateDir.open(dir);
-  const runtime = new RuncRuntime({ state, tools, images: new ImageStore(state.imagesDir, { binaries: [tools.memload] }) });
+  const runtime = new RuncRuntime({
+    state,
+    tools,
+    images: new ImageStore(state.imagesDir, { binaries: [tools.memload] }),
+  });
   return {
     runtime,
     state,
@@ -81,7 +85,12 @@ export function counters(log: string): number[] {
 }
 
 /** Waits until a container has printed at least `n` counters; returns them. */
-export async function waitCounters(runtime: ContainerRuntime, name: string, n: number, timeoutMs = 15_000): Promise<number[]> {
+export async function waitCounters(
+  runtime: ContainerRuntime,
+  name: string,
+  n: number,
+  timeoutMs = 15_000,
+): Promise<number[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const c = counters(await runtime.logs(name));
@@ -92,4 +101,8 @@ export async function waitCounters(runtime: ContainerRuntime, name: string, n: n
 }
 
 /** A shell loop that counts in memory, printing `counter N` every 100 ms. */
-export const COUNTER_ARGS = ['/bin/sh', '-c', 'i=0; while true; do i=$((i+1)); echo "counter $i"; sleep 0.1; done'];
+export const COUNTER_ARGS = [
+  '/bin/sh',
+  '-c',
+  'i=0; while true; do i=$((i+1)); echo "counter $i"; sleep 0.1; done',
+];

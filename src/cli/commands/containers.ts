@@ -20,22 +20,31 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
     .option('-e, --env <K=V>', 'set an environment variable (repeatable)', collect, [])
     .option('--memory <limit>', 'memory limit, e.g. 256m or 1g')
     .option('--json', 'print the container as JSON')
-    .passThroughOptions()
-    .action(async (name: string, cmd: string[], o: { image: string; env: string[]; memory?: string; json?: boolean }) => {
-      const spec: RunSpec = { name, image: o.image, args: cmd, env: parseEnv(o.env) };
-      if (o.memory !== undefined) {
-        const bytes = parseMemorySize(o.memory);
-        if (bytes === undefined) {
-          throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--memory ${o.memory}: not a size`, {
-            hint: 'use e.g. 256m, 1g or a number of bytes',
-          });
+    .action(
+      async (
+        name: string,
+        cmd: string[],
+        o: { image: string; env: string[]; memory?: string; json?: boolean },
+      ) => {
+        const spec: RunSpec = { name, image: o.image, args: cmd, env: parseEnv(o.env) };
+        if (o.memory !== undefined) {
+          const bytes = parseMemorySize(o.memory);
+          if (bytes === undefined) {
+            throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--memory ${o.memory}: not a size`, {
+              hint: 'use e.g. 256m, 1g or a number of bytes',
+            });
+          }
+          spec.memoryLimitBytes = bytes;
         }
-        spec.memoryLimitBytes = bytes;
-      }
-      const { runtime } = await ctx().services();
-      const info = await runtime.run(spec);
-      emit(Boolean(o.json), () => `${info.name} ${info.status} (pid ${info.pid ?? '-'})`, () => info);
-    });
+        const { runtime } = await ctx().services();
+        const info = await runtime.run(spec);
+        emit(
+          Boolean(o.json),
+          () => `${info.name} ${info.status} (pid ${info.pid ?? '-'})`,
+          () => info,
+        );
+      },
+    );
 
   program
     .command('ps')
@@ -44,7 +53,11 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
     .action(async (o: { json?: boolean }) => {
       const { runtime } = await ctx().services();
       const list = await runtime.list();
-      emit(Boolean(o.json), () => psTable(list), () => list);
+      emit(
+        Boolean(o.json),
+        () => psTable(list),
+        () => list,
+      );
     });
 
   program
@@ -52,7 +65,6 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
     .description('run a command inside a running container; exits with its exit code')
     .argument('<name>', 'container name')
     .argument('<cmd...>', 'command to run, after --')
-    .passThroughOptions()
     .action(async (name: string, cmd: string[]) => {
       const { runtime } = await ctx().services();
       const res = await runtime.exec(name, cmd);
@@ -67,7 +79,10 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
     .action(async (name: string, o: { timeout: string }) => {
       const seconds = Number(o.timeout);
       if (!Number.isFinite(seconds) || seconds < 0) {
-        throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--timeout ${o.timeout}: not a number of seconds`);
+        throw new InvalidArgumentError(
+          ErrorCode.InvalidFlag,
+          `--timeout ${o.timeout}: not a number of seconds`,
+        );
       }
       const { runtime } = await ctx().services();
       await runtime.stop(name, { timeoutMs: seconds * 1000 });
@@ -89,7 +104,7 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
 
   program
     .command('logs')
-    .description("print what a container has written to stdout and stderr")
+    .description('print what a container has written to stdout and stderr')
     .argument('<name>', 'container name')
     .option('-n, --tail <lines>', 'only the last N lines')
     .action(async (name: string, o: { tail?: string }) => {
@@ -97,7 +112,8 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
       let text = await runtime.logs(name);
       if (o.tail !== undefined) {
         const n = Number(o.tail);
-        if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--tail ${o.tail}`);
+        if (!Number.isInteger(n) || n < 0)
+          throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--tail ${o.tail}`);
         text = text.split('\n').filter(Boolean).slice(-n).join('\n') + (n > 0 ? '\n' : '');
       }
       process.stdout.write(text);
@@ -111,21 +127,26 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
     .option('--leave-running', 'keep the container running after the checkpoint')
     .option('--tcp-established', 'checkpoint established TCP connections')
     .option('--json', 'print the result as JSON')
-    .action(async (name: string, o: { to: string; leaveRunning?: boolean; tcpEstablished?: boolean; json?: boolean }) => {
-      const { runtime } = await ctx().services();
-      const res = await runtime.checkpoint(name, {
-        dir: o.to,
-        leaveRunning: Boolean(o.leaveRunning),
-        tcpEstablished: Boolean(o.tcpEstablished),
-      });
-      emit(
-        Boolean(o.json),
-        () =>
-          `checkpointed ${name} to ${res.dir} in ${formatMs(res.durationMs)}: ${formatBytes(res.imageBytes)} ` +
-          `(${formatBytes(res.pagesBytes)} of memory pages)${res.leftRunning ? '; still running' : ''}`,
-        () => res,
-      );
-    });
+    .action(
+      async (
+        name: string,
+        o: { to: string; leaveRunning?: boolean; tcpEstablished?: boolean; json?: boolean },
+      ) => {
+        const { runtime } = await ctx().services();
+        const res = await runtime.checkpoint(name, {
+          dir: o.to,
+          leaveRunning: Boolean(o.leaveRunning),
+          tcpEstablished: Boolean(o.tcpEstablished),
+        });
+        emit(
+          Boolean(o.json),
+          () =>
+            `checkpointed ${name} to ${res.dir} in ${formatMs(res.durationMs)}: ${formatBytes(res.imageBytes)} ` +
+            `(${formatBytes(res.pagesBytes)} of memory pages)${res.leftRunning ? '; still running' : ''}`,
+          () => res,
+        );
+      },
+    );
 
   program
     .command('restore')
@@ -136,7 +157,11 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
     .action(async (dir: string, o: { name: string; json?: boolean }) => {
       const { runtime } = await ctx().services();
       const res = await runtime.restore({ dir, name: o.name });
-      emit(Boolean(o.json), () => `restored ${res.name} (pid ${res.pid}) in ${formatMs(res.durationMs)}`, () => res);
+      emit(
+        Boolean(o.json),
+        () => `restored ${res.name} (pid ${res.pid}) in ${formatMs(res.durationMs)}`,
+        () => res,
+      );
     });
 }
 

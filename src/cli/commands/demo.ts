@@ -8,16 +8,25 @@ import { ExitCode } from '../exit-codes.js';
 import { formatBytes, formatMs, table } from '../format.js';
 
 /** Registers `demo`. */
-export function registerDemoCommand(program: Command, ctx: () => CliContext, setExit: (code: number) => void): void {
+export function registerDemoCommand(
+  program: Command,
+  ctx: () => CliContext,
+  setExit: (code: number) => void,
+): void {
   program
     .command('demo')
-    .description('checkpoint a container that counts in memory, restore it under a new name, show the count continued')
+    .description(
+      'checkpoint a container that counts in memory, restore it under a new name, show the count continued',
+    )
     .option('--memory-mib <n>', 'also run the demo with a container holding N MiB of written memory', '0')
     .option('--json', 'print the report as JSON')
     .action(async (o: { memoryMib: string; json?: boolean }) => {
       const mib = Number(o.memoryMib);
       if (!Number.isInteger(mib) || mib < 0 || mib > 16384) {
-        throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--memory-mib ${o.memoryMib}: expected 0..16384`);
+        throw new InvalidArgumentError(
+          ErrorCode.InvalidFlag,
+          `--memory-mib ${o.memoryMib}: expected 0..16384`,
+        );
       }
       const { runtime } = await ctx().services();
       const onStep = o.json ? undefined : (line: string) => console.log(line);
@@ -29,7 +38,16 @@ export function registerDemoCommand(program: Command, ctx: () => CliContext, set
         () =>
           '\n' +
           table(
-            ['WORKLOAD', 'MEMORY', 'AT CHECKPOINT', 'AFTER RESTORE', 'CHECKPOINT', 'IMAGE', 'RESTORE', 'VERDICT'],
+            [
+              'WORKLOAD',
+              'MEMORY',
+              'AT CHECKPOINT',
+              'AFTER RESTORE',
+              'CHECKPOINT',
+              'IMAGE',
+              'RESTORE',
+              'VERDICT',
+            ],
             reports.map((r) => [
               r.workload,
               r.memoryMiB > 0 ? `${r.memoryMiB} MiB` : '-',
@@ -41,7 +59,9 @@ export function registerDemoCommand(program: Command, ctx: () => CliContext, set
               r.continued ? 'continued' : 'DID NOT CONTINUE',
             ]),
           ) +
-          (ok ? '\n\nThe restored process continued counting from its checkpointed memory.' : '\n\nFAILED: a counter did not continue.'),
+          (ok
+            ? '\n\nThe restored process continued counting from its checkpointed memory.'
+            : '\n\nFAILED: a counter did not continue.'),
         () => ({ ok, runs: reports }),
       );
       if (!ok) setExit(ExitCode.Negative);

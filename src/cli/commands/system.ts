@@ -8,21 +8,32 @@ import { ExitCode } from '../exit-codes.js';
 import { formatMs, table } from '../format.js';
 
 /** Registers `doctor` and `setup`. */
-export function registerSystemCommands(program: Command, ctx: () => CliContext, setExit: (code: number) => void): void {
+export function registerSystemCommands(
+  program: Command,
+  ctx: () => CliContext,
+  setExit: (code: number) => void,
+): void {
   program
     .command('doctor')
     .description('check that this machine can run godwit; exits 0 only when every required item is ok')
     .option('--json', 'print the report as one JSON document')
     .action(async (o: { json?: boolean }) => {
       const report = await runDoctor({ toolsDir: ctx().options.toolsDir });
-      emit(Boolean(o.json), () => formatDoctor(report), () => report);
+      emit(
+        Boolean(o.json),
+        () => formatDoctor(report),
+        () => report,
+      );
       if (!report.ok) setExit(ExitCode.Negative);
     });
 
   program
     .command('setup')
     .description('install what godwit needs: Debian packages, CRIU >= 4.2, native helpers (idempotent)')
-    .option('--mirror <url>', 'Debian mirror for provisioning CRIU (default: the one apt uses; env GODWIT_DEBIAN_MIRROR)')
+    .option(
+      '--mirror <url>',
+      'Debian mirror for provisioning CRIU (default: the one apt uses; env GODWIT_DEBIAN_MIRROR)',
+    )
     .option('--json', 'print the step report as JSON (progress still goes to stderr)')
     .action(async (o: { mirror?: string; json?: boolean }) => {
       const log = (line: string): void => {
