@@ -2,3 +2,5 @@ export * from './errors.js';
 export * from './clock.js';
 export * from './runtime.js';
 export * from './logger.js';
+export * from './network.js';
+export * from './testbed.js';

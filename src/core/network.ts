@@ -1,0 +1,39 @@
+/**
+ * Container networking contract. A container's network identity (IP and MAC on the
+ * service network) belongs to the container, not to the host: the destination of a
+ * migration recreates it, so clients keep talking to the same address.
+ */
+
+/** The network identity of a container on the service network. */
+export interface ContainerNetwork {
+  /** IPv4 address on the service network, e.g. `10.78.0.10`. */
+  ip: string;
+  /** Prefix length of the service subnet, e.g. 24. */
+  prefixLength: number;
+  /** MAC address of the container's interface, `02:…` (locally administered). */
+  mac: string;
+  /** Default gateway inside the container, if any. */
+  gateway?: string;
+}
+
+/**
+ * Creates and removes the network namespaces containers run in. Implemented by the
+ * testbed's service network (veth into a bridge) and, later, by real deployments.
+ */
+export interface NetworkProvider {
+  /**
+   * Creates a network namespace for container `key` with `net`'s address and MAC, its
+   * interface up, and announces the address (gratuitous ARP). Returns the namespace's
+   * path (e.g. `/run/netns/NAME`) for runc's config. Idempotent for the same key and
+   * identity; fails with AlreadyExists if another key holds the IP.
+   */
+  attach(key: string, net: ContainerNetwork): Promise<string>;
+  /** Removes the namespace of `key` and its interfaces. Idempotent. */
+  detach(key: string): Promise<void>;
+}
+
+/** Hands out network identities on a service network. */
+export interface AddressAllocator {
+  /** A free identity (lowest free IP, MAC derived from it); not reserved until `attach`. */
+  allocate(): Promise<ContainerNetwork>;
+}
