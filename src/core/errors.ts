@@ -135,6 +135,7 @@ export const ErrorCode = {
   Internal: 'GODWIT_INTERNAL',
   CriuCheckFailed: 'GODWIT_CRIU_CHECK_FAILED',
   NativeBuildFailed: 'GODWIT_NATIVE_BUILD_FAILED',
+  NoServiceNetwork: 'GODWIT_NO_SERVICE_NETWORK',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,3 +1,5 @@
+import type { ContainerNetwork } from './network.js';
+
 /**
  * The container runtime contract. Implementations (runc today) live in `src/runtime/`.
  * Names are godwit's container names; an implementation maps them to its own ids.
@@ -29,6 +31,11 @@ export interface RunSpec {
   netnsPath?: string;
   /** Hostname inside the container; default the name. */
   hostname?: string;
+  /**
+   * Identity on the service network. The runtime's NetworkProvider creates the namespace
+   * (and sets `netnsPath`); a checkpoint carries it, so a restore anywhere keeps IP and MAC.
+   */
+  network?: ContainerNetwork;
 }
 
 /** A container as the runtime sees it now. */
@@ -47,6 +54,8 @@ export interface ContainerInfo {
   restoredFrom?: string;
   /** Set when the container was checkpointed away. */
   checkpointedTo?: string;
+  /** Its service-network identity, when it has one. */
+  network?: ContainerNetwork;
 }
 
 /** Options of a checkpoint. All default to false / unset. */
@@ -55,7 +64,7 @@ export interface CheckpointOptions {
   dir: string;
   /** Keep the container running after the dump. */
   leaveRunning?: boolean;
-  /** Dump established TCP connections (they are repaired on restore). */
+  /** Dump established TCP connections (they are repaired on restore). Default: true when the container has a service-network identity. */
   tcpEstablished?: boolean;
   /** Dump memory lazily: pages stay behind for a page server (post-copy). */
   lazyPages?: boolean;

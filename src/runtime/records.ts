@@ -3,6 +3,7 @@
  * checkpoint directory may come from another host or be damaged, so nothing read
  * from disk is trusted before it has been checked here.
  */
+import type { ContainerNetwork } from '../core/network.js';
 import { ContainerStatus, type RunSpec } from '../core/runtime.js';
 import { ErrorCode, InvalidArgumentError } from '../core/errors.js';
 
@@ -64,7 +65,39 @@ export function parseRunSpec(v: unknown, where: string): RunSpec {
     const val = o[key];
     if (val !== undefined) spec[key] = str(val, `${where}.${key}`);
   }
+  if (o['network'] !== undefined) spec.network = parseContainerNetwork(o['network'], `${where}.network`);
   return spec;
+}
+
+/** Checks a service-network identity: dotted IPv4, prefix 1..32, locally administered MAC. */
+export function parseContainerNetwork(v: unknown, where: string): ContainerNetwork {
+  const o = asObject(v, where);
+  const ip = str(o['ip'], `${where}.ip`);
+  if (!isIPv4(ip)) throw bad(`${where}.ip must be a dotted IPv4 address`);
+  const prefixLength = o['prefixLength'];
+  if (
+    typeof prefixLength !== 'number' ||
+    !Number.isInteger(prefixLength) ||
+    prefixLength < 1 ||
+    prefixLength > 32
+  ) {
+    throw bad(`${where}.prefixLength must be an integer 1..32`);
+  }
+  const mac = str(o['mac'], `${where}.mac`).toLowerCase();
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac)) throw bad(`${where}.mac must look like 02:42:0a:4e:00:0a`);
+  const net: ContainerNetwork = { ip, prefixLength, mac };
+  if (o['gateway'] !== undefined) {
+    const gw = str(o['gateway'], `${where}.gateway`);
+    if (!isIPv4(gw)) throw bad(`${where}.gateway must be a dotted IPv4 address`);
+    net.gateway = gw;
+  }
+  return net;
+}
+
+/** True for a dotted-quad IPv4 address. */
+export function isIPv4(s: string): boolean {
+  const parts = s.split('.');
+  return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
 }
 
 /** Validates a container record read from disk. */

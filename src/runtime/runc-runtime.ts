@@ -22,6 +22,7 @@ import {
   errorMessage,
 } from '../core/errors.js';
 import { nullLogger, type Logger } from '../core/logger.js';
+import type { AddressAllocator, NetworkProvider } from '../core/network.js';
 import {
   ContainerStatus,
   type CheckpointOptions,
@@ -64,6 +65,11 @@ export interface RuncRuntimeOptions {
   images: ImageStore;
   clock?: Clock;
   log?: Logger;
+  /**
+   * The host's service network, if it has one. Containers then get a network namespace
+   * with their own IP and MAC (allocated when the spec has none), which checkpoints carry.
+   */
+  network?: NetworkProvider & AddressAllocator;
 }
 
 /** Files of a checkpoint directory. */
@@ -84,6 +90,7 @@ export class RuncRuntime implements ContainerRuntime {
   private readonly images: ImageStore;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly network: (NetworkProvider & AddressAllocator) | undefined;
 
   constructor(opts: RuncRuntimeOptions) {
     this.state = opts.state;
@@ -91,6 +98,7 @@ export class RuncRuntime implements ContainerRuntime {
     this.images = opts.images;
     this.clock = opts.clock ?? systemClock;
     this.log = opts.log ?? nullLogger;
+    this.network = opts.network;
   }
 
   async run(spec: RunSpec): Promise<ContainerInfo> {
@@ -104,12 +112,22 @@ export class RuncRuntime implements ContainerRuntime {
     await this.claimName(spec.name);
     const record: ContainerRecord = {
       version: 1,
-      spec,
+      spec: { ...spec },
       imageId: image.id,
       lowerDir: image.rootfs,
       createdAt: new Date(this.clock.now()).toISOString(),
     };
     try {
+      if (this.network && spec.netnsPath === undefined) {
+        const net = spec.network ?? (await this.network.allocate());
+        record.spec.network = net;
+        record.spec.netnsPath = await this.network.attach(this.netKey(spec.name), net);
+      } else if (spec.network) {
+        throw new FailedPreconditionError(
+          ErrorCode.NoServiceNetwork,
+          `${spec.name} asks for address ${spec.network.ip}, but this host has no service network`,
+        );
+      }
       await this.prepareBundle(record);
       await writeJsonAtomic(this.state.containerRecord(spec.name), record);
       const res = await this.startWithShim(spec.name, [
@@ -124,7 +142,12 @@ export class RuncRuntime implements ContainerRuntime {
           details: runcErrorLines(res.output),
         });
       }
-      this.log.info('container started', { name: spec.name, image: spec.image, imageId: image.id });
+      this.log.info('container started', {
+        name: spec.name,
+        image: spec.image,
+        imageId: image.id,
+        ip: record.spec.network?.ip,
+      });
     } catch (err) {
       await this.destroy(spec.name);
       throw err;
@@ -221,7 +244,8 @@ export class RuncRuntime implements ContainerRuntime {
 
     const args = ['checkpoint', '--image-path', criuDir, '--work-path', workDir];
     if (opts.leaveRunning) args.push('--leave-running');
-    if (opts.tcpEstablished) args.push('--tcp-established');
+    const tcpEstablished = opts.tcpEstablished ?? record.spec.network !== undefined;
+    if (tcpEstablished) args.push('--tcp-established');
     if (opts.lazyPages) args.push('--lazy-pages');
     if (opts.pageServer) args.push('--page-server', `${opts.pageServer.address}:${opts.pageServer.port}`);
     args.push(name);
@@ -258,7 +282,7 @@ export class RuncRuntime implements ContainerRuntime {
       sourceHostId: this.state.hostId,
       createdAt: new Date(this.clock.now()).toISOString(),
       leftRunning: Boolean(opts.leaveRunning),
-      tcpEstablished: Boolean(opts.tcpEstablished),
+      tcpEstablished,
       lazyPages: Boolean(opts.lazyPages),
       hasRootfsDiff: true,
     };
@@ -267,6 +291,9 @@ export class RuncRuntime implements ContainerRuntime {
     await writeJsonAtomic(join(dir, CHECKPOINT_FILES.manifest), manifest);
     if (!opts.leaveRunning) {
       await writeJsonAtomic(this.state.containerRecord(name), { ...record, checkpointedTo: dir });
+      // The processes are gone: free the network identity so that a restore (here or on
+      // another host) can take it. A rollback restores it from the checkpoint like any restore.
+      if (record.spec.network && this.network) await this.network.detach(this.netKey(name));
     }
     const [imageBytes, pagesBytes] = await Promise.all([treeBytes(dir), pagesImageBytes(criuDir)]);
     this.log.info('container checkpointed', { name, dir, durationMs, imageBytes, pagesBytes });
@@ -284,6 +311,16 @@ export class RuncRuntime implements ContainerRuntime {
     await this.claimName(opts.name);
     const spec: RunSpec = { ...manifest.spec, name: opts.name };
     if (opts.netnsPath !== undefined) spec.netnsPath = opts.netnsPath;
+    if (spec.network && opts.netnsPath === undefined && !this.network) {
+      await this.destroy(opts.name);
+      throw new FailedPreconditionError(
+        ErrorCode.NoServiceNetwork,
+        `the checkpoint has service address ${spec.network.ip}, but this host has no service network`,
+        {
+          hint: 'restore through an agent of the testbed (godwit --host HOST restore …)',
+        },
+      );
+    }
     const record: ContainerRecord = {
       version: 1,
       spec,
@@ -296,6 +333,9 @@ export class RuncRuntime implements ContainerRuntime {
       ? resolve(opts.workDir)
       : join(this.state.containerDir(opts.name), 'restore-work');
     try {
+      if (spec.network && this.network && opts.netnsPath === undefined) {
+        record.spec.netnsPath = await this.network.attach(this.netKey(opts.name), spec.network);
+      }
       await mkdir(this.state.upperDir(opts.name), { recursive: true });
       if (manifest.hasRootfsDiff) {
         await runChecked([
@@ -356,6 +396,11 @@ export class RuncRuntime implements ContainerRuntime {
 
   // ---- internals ----
 
+  /** Key of a container's network namespace: unique per host and name. */
+  private netKey(name: string): string {
+    return `${this.state.hostId.slice(0, 6)}-${name}`;
+  }
+
   /** Creates the container directory exclusively; the name is ours once this returns. */
   private async claimName(name: string): Promise<void> {
     try {
@@ -388,6 +433,10 @@ export class RuncRuntime implements ContainerRuntime {
   /** Removes everything of a container: runc state, mount, directory. Never throws for what is already gone. */
   private async destroy(name: string): Promise<void> {
     await this.runc(['delete', '--force', name]).catch(() => undefined);
+    // detach is idempotent and only touches this container's namespace and lease.
+    await this.network
+      ?.detach(this.netKey(name))
+      .catch((err: unknown) => this.log.warn('network detach failed', { name, err: errorMessage(err) }));
     const rootfs = this.state.rootfsMount(name);
     if (await isMountPoint(rootfs)) {
       const res = await runCommand('umount', [rootfs]);
@@ -454,6 +503,7 @@ export class RuncRuntime implements ContainerRuntime {
     }
     if (record.restoredFrom) info.restoredFrom = record.restoredFrom;
     if (record.checkpointedTo) info.checkpointedTo = record.checkpointedTo;
+    if (record.spec.network) info.network = record.spec.network;
     return info;
   }
 

@@ -168,11 +168,12 @@ export function registerContainerCommands(program: Command, ctx: Ctx, setExit: (
 function psTable(list: readonly ContainerInfo[]): string {
   if (list.length === 0) return 'no containers';
   return table(
-    ['NAME', 'STATUS', 'PID', 'IMAGE', 'CREATED', 'COMMAND'],
+    ['NAME', 'STATUS', 'PID', 'IP', 'IMAGE', 'CREATED', 'COMMAND'],
     list.map((c) => [
       c.name,
       c.status + (c.exit !== undefined && c.status === 'stopped' ? ` (${c.exit})` : ''),
       c.pid === undefined ? '-' : String(c.pid),
+      c.network?.ip ?? '-',
       c.image,
       c.createdAt.replace('T', ' ').slice(0, 19),
       truncate(c.args.join(' '), 40),
