@@ -30,7 +30,7 @@ try {
   const runtime = new RuncRuntime({
     state,
     tools,
-    images: new ImageStore(state.imagesDir, { binaries: [tools.memload] }),
+    images: new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] }),
   });
   const results = await benchCheckpointRestore(runtime, {
     reps,

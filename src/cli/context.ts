@@ -1,5 +1,9 @@
 /** What every CLI command is given: resolved global options and lazily built services. */
 import { join } from 'node:path';
+import { AgentClient } from '../agent/client.js';
+import { resolveAgentAddress } from '../agent/target.js';
+import type { Logger } from '../core/logger.js';
+import type { AddressAllocator, NetworkProvider } from '../core/network.js';
 import type { ContainerRuntime } from '../core/runtime.js';
 import { ImageStore } from '../runtime/image-store.js';
 import { RuncRuntime } from '../runtime/runc-runtime.js';
@@ -12,34 +16,88 @@ export interface GlobalOptions {
   stateDir: string;
   toolsDir: string;
   debug: boolean;
+  /** `--host`: talk to that agent (socket path, ADDR:PORT or testbed host name) instead of runc here. */
+  host?: string;
+}
+
+/** What container commands work with. */
+export interface Services {
+  /** The local RuncRuntime, or an AgentClient when `--host` is given. */
+  runtime: ContainerRuntime;
+}
+
+/** The godwit host in `--state-dir` on this machine. */
+export interface LocalHost {
+  state: StateDir;
+  tools: Tools;
 }
 
 /** Services for one CLI invocation. Nothing touches the disk until first used. */
 export class CliContext {
-  private runtime?: Promise<{ runtime: ContainerRuntime; state: StateDir; tools: Tools }>;
+  private services_?: Promise<Services>;
+  private localHost_?: Promise<LocalHost>;
 
   constructor(readonly options: GlobalOptions) {}
 
   /** Resolves global options from commander's parsed values. */
-  static fromFlags(flags: { stateDir?: string; toolsDir?: string; debug?: boolean }): CliContext {
+  static fromFlags(flags: {
+    stateDir?: string;
+    toolsDir?: string;
+    debug?: boolean;
+    host?: string;
+  }): CliContext {
     return new CliContext({
       stateDir: flags.stateDir ?? defaultStateDir(),
       toolsDir: flags.toolsDir ?? defaultToolsDir(),
       debug: Boolean(flags.debug) || process.env['GODWIT_DEBUG'] === '1',
+      ...(flags.host === undefined ? {} : { host: flags.host }),
     });
   }
 
-  /** The container runtime of this host; fails with ToolMissing (hint: godwit setup) when tools are absent. */
-  async services(): Promise<{ runtime: ContainerRuntime; state: StateDir; tools: Tools }> {
-    this.runtime ??= (async () => {
+  /**
+   * The container runtime commands act on: with `--host`, an AgentClient (fails with
+   * HostNotFound for an unknown testbed host); otherwise the local runtime, which fails with
+   * ToolMissing (hint: godwit setup) when tools are absent.
+   */
+  async services(): Promise<Services> {
+    this.services_ ??= (async () => {
+      if (this.options.host !== undefined) {
+        return { runtime: new AgentClient(await resolveAgentAddress(this.options.host)) };
+      }
+      const { state } = await this.localHost();
+      return {
+        runtime: await this.localRuntime({
+          log: new JsonFileLogger(join(state.logsDir, 'godwit.log'), { pid: process.pid }),
+        }),
+      };
+    })();
+    return this.services_;
+  }
+
+  /** The local godwit host (state directory and tools), whatever `--host` says. */
+  async localHost(): Promise<LocalHost> {
+    this.localHost_ ??= (async () => {
       const tools = await loadTools(this.options.toolsDir);
       const state = await StateDir.open(this.options.stateDir);
-      const log = new JsonFileLogger(join(state.logsDir, 'godwit.log'), { pid: process.pid });
-      const images = new ImageStore(state.imagesDir, { binaries: [tools.memload] });
-      const runtime = new RuncRuntime({ state, tools, images, log });
-      return { runtime, state, tools };
+      return { state, tools };
     })();
-    return this.runtime;
+    return this.localHost_;
+  }
+
+  /** A new RuncRuntime on the local host, logging to `log`, with the host's service network if given. */
+  async localRuntime(opts: {
+    log: Logger;
+    network?: NetworkProvider & AddressAllocator;
+  }): Promise<RuncRuntime> {
+    const { state, tools } = await this.localHost();
+    const images = new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] });
+    return new RuncRuntime({
+      state,
+      tools,
+      images,
+      log: opts.log,
+      ...(opts.network === undefined ? {} : { network: opts.network }),
+    });
   }
 }
 

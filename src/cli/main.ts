@@ -5,6 +5,9 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isGodwitError } from '../core/errors.js';
+import { loadServiceNetwork } from '../testbed/service-network.js';
+import { registerAgentCommand } from './commands/agent.js';
+import { registerProbeCommand } from './commands/probe.js';
 import { registerContainerCommands } from './commands/containers.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerSystemCommands } from './commands/system.js';
@@ -18,7 +21,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command('godwit');
   const ctx = (): CliContext => {
     context ??= CliContext.fromFlags(
-      program.opts<{ stateDir?: string; toolsDir?: string; debug?: boolean }>(),
+      program.opts<{ stateDir?: string; toolsDir?: string; debug?: boolean; host?: string }>(),
     );
     return context;
   };
@@ -32,6 +35,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--state-dir <dir>', 'state directory of this godwit host (env GODWIT_STATE_DIR)', undefined)
     .option('--tools-dir <dir>', 'where godwit keeps CRIU and its helpers (env GODWIT_TOOLS_DIR)', undefined)
     .option('--debug', 'print stack traces on errors')
+    .option(
+      '--host <host>',
+      "act on that host's agent: a socket path, ADDR:PORT, or a testbed host name (default: this machine's runc)",
+    )
     .enablePositionalOptions()
     .showSuggestionAfterError()
     .exitOverride()
@@ -43,6 +50,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerSystemCommands(program, ctx, setExit);
   registerContainerCommands(program, ctx, setExit);
   registerDemoCommand(program, ctx, setExit);
+  registerProbeCommand(program, ctx, setExit);
+  registerAgentCommand(program, ctx, setExit, { makeNetwork: (path) => loadServiceNetwork(path) });
   for (const cmd of program.commands) cmd.exitOverride();
 
   try {

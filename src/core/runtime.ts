@@ -66,6 +66,12 @@ export interface CheckpointOptions {
   leaveRunning?: boolean;
   /** Dump established TCP connections (they are repaired on restore). Default: true when the container has a service-network identity. */
   tcpEstablished?: boolean;
+  /**
+   * Drop connections the kernel accepted but the process has not (CRIU's skip-in-flight);
+   * their clients see a reset or a timeout and retry. Default true: under load there are
+   * always some, and without it CRIU refuses to dump ("In-flight connection").
+   */
+  skipInFlight?: boolean;
   /** Dump memory lazily: pages stay behind for a page server (post-copy). */
   lazyPages?: boolean;
   /** Send pages to a CRIU page server at this address instead of writing them. */

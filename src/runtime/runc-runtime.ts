@@ -250,6 +250,7 @@ export class RuncRuntime implements ContainerRuntime {
     if (opts.pageServer) args.push('--page-server', `${opts.pageServer.address}:${opts.pageServer.port}`);
     args.push(name);
 
+    await writeFile(this.state.criuConfig(name), criuConfigText({ skipInFlight: opts.skipInFlight ?? true }));
     const started = this.clock.monotonic();
     const res = await this.runc(args);
     const durationMs = this.clock.monotonic() - started;
@@ -426,7 +427,13 @@ export class RuncRuntime implements ContainerRuntime {
       const opts = `lowerdir=${record.lowerDir},upperdir=${this.state.upperDir(name)},workdir=${this.state.overlayWorkDir(name)}`;
       await runChecked(['mount', '-t', 'overlay', 'overlay', '-o', opts, rootfs]);
     }
-    const config = buildOciConfig(record.spec, { hostId: this.state.hostId });
+    // runc hands this file to CRIU on checkpoint and restore; `checkpoint` writes the options
+    // that runc has no flag for (skip-in-flight). It must exist before runc reads the config.
+    await writeFile(this.state.criuConfig(name), '', { flag: 'a' });
+    const config = buildOciConfig(record.spec, {
+      hostId: this.state.hostId,
+      annotations: { 'org.criu.config': this.state.criuConfig(name) },
+    });
     await writeFile(join(this.state.bundleDir(name), 'config.json'), JSON.stringify(config, null, 2));
   }
 
@@ -586,6 +593,13 @@ export class RuncRuntime implements ContainerRuntime {
       return undefined;
     }
   }
+}
+
+/** The per-container CRIU configuration for a checkpoint: one option per line, CRIU's format. */
+export function criuConfigText(opts: { skipInFlight: boolean }): string {
+  const lines: string[] = [];
+  if (opts.skipInFlight) lines.push('skip-in-flight');
+  return lines.map((l) => `${l}\n`).join('');
 }
 
 /** True for states in which processes exist. */

@@ -83,6 +83,10 @@ export class StateDir {
   exitFile(name: string): string {
     return join(this.containerDir(name), 'exit');
   }
+  /** CRIU configuration file runc passes to CRIU for this container (annotation org.criu.config). */
+  criuConfig(name: string): string {
+    return join(this.containerDir(name), 'criu.conf');
+  }
   runcLog(name: string): string {
     return join(this.containerDir(name), 'runc.log');
   }

@@ -375,7 +375,7 @@ async function checkNative(toolsDir: string, record: ToolsRecord): Promise<Verdi
   const paths = toolPaths(toolsDir);
   const problems: string[] = [];
   for (const program of NATIVE_PROGRAMS) {
-    const binary = program.key === 'shim' ? paths.shim : paths.memload;
+    const binary = paths[program.key];
     if (!(await isExecutable(binary))) {
       problems.push(`${program.name} not built`);
       continue;

@@ -14,16 +14,25 @@ import {
 
 /** A native helper godwit compiles at setup: its tools.json key, binary name, source file and gcc flags. */
 export interface NativeProgram {
-  key: 'shim' | 'memload';
+  key: 'shim' | 'memload' | 'counterd';
   name: string;
   source: string;
   flags: readonly string[];
 }
 
-/** The helpers built into <toolsDir>/bin: the container shim (dynamic) and the memory workload (static). */
+/**
+ * The helpers built into <toolsDir>/bin: the container shim (dynamic), the memory workload and the
+ * HTTP counter service (static, so they run inside the busybox image).
+ */
 export const NATIVE_PROGRAMS: readonly NativeProgram[] = [
   { key: 'shim', name: 'godwit-shim', source: 'godwit-shim.c', flags: ['-O2', '-Wall'] },
   { key: 'memload', name: 'godwit-memload', source: 'godwit-memload.c', flags: ['-O2', '-Wall', '-static'] },
+  {
+    key: 'counterd',
+    name: 'godwit-counterd',
+    source: 'godwit-counterd.c',
+    flags: ['-O2', '-Wall', '-static'],
+  },
 ];
 
 /** Outcome for one helper. */

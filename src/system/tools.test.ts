@@ -32,6 +32,7 @@ describe('parseToolsRecord', () => {
         },
         shim: { sourceSha256: SHA },
         memload: { sourceSha256: SHA },
+        counterd: { sourceSha256: SHA },
         other: true,
       }),
     );
@@ -45,6 +46,7 @@ describe('parseToolsRecord', () => {
       },
       shim: { sourceSha256: SHA },
       memload: { sourceSha256: SHA },
+      counterd: { sourceSha256: SHA },
     });
   });
   it('accepts partial records', () => {
@@ -82,6 +84,7 @@ describe('tools directory', () => {
     assert.equal(p.criuRoot, '/t/criu-root');
     assert.equal(p.shim, '/t/bin/godwit-shim');
     assert.equal(p.memload, '/t/bin/godwit-memload');
+    assert.equal(p.counterd, '/t/bin/godwit-counterd');
     assert.equal(p.record, '/t/tools.json');
   });
 
@@ -122,12 +125,13 @@ describe('tools directory', () => {
     const p = toolPaths(dir);
     await mkdir(p.binDir, { recursive: true });
     const realCriu = join(dir, 'real-criu');
-    for (const f of [p.criu, p.shim, p.memload, realCriu]) {
+    for (const f of [p.criu, p.shim, p.memload, p.counterd, realCriu]) {
       await writeFile(f, '#!/bin/sh\n');
       await chmod(f, 0o755);
     }
     await updateToolsRecord(dir, {
       criu: { version: '4.2.1', source: 'system', binary: realCriu, provisionedAt: new Date().toISOString() },
+      counterd: { sourceSha256: SHA },
     });
     const runc = await which('runc');
     if (runc === undefined) {

@@ -6,6 +6,7 @@
  *   <toolsDir>/criu-root/          debootstrapped Debian testing tree, only when the system criu won't do
  *   <toolsDir>/bin/godwit-shim     compiled from native/godwit-shim.c
  *   <toolsDir>/bin/godwit-memload  compiled (static) from native/godwit-memload.c
+ *   <toolsDir>/bin/godwit-counterd compiled (static) from native/godwit-counterd.c
  *   <toolsDir>/tools.json          what was installed (ToolsRecord)
  *
  * Every file here is replaced by rename, so readers never see a half-written one.
@@ -49,6 +50,7 @@ export interface ToolsRecord {
   criu?: CriuRecord;
   shim?: NativeRecord;
   memload?: NativeRecord;
+  counterd?: NativeRecord;
 }
 
 /** Absolute paths of everything inside a tools directory. */
@@ -59,6 +61,7 @@ export interface ToolPaths {
   criuRoot: string;
   shim: string;
   memload: string;
+  counterd: string;
   record: string;
 }
 
@@ -72,6 +75,7 @@ export function toolPaths(toolsDir: string): ToolPaths {
     criuRoot: join(toolsDir, 'criu-root'),
     shim: join(binDir, 'godwit-shim'),
     memload: join(binDir, 'godwit-memload'),
+    counterd: join(binDir, 'godwit-counterd'),
     record: join(toolsDir, 'tools.json'),
   };
 }
@@ -87,6 +91,8 @@ export interface Tools {
   runc: string;
   shim: string;
   memload: string;
+  /** The HTTP counter service (static; copy it into images like memload). */
+  counterd: string;
 }
 
 /**
@@ -120,7 +126,7 @@ export function parseToolsRecord(text: string): ToolsRecord {
       provisionedAt,
     };
   }
-  for (const key of ['shim', 'memload'] as const) {
+  for (const key of ['shim', 'memload', 'counterd'] as const) {
     const n = raw[key];
     if (n === undefined) continue;
     if (!isObject(n) || typeof n['sourceSha256'] !== 'string' || !/^[0-9a-f]{64}$/.test(n['sourceSha256'])) {
@@ -184,10 +190,12 @@ export async function loadTools(toolsDir: string = defaultToolsDir()): Promise<T
   if (!record.criu) missing.push(`criu (no record in ${paths.record})`);
   if (!record.shim) missing.push(`godwit-shim (no record in ${paths.record})`);
   if (!record.memload) missing.push(`godwit-memload (no record in ${paths.record})`);
+  if (!record.counterd) missing.push(`godwit-counterd (no record in ${paths.record})`);
   for (const [name, path] of [
     ['criu wrapper', paths.criu],
     ['godwit-shim', paths.shim],
     ['godwit-memload', paths.memload],
+    ['godwit-counterd', paths.counterd],
     ...(record.criu ? [['criu binary', record.criu.binary] as const] : []),
   ] as const) {
     if (!(await isExecutable(path))) missing.push(`${name} (${path})`);
@@ -214,6 +222,7 @@ export async function loadTools(toolsDir: string = defaultToolsDir()): Promise<T
     runc,
     shim: paths.shim,
     memload: paths.memload,
+    counterd: paths.counterd,
   };
 }
 

@@ -52,7 +52,7 @@ export async function createTestHost(label = 'it'): Promise<TestHost> {
   const runtime = new RuncRuntime({
     state,
     tools,
-    images: new ImageStore(state.imagesDir, { binaries: [tools.memload] }),
+    images: new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] }),
   });
   return {
     runtime,

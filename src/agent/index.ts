@@ -1,0 +1,10 @@
+export { startAgent, SHUTDOWN_GRACE_MS } from './server.js';
+export type { AgentOptions, AgentHandle } from './server.js';
+export { AgentClient, formatAgentAddress, REQUEST_TIMEOUT_MS } from './client.js';
+export type { AgentAddress, AgentClientOptions } from './client.js';
+export { API_VERSION, ApiPath, MAX_BODY_BYTES } from './api.js';
+export type { AgentHealth, RunRequest, CheckpointRequest, RestoreRequest } from './api.js';
+export { httpStatusFor, toHttpError, errorFromResponse, STATUS_BY_CATEGORY } from './http-errors.js';
+export type { ErrorBody, HttpError } from './http-errors.js';
+export { resolveAgentAddress, parseHostPort, testbedDir, DEFAULT_TESTBED_DIR } from './target.js';
+export { JsonStreamLogger, teeLogger } from './stream-logger.js';

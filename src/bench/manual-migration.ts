@@ -1,0 +1,114 @@
+/**
+ * Checkpoint on one agent, plain file copy, restore on another: the by-hand migration
+ * that precedes godwit's transfer engine, used to measure what a client sees (with the
+ * probe) and as the baseline the migration strategies are compared against.
+ */
+import { cp, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import type { ContainerRuntime } from '../core/runtime.js';
+import type { TestbedHost } from '../core/testbed.js';
+import { ErrorCode, UnavailableError } from '../core/errors.js';
+import type { ProbeReport } from '../probe/probe.js';
+
+/** Phase timings of one by-hand migration, ms. */
+export interface ManualMigrationReport {
+  name: string;
+  from: string;
+  to: string;
+  checkpointMs: number;
+  copyMs: number;
+  restoreMs: number;
+  /** Checkpoint start → restored container running: the downtime the runtime causes. */
+  frozenMs: number;
+}
+
+/**
+ * Moves container `name` from `from` to `to`: checkpoint (the source stops), copy the
+ * checkpoint directory, restore under the same name, then remove the source record.
+ * If the restore fails, the source is restored from its own checkpoint and the error rethrown.
+ */
+export async function migrateByHand(opts: {
+  name: string;
+  from: { host: TestbedHost; runtime: ContainerRuntime };
+  to: { host: TestbedHost; runtime: ContainerRuntime };
+}): Promise<ManualMigrationReport> {
+  const { name, from, to } = opts;
+  const stamp = `${name}-${Date.now()}`;
+  const srcDir = join(from.host.stateDir, 'checkpoints', stamp);
+  const dstDir = join(to.host.stateDir, 'incoming', stamp);
+  await mkdir(join(from.host.stateDir, 'checkpoints'), { recursive: true });
+  await mkdir(join(to.host.stateDir, 'incoming'), { recursive: true });
+  const t0 = performance.now();
+  await from.runtime.checkpoint(name, { dir: srcDir, tcpEstablished: true });
+  const t1 = performance.now();
+  await cp(srcDir, dstDir, { recursive: true, preserveTimestamps: true });
+  const t2 = performance.now();
+  try {
+    await to.runtime.restore({ dir: dstDir, name, tcpEstablished: true });
+  } catch (err) {
+    // Before the destination runs it, the container belongs to the source: put it back.
+    await from.runtime.remove(name, { force: true }).catch(() => undefined);
+    await from.runtime.restore({ dir: srcDir, name, tcpEstablished: true });
+    throw err;
+  }
+  const t3 = performance.now();
+  await from.runtime.remove(name, { force: true });
+  await rm(srcDir, { recursive: true, force: true });
+  return {
+    name,
+    from: from.host.name,
+    to: to.host.name,
+    checkpointMs: t1 - t0,
+    copyMs: t2 - t1,
+    restoreMs: t3 - t2,
+    frozenMs: t3 - t0,
+  };
+}
+
+/**
+ * Runs `godwit probe` inside namespace `netns` for `durationMs`; resolves with its JSON report.
+ * `bin` is the path of bin/godwit.js.
+ */
+export function probeInNetns(opts: {
+  bin: string;
+  netns: string;
+  target: string;
+  durationMs: number;
+  intervalMs?: number;
+}): Promise<ProbeReport> {
+  const args = [
+    'netns',
+    'exec',
+    opts.netns,
+    process.execPath,
+    opts.bin,
+    'probe',
+    opts.target,
+    '--interval',
+    `${opts.intervalMs ?? 5}ms`,
+    '--duration',
+    `${opts.durationMs}ms`,
+    '--json',
+  ];
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+    child.on('error', reject);
+    child.on('close', () => {
+      try {
+        resolve(JSON.parse(out) as ProbeReport);
+      } catch {
+        reject(
+          new UnavailableError(
+            ErrorCode.CommandFailed,
+            `probe printed no report: ${err.trim() || out.trim()}`,
+          ),
+        );
+      }
+    });
+  });
+}

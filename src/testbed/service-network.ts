@@ -1,0 +1,304 @@
+/**
+ * The testbed's service network: each container gets its own network namespace
+ * (`<testbed>-c-<key>`) with an `eth0` whose peer is a port of br-svc in the switch namespace,
+ * and keeps its address wherever it runs. Addresses are leased with one file per IP in the
+ * lease directory (created with O_EXCL, holding the container key), shared by every host.
+ *
+ * Usable from any process in the machine's main mount namespace, whatever its network
+ * namespace (hosts' agents included, when started by `testbed up`, which uses nsenter rather than
+ * `ip netns exec` — see system.ts).
+ */
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  AlreadyExistsError,
+  ErrorCode,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+} from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { nullLogger } from '../core/logger.js';
+import type { AddressAllocator, ContainerNetwork, NetworkProvider } from '../core/network.js';
+import type { ServiceNetworkInfo } from '../core/testbed.js';
+import { isExecutable } from '../system/tools.js';
+import { addNetns, deleteNetns, ip, linkNames, netnsExists, netnsPath, runInNetns } from './system.js';
+import { readTestbedFile } from './testbed-file.js';
+import { CONTAINER_KEY, containerNetns, containerPort } from './topology.js';
+
+/** The busybox whose arping announces a container's address. */
+const BUSYBOX = '/bin/busybox';
+
+/** Options of ServiceNetwork. */
+export interface ServiceNetworkOptions {
+  log?: Logger;
+}
+
+/** The service network of one testbed, as a NetworkProvider and AddressAllocator. */
+export class ServiceNetwork implements NetworkProvider, AddressAllocator {
+  private readonly log: Logger;
+  private readonly first: number;
+  private readonly last: number;
+  private readonly subnet: number;
+  private readonly mask: number;
+
+  constructor(
+    /** The testbed's name (prefix of the containers' namespaces). */
+    readonly testbedName: string,
+    readonly info: ServiceNetworkInfo,
+    opts: ServiceNetworkOptions = {},
+  ) {
+    this.log = opts.log ?? nullLogger;
+    const first = ipToInt(info.firstIp);
+    const last = ipToInt(info.lastIp);
+    const subnet = ipToInt(info.subnet);
+    if (
+      first === undefined ||
+      last === undefined ||
+      subnet === undefined ||
+      info.prefixLength < 8 ||
+      info.prefixLength > 30
+    ) {
+      throw new InvalidArgumentError(
+        ErrorCode.InvalidFlag,
+        `invalid service network ${JSON.stringify(info)}`,
+      );
+    }
+    this.mask = info.prefixLength === 0 ? 0 : (~0 << (32 - info.prefixLength)) >>> 0;
+    if ((first & this.mask) >>> 0 !== subnet || (last & this.mask) >>> 0 !== subnet || first > last) {
+      throw new InvalidArgumentError(ErrorCode.InvalidFlag, `service network range outside ${info.subnet}`);
+    }
+    this.first = first;
+    this.last = last;
+    this.subnet = subnet;
+  }
+
+  /** Name of container `key`'s network namespace. */
+  netnsName(key: string): string {
+    return containerNetns(this.testbedName, key);
+  }
+
+  /** Lowest free address in [firstIp, lastIp] and the MAC derived from it; nothing is reserved. */
+  async allocate(): Promise<ContainerNetwork> {
+    const held = new Set((await this.leases()).keys());
+    for (let n = this.first; n <= this.last; n++) {
+      const ipText = intToIp(n);
+      if (!held.has(ipText))
+        return { ip: ipText, prefixLength: this.info.prefixLength, mac: macForIp(ipText) };
+    }
+    throw new UnavailableError(
+      ErrorCode.AddressesExhausted,
+      `no free address on the service network (${this.info.firstIp}–${this.info.lastIp})`,
+      { hint: 'remove containers you no longer need' },
+    );
+  }
+
+  /**
+   * Leases `net.ip` for `key`, creates `<testbed>-c-<key>` with eth0 (net.mac, net.ip) on br-svc,
+   * and sends a gratuitous ARP. Returns the namespace's path. Idempotent for the same key and
+   * identity; AddressInUse when another key holds the IP; InvalidState when `key` holds another.
+   */
+  async attach(key: string, net: ContainerNetwork): Promise<string> {
+    this.validate(key, net);
+    const leases = await this.leases();
+    for (const [leasedIp, holder] of leases) {
+      if (holder === key && leasedIp !== net.ip) {
+        throw new FailedPreconditionError(
+          ErrorCode.InvalidState,
+          `container ${key} is already attached to the service network as ${leasedIp}`,
+          { hint: `detach it before attaching it as ${net.ip}` },
+        );
+      }
+    }
+    const createdLease = await this.lease(key, net.ip);
+    const ns = this.netnsName(key);
+    try {
+      if (await netnsExists(ns)) {
+        if (await this.matches(ns, net)) {
+          await this.announce(ns, net.ip);
+          return netnsPath(ns);
+        }
+        // Left half-built (or with another MAC) by an earlier attempt: build it again.
+        await this.removeNetns(key);
+      }
+      await this.create(key, ns, net);
+      return netnsPath(ns);
+    } catch (err) {
+      await this.removeNetns(key).catch(() => undefined);
+      if (createdLease) await rm(join(this.info.leaseDir, net.ip), { force: true });
+      throw err;
+    }
+  }
+
+  /** Removes `key`'s namespace (and so its veth) and releases its lease. Idempotent. */
+  async detach(key: string): Promise<void> {
+    if (!CONTAINER_KEY.test(key)) throw invalidKey(key);
+    await this.removeNetns(key);
+    for (const [leasedIp, holder] of await this.leases()) {
+      if (holder === key) await rm(join(this.info.leaseDir, leasedIp), { force: true });
+    }
+    this.log.info('service network: detached', { key });
+  }
+
+  /** The leases: IP → container key. */
+  async leases(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    let names: string[];
+    try {
+      names = await readdir(this.info.leaseDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return out;
+      throw err;
+    }
+    for (const name of names) {
+      if (ipToInt(name) === undefined) continue;
+      const holder = await readFile(join(this.info.leaseDir, name), 'utf8').catch(() => undefined);
+      if (holder !== undefined) out.set(name, holder.trim());
+    }
+    return out;
+  }
+
+  /** Takes the lease of `ip` for `key`; returns false when `key` already held it. */
+  private async lease(key: string, ipText: string): Promise<boolean> {
+    await mkdir(this.info.leaseDir, { recursive: true, mode: 0o755 });
+    const path = join(this.info.leaseDir, ipText);
+    try {
+      await writeFile(path, key + '\n', { flag: 'wx', mode: 0o644 });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = (await readFile(path, 'utf8').catch(() => '')).trim();
+    if (holder === key) return false;
+    throw new AlreadyExistsError(
+      ErrorCode.AddressInUse,
+      `${ipText} is already attached to container ${holder || '(unknown)'}`,
+      { hint: 'allocate another address, or detach the other container' },
+    );
+  }
+
+  private async create(key: string, ns: string, net: ContainerNetwork): Promise<void> {
+    const sw = this.info.bridgeNetns;
+    if (!(await netnsExists(sw))) {
+      throw new NotFoundError(
+        ErrorCode.TestbedNotFound,
+        `the service network's namespace ${sw} does not exist`,
+        {
+          hint: 'bring the testbed up: godwit testbed up',
+        },
+      );
+    }
+    const port = containerPort(key);
+    await addNetns(ns);
+    await ip(['-n', sw, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await ip(['-n', ns, 'link', 'set', 'eth0', 'address', net.mac]);
+    await ip(['-n', ns, 'addr', 'add', `${net.ip}/${net.prefixLength}`, 'dev', 'eth0']);
+    await ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
+    if (net.gateway !== undefined) await ip(['-n', ns, 'route', 'add', 'default', 'via', net.gateway]);
+    await ip(['-n', sw, 'link', 'set', port, 'master', this.info.bridge, 'up']);
+    await this.announce(ns, net.ip);
+    this.log.info('service network: attached', { key, netns: ns, ip: net.ip, mac: net.mac });
+  }
+
+  /** Gratuitous ARP, so the bridge and neighbours learn where the address lives now. */
+  private async announce(ns: string, ipText: string): Promise<void> {
+    if (!(await isExecutable(BUSYBOX))) {
+      this.log.warn('service network: no busybox, skipping the gratuitous ARP', { netns: ns });
+      return;
+    }
+    const res = await runInNetns(ns, BUSYBOX, ['arping', '-U', '-c', '1', '-I', 'eth0', ipText], 10_000);
+    if (res.code !== 0)
+      this.log.warn('service network: arping failed', { netns: ns, stderr: res.stderr.trim() });
+  }
+
+  /** True when `ns` has eth0 up with exactly `net`'s MAC and address. */
+  private async matches(ns: string, net: ContainerNetwork): Promise<boolean> {
+    const res = await ip(['-n', ns, '-o', 'addr', 'show', 'dev', 'eth0']).catch(() => undefined);
+    const link = await ip(['-n', ns, '-o', 'link', 'show', 'dev', 'eth0']).catch(() => undefined);
+    if (!res || !link) return false;
+    return (
+      res.stdout.includes(` ${net.ip}/${net.prefixLength} `) &&
+      link.stdout.toLowerCase().includes(`link/ether ${net.mac.toLowerCase()} `) &&
+      /[<,]UP[,>]/.test(link.stdout)
+    );
+  }
+
+  private async removeNetns(key: string): Promise<void> {
+    const port = containerPort(key);
+    // Deleting the bridge side removes the pair, even while a process keeps the namespace alive.
+    if ((await linkNames(this.info.bridgeNetns)).includes(port)) {
+      await ip(['-n', this.info.bridgeNetns, 'link', 'del', port]).catch(() => undefined);
+    }
+    await deleteNetns(this.netnsName(key));
+  }
+
+  private validate(key: string, net: ContainerNetwork): void {
+    if (!CONTAINER_KEY.test(key)) throw invalidKey(key);
+    const n = ipToInt(net.ip);
+    if (n === undefined || n < this.first || n > this.last) {
+      throw new InvalidArgumentError(
+        ErrorCode.InvalidFlag,
+        `${net.ip}: not a service address (${this.info.firstIp}–${this.info.lastIp})`,
+      );
+    }
+    if (net.prefixLength !== this.info.prefixLength) {
+      throw new InvalidArgumentError(
+        ErrorCode.InvalidFlag,
+        `prefix length ${net.prefixLength}: the service network is /${this.info.prefixLength}`,
+      );
+    }
+    if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(net.mac) || (parseInt(net.mac.slice(0, 2), 16) & 1) === 1) {
+      throw new InvalidArgumentError(ErrorCode.InvalidFlag, `${net.mac}: not a unicast MAC address`);
+    }
+    if (net.gateway !== undefined) {
+      const g = ipToInt(net.gateway);
+      if (g === undefined || (g & this.mask) >>> 0 !== this.subnet) {
+        throw new InvalidArgumentError(
+          ErrorCode.InvalidFlag,
+          `gateway ${net.gateway}: not on ${this.info.subnet}`,
+        );
+      }
+    }
+  }
+}
+
+/** The service network of the testbed described by a testbed.json. Throws TestbedNotFound when it is missing. */
+export async function loadServiceNetwork(
+  testbedJsonPath: string,
+  opts: ServiceNetworkOptions = {},
+): Promise<ServiceNetwork> {
+  const tb = await readTestbedFile(testbedJsonPath);
+  if (!tb) {
+    throw new NotFoundError(ErrorCode.TestbedNotFound, `no testbed: ${testbedJsonPath} does not exist`, {
+      hint: 'bring one up: godwit testbed up',
+    });
+  }
+  return new ServiceNetwork(tb.name, tb.serviceNetwork, opts);
+}
+
+/** The MAC of a service address: `02:42:` and the four octets in hex (10.78.0.10 → 02:42:0a:4e:00:0a). */
+export function macForIp(ipText: string): string {
+  const parts = ipText.split('.').map((p) => Number(p).toString(16).padStart(2, '0'));
+  return ['02', '42', ...parts].join(':');
+}
+
+/** A dotted IPv4 address as an unsigned 32-bit number, or undefined. */
+export function ipToInt(text: string): number | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (!m) return undefined;
+  const o = m.slice(1).map(Number);
+  if (o.some((x) => x > 255)) return undefined;
+  return ((o[0]! << 24) | (o[1]! << 16) | (o[2]! << 8) | o[3]!) >>> 0;
+}
+
+/** An unsigned 32-bit number as a dotted IPv4 address. */
+export function intToIp(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+function invalidKey(key: string): InvalidArgumentError {
+  return new InvalidArgumentError(ErrorCode.InvalidName, `invalid container key ${JSON.stringify(key)}`, {
+    hint: 'use letters, digits, and . _ - (not first), up to 128 characters',
+  });
+}
