@@ -8,6 +8,7 @@ import { isGodwitError } from '../core/errors.js';
 import { loadServiceNetwork } from '../testbed/service-network.js';
 import { registerAgentCommand } from './commands/agent.js';
 import { registerProbeCommand } from './commands/probe.js';
+import { registerTestbedCommands } from './commands/testbed.js';
 import { registerContainerCommands } from './commands/containers.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerSystemCommands } from './commands/system.js';
@@ -51,6 +52,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerContainerCommands(program, ctx, setExit);
   registerDemoCommand(program, ctx, setExit);
   registerProbeCommand(program, ctx, setExit);
+  registerTestbedCommands(program, ctx, setExit);
   registerAgentCommand(program, ctx, setExit, { makeNetwork: (path) => loadServiceNetwork(path) });
   for (const cmd of program.commands) cmd.exitOverride();
 

@@ -26,8 +26,13 @@ export interface NetworkProvider {
    * interface up, and announces the address (gratuitous ARP). Returns the namespace's
    * path (e.g. `/run/netns/NAME`) for runc's config. Idempotent for the same key and
    * identity; fails with AlreadyExists if another key holds the IP.
+   *
+   * With `locked`, the namespace is created under CRIU's network lock (its `CRIU` iptables
+   * chain dropping everything but CRIU's own marked packets), as the source's namespace is
+   * after a dump with established TCP connections: until a restore unlocks it, the kernel
+   * answers nothing, so no RST reaches a client whose connection is about to be restored.
    */
-  attach(key: string, net: ContainerNetwork): Promise<string>;
+  attach(key: string, net: ContainerNetwork, opts?: { locked?: boolean }): Promise<string>;
   /** Removes the namespace of `key` and its interfaces. Idempotent. */
   detach(key: string): Promise<void>;
 }

@@ -335,7 +335,11 @@ export class RuncRuntime implements ContainerRuntime {
       : join(this.state.containerDir(opts.name), 'restore-work');
     try {
       if (spec.network && this.network && opts.netnsPath === undefined) {
-        record.spec.netnsPath = await this.network.attach(this.netKey(opts.name), spec.network);
+        // Locked like the source's namespace after the dump, so no RST escapes before CRIU
+        // has repaired the connections (it removes the lock when the restore is done).
+        record.spec.netnsPath = await this.network.attach(this.netKey(opts.name), spec.network, {
+          locked: opts.tcpEstablished ?? manifest.tcpEstablished,
+        });
       }
       await mkdir(this.state.upperDir(opts.name), { recursive: true });
       if (manifest.hasRootfsDiff) {

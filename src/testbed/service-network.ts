@@ -22,6 +22,7 @@ import type { Logger } from '../core/logger.js';
 import { nullLogger } from '../core/logger.js';
 import type { AddressAllocator, ContainerNetwork, NetworkProvider } from '../core/network.js';
 import type { ServiceNetworkInfo } from '../core/testbed.js';
+import { runCommand } from '../system/exec.js';
 import { isExecutable } from '../system/tools.js';
 import { addNetns, deleteNetns, ip, linkNames, netnsExists, netnsPath, runInNetns } from './system.js';
 import { readTestbedFile } from './testbed-file.js';
@@ -99,7 +100,7 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
    * and sends a gratuitous ARP. Returns the namespace's path. Idempotent for the same key and
    * identity; AddressInUse when another key holds the IP; InvalidState when `key` holds another.
    */
-  async attach(key: string, net: ContainerNetwork): Promise<string> {
+  async attach(key: string, net: ContainerNetwork, opts: { locked?: boolean } = {}): Promise<string> {
     this.validate(key, net);
     const leases = await this.leases();
     for (const [leasedIp, holder] of leases) {
@@ -115,14 +116,14 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     const ns = this.netnsName(key);
     try {
       if (await netnsExists(ns)) {
-        if (await this.matches(ns, net)) {
+        if (!opts.locked && (await this.matches(ns, net))) {
           await this.announce(ns, net.ip);
           return netnsPath(ns);
         }
         // Left half-built (or with another MAC) by an earlier attempt: build it again.
         await this.removeNetns(key);
       }
-      await this.create(key, ns, net);
+      await this.create(key, ns, net, Boolean(opts.locked));
       return netnsPath(ns);
     } catch (err) {
       await this.removeNetns(key).catch(() => undefined);
@@ -178,7 +179,7 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     );
   }
 
-  private async create(key: string, ns: string, net: ContainerNetwork): Promise<void> {
+  private async create(key: string, ns: string, net: ContainerNetwork, locked: boolean): Promise<void> {
     const sw = this.info.bridgeNetns;
     if (!(await netnsExists(sw))) {
       throw new NotFoundError(
@@ -194,11 +195,13 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     await ip(['-n', sw, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
     await ip(['-n', ns, 'link', 'set', 'eth0', 'address', net.mac]);
     await ip(['-n', ns, 'addr', 'add', `${net.ip}/${net.prefixLength}`, 'dev', 'eth0']);
+    // The lock goes in before the interface comes up, so not one packet is answered unlocked.
+    if (locked) await lockLikeCriu(ns);
     await ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
     if (net.gateway !== undefined) await ip(['-n', ns, 'route', 'add', 'default', 'via', net.gateway]);
     await ip(['-n', sw, 'link', 'set', port, 'master', this.info.bridge, 'up']);
     await this.announce(ns, net.ip);
-    this.log.info('service network: attached', { key, netns: ns, ip: net.ip, mac: net.mac });
+    this.log.info('service network: attached', { key, netns: ns, ip: net.ip, mac: net.mac, locked });
   }
 
   /** Gratuitous ARP, so the bridge and neighbours learn where the address lives now. */
@@ -301,4 +304,29 @@ function invalidKey(key: string): InvalidArgumentError {
   return new InvalidArgumentError(ErrorCode.InvalidName, `invalid container key ${JSON.stringify(key)}`, {
     hint: 'use letters, digits, and . _ - (not first), up to 128 characters',
   });
+}
+
+/**
+ * CRIU's network lock (criu/net.c, iptables variant; SOCCR_MARK 0xC114 marks CRIU's own
+ * repair packets). CRIU's restore with --tcp-established removes exactly this chain.
+ */
+export const CRIU_LOCK_RULES =
+  '*filter\n:CRIU - [0:0]\n-I INPUT -j CRIU\n-I OUTPUT -j CRIU\n-A CRIU -m mark --mark 0xC114 -j ACCEPT\n-A CRIU -j DROP\nCOMMIT\n';
+
+/** Applies CRIU_LOCK_RULES in namespace `ns` with the same iptables-restore CRIU uses (from PATH). */
+async function lockLikeCriu(ns: string): Promise<void> {
+  const res = await runCommand('ip', ['netns', 'exec', ns, 'iptables-restore', '--noflush'], {
+    input: CRIU_LOCK_RULES,
+    timeoutMs: 10_000,
+  });
+  if (res.code !== 0) {
+    throw new UnavailableError(
+      ErrorCode.CommandFailed,
+      `cannot lock the network of ${ns} (iptables-restore exited ${res.code})`,
+      {
+        details: res.stderr.trim().split('\n').slice(-3),
+        hint: 'godwit setup installs iptables',
+      },
+    );
+  }
 }
