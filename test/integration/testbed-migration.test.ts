@@ -6,7 +6,8 @@
  * long-lived TCP connection alive.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,7 +17,8 @@ import type { TestbedInfo } from '../../src/core/testbed.js';
 import { migrateByHand, probeInNetns } from '../../src/bench/manual-migration.js';
 import { linkProfile } from '../../src/testbed/profiles.js';
 import { testbedDown, testbedUp } from '../../src/testbed/testbed.js';
-import { missingRequirement } from './support.js';
+import { runCommand } from '../../src/system/exec.js';
+import { missingRequirement, mountsUnder } from './support.js';
 
 const skip = await missingRequirement();
 if (skip && process.env['CI'] === 'true') throw new Error(`integration tests cannot run in CI: ${skip}`);
@@ -103,4 +105,71 @@ describe('migration by hand across the testbed, seen by a client', { skip }, () 
         `fresh ${report.fresh.maxGapMs.toFixed(0)} ms`,
     );
   });
+
+  it('testbed down after SIGKILL of the agents leaves nothing behind', async () => {
+    // A container keeps running on h2 (from the test above, or a new one) while its agent dies.
+    if ((await h2.list()).length === 0) {
+      await h2.run({ name: 'web', image: 'busybox', args: ['/usr/local/bin/godwit-counterd'], env: {} });
+    }
+    const pid = (await h2.inspect('web')).pid;
+    assert.ok(pid);
+    // Each host's containers live in cgroups /godwit/<hostId>/<name> (hostId: sha256 of its state dir).
+    const hostIds = await Promise.all(
+      tb.hosts.map(async (h) =>
+        createHash('sha256')
+          .update(await realpath(h.stateDir))
+          .digest('hex')
+          .slice(0, 12),
+      ),
+    );
+    assert.ok(
+      await exists(`/sys/fs/cgroup/memory/godwit/${hostIds[1]}/web`),
+      'the container has a cgroup before down',
+    );
+    for (const h of tb.hosts) if (h.agentPid) process.kill(h.agentPid, 'SIGKILL');
+    await sleep(200);
+
+    const report = await testbedDown({ name, dir });
+    assert.deepEqual(report.leftovers, []);
+    assert.ok(report.killedPids.length > 0 || report.containers.length > 0);
+
+    const netns = await runCommand('ip', ['netns', 'list']);
+    assert.doesNotMatch(netns.stdout, new RegExp(`^${name}-`, 'm'), 'no namespace');
+    const links = await runCommand('ip', ['-o', 'link', 'show']);
+    assert.doesNotMatch(links.stdout, new RegExp(name), 'no interface in the root namespace');
+    assert.deepEqual(await mountsUnder(dir), [], 'no mount');
+    assert.equal(await pidAlive(pid), false, 'the container process is gone');
+    for (const h of tb.hosts) {
+      if (h.agentPid) assert.equal(await pidAlive(h.agentPid), false, `agent of ${h.name} is gone`);
+      assert.equal(await exists(h.stateDir), false, `state dir of ${h.name} removed`);
+    }
+    for (const ctl of ['memory', 'pids', 'freezer', 'cpu', 'devices']) {
+      for (const id of hostIds) {
+        assert.equal(
+          await exists(`/sys/fs/cgroup/${ctl}/godwit/${id}`),
+          false,
+          `no ${ctl} cgroup of host ${id}`,
+        );
+      }
+    }
+    assert.deepEqual((await testbedDown({ name, dir })).leftovers, [], 'down is idempotent');
+  });
 });
+
+async function pidAlive(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
