@@ -4,3 +4,4 @@ export * from './runtime.js';
 export * from './logger.js';
 export * from './network.js';
 export * from './testbed.js';
+export * from './chunks.js';
