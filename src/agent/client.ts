@@ -156,6 +156,14 @@ export class AgentClient implements ContainerRuntime {
     this.pool.destroy();
   }
 
+  /**
+   * Calls any JSON endpoint of the agent (used by the migration API): the answer is
+   * validated with `schema`; errors come back as the agent's typed GodwitErrors.
+   */
+  call<T>(method: string, path: string, schema: Schema<T>, body?: unknown, timeoutMs?: number): Promise<T> {
+    return this.json(method, path, schema, body, timeoutMs);
+  }
+
   // ---- transport ----
 
   private async json<T>(

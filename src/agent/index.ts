@@ -1,4 +1,5 @@
 export { startAgent, SHUTDOWN_GRACE_MS } from './server.js';
+export type { Route, Handler, Call, Reply } from './server.js';
 export type { AgentOptions, AgentHandle } from './server.js';
 export { AgentClient, formatAgentAddress, REQUEST_TIMEOUT_MS } from './client.js';
 export type { AgentAddress, AgentClientOptions } from './client.js';

@@ -53,6 +53,8 @@ export interface AgentOptions {
   /** How long `close` waits for in-flight requests before cutting connections; default 30 s. */
   shutdownGraceMs?: number;
   clock?: Clock;
+  /** More routes (e.g. the migration API), matched before the built-in ones. */
+  routes?: readonly Route[];
 }
 
 /** A running agent. */
@@ -144,10 +146,11 @@ export async function startAgent(opts: AgentOptions): Promise<AgentHandle> {
 
 // ---- HTTP ----
 
-type Reply = { status: number; json: unknown } | { status: number; text: string } | { status: 204 };
+/** A handler's answer: JSON, text, or no content. */
+export type Reply = { status: number; json: unknown } | { status: number; text: string } | { status: 204 };
 
 /** One request as a handler sees it. */
-interface Call {
+export interface Call {
   /** Decoded path parameters (container names, validated). */
   params: string[];
   query: URLSearchParams;
@@ -155,9 +158,11 @@ interface Call {
   body<T>(schema: Schema<T>): Promise<T>;
 }
 
-type Handler = (call: Call) => Promise<Reply>;
+/** Answers one request; throw a GodwitError to answer with an error. */
+export type Handler = (call: Call) => Promise<Reply>;
 
-interface Route {
+/** A path pattern (capture groups become `params`) and its handlers. */
+export interface Route {
   pattern: RegExp;
   /** Handlers by method; `*` answers every method. */
   methods: Partial<Record<string, Handler>>;
@@ -178,6 +183,7 @@ class AgentApi {
     const name = `([^/]+)`;
     const v = API_VERSION;
     this.routes = [
+      ...(opts.routes ?? []),
       { pattern: /^\/healthz$/, methods: { GET: async () => ({ status: 200, json: this.health() }) } },
       {
         pattern: new RegExp(`^/${v}/containers$`),

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { isGodwitError } from '../core/errors.js';
 import { loadServiceNetwork } from '../testbed/service-network.js';
 import { registerAgentCommand } from './commands/agent.js';
+import { registerMigrateCommand } from './commands/migrate.js';
 import { registerProbeCommand } from './commands/probe.js';
 import { registerTestbedCommands } from './commands/testbed.js';
 import { registerContainerCommands } from './commands/containers.js';
@@ -50,6 +51,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   registerSystemCommands(program, ctx, setExit);
   registerContainerCommands(program, ctx, setExit);
+  registerMigrateCommand(program, ctx, setExit);
   registerDemoCommand(program, ctx, setExit);
   registerProbeCommand(program, ctx, setExit);
   registerTestbedCommands(program, ctx, setExit);

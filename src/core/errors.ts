@@ -154,6 +154,16 @@ export const ErrorCode = {
   AddressesExhausted: 'GODWIT_ADDRESSES_EXHAUSTED',
   AgentStartFailed: 'GODWIT_AGENT_START_FAILED',
   NetnsNotFound: 'GODWIT_NETNS_NOT_FOUND',
+  MigrationNotFound: 'GODWIT_MIGRATION_NOT_FOUND',
+  MigrationInProgress: 'GODWIT_MIGRATION_IN_PROGRESS',
+  TransferIncomplete: 'GODWIT_TRANSFER_INCOMPLETE',
+  ChunkNotFound: 'GODWIT_CHUNK_NOT_FOUND',
+  ChunkDigestMismatch: 'GODWIT_CHUNK_DIGEST_MISMATCH',
+  ChunkStoreCorrupt: 'GODWIT_CHUNK_STORE_CORRUPT',
+  InvalidDigest: 'GODWIT_INVALID_DIGEST',
+  ManifestInvalid: 'GODWIT_MANIFEST_INVALID',
+  UnsupportedFile: 'GODWIT_UNSUPPORTED_FILE',
+  TargetNotEmpty: 'GODWIT_TARGET_NOT_EMPTY',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -5,3 +5,4 @@ export * from './logger.js';
 export * from './network.js';
 export * from './testbed.js';
 export * from './chunks.js';
+export * from './migration.js';

@@ -1,5 +1,5 @@
 /** `godwit agent`: runs the per-host daemon until SIGTERM or SIGINT. */
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startAgent } from '../../agent/server.js';
 import { JsonStreamLogger, teeLogger } from '../../agent/stream-logger.js';
@@ -8,6 +8,7 @@ import { parseHostPort } from '../../agent/target.js';
 import { ErrorCode, FailedPreconditionError, InvalidArgumentError, errorMessage } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { AddressAllocator, NetworkProvider } from '../../core/network.js';
+import { startMigrationService } from '../../migration/service.js';
 import { JsonFileLogger } from '../../system/file-logger.js';
 import type { CliContext } from '../context.js';
 import { exitCodeFor } from '../exit-codes.js';
@@ -49,8 +50,10 @@ export function registerAgentCommand(
       '--service-network <file>',
       "description of the host's service network; containers get addresses on it",
     )
+    .option('--transfer-port <port>', 'port of the state transfer server on the --listen address (default: its port + 1)')
+    .option('--label <name>', "this host's name in migration reports (default: the state directory's name)")
     .option('--json-logs', 'also write the structured log to stderr')
-    .action(async (o: { socket?: string; listen?: string; serviceNetwork?: string; jsonLogs?: boolean }) => {
+    .action(async (o: { socket?: string; listen?: string; serviceNetwork?: string; transferPort?: string; label?: string; jsonLogs?: boolean }) => {
       if (ctx().options.host !== undefined) {
         throw new InvalidArgumentError(ErrorCode.InvalidFlag, '--host does not apply to godwit agent', {
           hint: 'the agent serves the host of --state-dir; use --socket and --listen to say where',
@@ -82,7 +85,20 @@ export function registerAgentCommand(
         log: log.child({ component: 'runtime' }),
         ...(network === undefined ? {} : { network }),
       });
+      const transferPort = o.transferPort === undefined ? (listen ? listen.port + 1 : undefined) : Number(o.transferPort);
+      if (transferPort !== undefined && (!Number.isInteger(transferPort) || transferPort < 1 || transferPort > 65_535)) {
+        throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--transfer-port ${o.transferPort}: expected 1..65535`);
+      }
+      // Incoming migrations need a TCP endpoint for the transfer server: only with --listen.
+      const migration = await startMigrationService({
+        runtime,
+        stateRoot: state.root,
+        hostLabel: o.label ?? basename(state.root),
+        ...(listen && transferPort !== undefined ? { transferListen: { host: listen.host, port: transferPort } } : {}),
+        log,
+      });
       const handle = await startAgent({
+        routes: migration.routes,
         runtime,
         socketPath: resolve(o.socket ?? join(state.root, AGENT_SOCKET)),
         ...(listen === undefined ? {} : { listen }),
@@ -93,6 +109,7 @@ export function registerAgentCommand(
       process.stdout.write(
         `agent listening on ${handle.socketPath}` +
           (handle.tcp ? ` and ${formatAgentAddress(handle.tcp)}` : '') +
+          (migration.transfer ? `, transfers on ${formatAgentAddress(migration.transfer)}` : '') +
           '\n',
       );
 
@@ -107,6 +124,7 @@ export function registerAgentCommand(
           }
           handle
             .close()
+            .then(() => migration.close())
             .catch((err: unknown) => {
               log.error('shutdown failed', { err: errorMessage(err) });
               setExit(exitCodeFor(err));

@@ -1,0 +1,68 @@
+/**
+ * The destination as the source's engine sees it: the incoming-migration half of the agent
+ * API, over the agent's TCP listener. Separate from AgentClient's container calls so that
+ * the engine can be tested against a fake peer.
+ */
+import type { AgentClient } from '../agent/client.js';
+import { boolean, integer, number, object, optional, string } from '../agent/schema.js';
+
+const text = string({ maxLength: 4096 });
+const keep = { unknownFields: 'keep' } as const;
+
+/** Answer of `POST /v1/migrations/incoming`. */
+export const prepareResponse = object(
+  { transfer: object({ host: text, port: integer(1, 65_535) }, keep), hostId: optional(text) },
+  keep,
+);
+
+/** Answer of `POST /v1/migrations/incoming/:id/restore`. */
+export const incomingRestoreResponse = object(
+  {
+    name: text,
+    pid: integer(0, Number.MAX_SAFE_INTEGER),
+    restoreMs: number(0, Number.MAX_VALUE),
+    materializeMs: number(0, Number.MAX_VALUE),
+  },
+  keep,
+);
+
+/** Answer of `DELETE /v1/migrations/incoming/:id`. */
+export const abortResponse = object({ removedContainer: boolean() }, keep);
+
+/** What the source needs from the destination. */
+export interface MigrationPeer {
+  /** Label of the destination for reports. */
+  readonly label: string;
+  /** Checks the name is free there and returns the destination's transfer endpoint. */
+  prepare(id: string, name: string): Promise<{ transfer: { host: string; port: number } }>;
+  /** Reassembles the transferred checkpoint and restores it; resolves once it runs. */
+  restore(id: string, name: string): Promise<{ pid: number; restoreMs: number; materializeMs: number }>;
+  /** After commit: drop temp files. Before commit: also remove a container this migration restored. */
+  finish(id: string, committed: boolean): Promise<{ removedContainer: boolean }>;
+}
+
+/** A MigrationPeer over an AgentClient. */
+export class AgentMigrationPeer implements MigrationPeer {
+  constructor(
+    private readonly client: AgentClient,
+    readonly label: string,
+  ) {}
+
+  prepare(id: string, name: string): Promise<{ transfer: { host: string; port: number } }> {
+    return this.client.call('POST', '/v1/migrations/incoming', prepareResponse, { id, name }, 30_000);
+  }
+
+  restore(id: string, name: string): Promise<{ pid: number; restoreMs: number; materializeMs: number }> {
+    return this.client.call('POST', `/v1/migrations/incoming/${id}/restore`, incomingRestoreResponse, { name });
+  }
+
+  finish(id: string, committed: boolean): Promise<{ removedContainer: boolean }> {
+    return this.client.call(
+      'DELETE',
+      `/v1/migrations/incoming/${id}?committed=${committed}`,
+      abortResponse,
+      undefined,
+      60_000,
+    );
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * The migration API of the agent: `/v1/migrations` (this host as source) and
+ * `/v1/migrations/incoming` (this host as destination). Validation as everywhere in the
+ * agent: unknown fields are refused.
+ */
+import type { Call, Route } from '../agent/server.js';
+import { containerName } from '../agent/api.js';
+import { API_VERSION } from '../agent/api.js';
+import { integer, invalid, object, oneOf, optional, string } from '../agent/schema.js';
+import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
+import type { MigrationEngine } from './engine.js';
+import type { IncomingMigrations } from './incoming.js';
+import type { MigrationPeer } from './peer.js';
+
+/** Body of `POST /v1/migrations`. */
+export const migrateRequest = object({
+  name: containerName,
+  to: object({
+    host: string({ minLength: 1, maxLength: 253, pattern: /^[A-Za-z0-9.:-]+$/, expected: 'an address' }),
+    port: integer(1, 65_535),
+    label: optional(string({ minLength: 1, maxLength: 64 })),
+  }),
+  strategy: optional(oneOf(['cold'] as const)),
+});
+
+/** Body of `POST /v1/migrations/incoming`. */
+export const prepareRequest = object({ id: containerName, name: containerName });
+
+/** Body of `POST /v1/migrations/incoming/:id/restore`. */
+export const incomingRestoreRequest = object({ name: containerName });
+
+/** The routes, given the engine (source side), the incoming handler and how to reach a peer agent. */
+export function migrationRoutes(deps: {
+  engine: MigrationEngine;
+  incoming: IncomingMigrations | undefined;
+  connectPeer: (to: { host: string; port: number; label?: string }) => MigrationPeer;
+}): Route[] {
+  const v = API_VERSION;
+  const id = '([^/]+)';
+  const needIncoming = (): IncomingMigrations => {
+    if (!deps.incoming) {
+      throw new FailedPreconditionError(ErrorCode.NotImplemented, 'this agent does not accept incoming migrations', {
+        hint: 'start the agent with --listen ADDR:PORT so that it runs a transfer server',
+      });
+    }
+    return deps.incoming;
+  };
+  return [
+    {
+      pattern: new RegExp(`^/${v}/migrations/incoming$`),
+      methods: {
+        POST: async (c: Call) => {
+          const b = await c.body(prepareRequest);
+          return { status: 200, json: await needIncoming().prepare(b.id, b.name) };
+        },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations/incoming/${id}/restore$`),
+      methods: {
+        POST: async (c: Call) => {
+          const b = await c.body(incomingRestoreRequest);
+          return { status: 200, json: await needIncoming().restore(first(c), b.name) };
+        },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations/incoming/${id}$`),
+      query: ['committed'],
+      methods: {
+        DELETE: async (c: Call) => {
+          const committed = c.query.get('committed');
+          if (committed !== 'true' && committed !== 'false') throw invalid('committed', 'expected true or false');
+          return { status: 200, json: await needIncoming().finish(first(c), committed === 'true') };
+        },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations$`),
+      methods: {
+        GET: async () => ({ status: 200, json: { migrations: deps.engine.list() } }),
+        POST: async (c: Call) => {
+          const b = await c.body(migrateRequest);
+          const peer = deps.connectPeer(b.to);
+          const { id: mid } = await deps.engine.start({ name: b.name, strategy: b.strategy ?? 'cold', peer });
+          return { status: 202, json: { id: mid } };
+        },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations/${id}$`),
+      methods: { GET: async (c: Call) => ({ status: 200, json: await deps.engine.get(first(c)) }) },
+    },
+  ];
+}
+
+function first(c: Call): string {
+  const p = c.params[0];
+  if (p === undefined) throw invalid('path', 'missing id');
+  return p;
+}

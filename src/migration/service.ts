@@ -1,0 +1,113 @@
+/**
+ * Assembles an agent's migration service: its chunk store, its transfer server, the
+ * source-side engine and the destination-side handler, and the API routes over them.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AgentClient } from '../agent/client.js';
+import type { Route } from '../agent/server.js';
+import type { Manifest } from '../core/chunks.js';
+import type { Logger } from '../core/logger.js';
+import type { ContainerRuntime } from '../core/runtime.js';
+import { FsChunkStore, materialize, snapshotDirectory } from '../chunks/index.js';
+import { completedManifest, sendManifest, startTransferServer } from '../transfer/index.js';
+import { MigrationEngine, type StateMover } from './engine.js';
+import { IncomingMigrations, type IncomingState } from './incoming.js';
+import { AgentMigrationPeer } from './peer.js';
+import { migrationRoutes } from './routes.js';
+
+/** A running migration service. */
+export interface MigrationService {
+  routes: Route[];
+  /** The transfer server's endpoint, when this agent accepts incoming migrations. */
+  transfer?: { host: string; port: number };
+  /** Waits for running migrations, then stops the transfer server. */
+  close(): Promise<void>;
+}
+
+/** Options of `startMigrationService`. */
+export interface MigrationServiceOptions {
+  runtime: ContainerRuntime;
+  /** The host's state directory root. */
+  stateRoot: string;
+  hostLabel: string;
+  /** Where the transfer server listens (the host address, agent port + 1 by default); none: no incoming. */
+  transferListen?: { host: string; port: number };
+  log: Logger;
+}
+
+/** Opens the chunk store, starts the transfer server and returns the API routes. */
+export async function startMigrationService(opts: MigrationServiceOptions): Promise<MigrationService> {
+  const store = await FsChunkStore.open(join(opts.stateRoot, 'chunks'));
+  const migrationsDir = join(opts.stateRoot, 'migrations');
+  const incomingDir = join(migrationsDir, 'incoming');
+  const transferDataDir = join(opts.stateRoot, 'transfers');
+  const log = opts.log.child({ component: 'migration' });
+
+  const mover: StateMover = {
+    snapshot: (dir, label) => snapshotDirectory(dir, store, { label }),
+    send: async (o) => {
+      const st = await sendManifest({
+        host: o.host,
+        port: o.port,
+        sessionId: o.sessionId,
+        manifest: o.manifest,
+        store,
+        log,
+        ...(o.onProgress ? { onProgress: (p: { bytesDone: number; bytesTotal: number }) => o.onProgress?.(p.bytesDone, p.bytesTotal) } : {}),
+      });
+      return st;
+    },
+    keep: (name, manifest) => store.retain(name, manifest),
+  };
+  const engine = new MigrationEngine({ runtime: opts.runtime, mover, dir: migrationsDir, hostLabel: opts.hostLabel, log });
+
+  let server: Awaited<ReturnType<typeof startTransferServer>> | undefined;
+  let incoming: IncomingMigrations | undefined;
+  if (opts.transferListen) {
+    server = await startTransferServer({ store, listen: opts.transferListen, dataDir: transferDataDir, log });
+    const state: IncomingState = {
+      completed: (sessionId) => completedManifest(transferDataDir, sessionId),
+      materialize: (manifest: Manifest, dir: string) => materialize(manifest, store, dir),
+      keep: async (name, manifest, sessionId) => {
+        await store.retain(name, manifest);
+        await store.release(`session:${sessionId}`);
+        await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
+      },
+      discard: async (sessionId) => {
+        await store.release(`session:${sessionId}`);
+        await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
+      },
+    };
+    incoming = new IncomingMigrations({
+      runtime: opts.runtime,
+      state,
+      transfer: { host: server.address, port: server.port },
+      dir: incomingDir,
+      log,
+    });
+  }
+  const peers = new Map<string, AgentClient>();
+  const routes = migrationRoutes({
+    engine,
+    incoming,
+    connectPeer: (to) => {
+      const key = `${to.host}:${to.port}`;
+      let client = peers.get(key);
+      if (!client) {
+        client = new AgentClient({ host: to.host, port: to.port });
+        peers.set(key, client);
+      }
+      return new AgentMigrationPeer(client, to.label ?? key);
+    },
+  });
+  return {
+    routes,
+    ...(server ? { transfer: { host: server.address, port: server.port } } : {}),
+    async close() {
+      await engine.drain();
+      await server?.close();
+      for (const c of peers.values()) c.close();
+    },
+  };
+}
