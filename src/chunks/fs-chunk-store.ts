@@ -13,12 +13,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, open, readdir, readFile, realpath, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { ChunkStore, Digest, Manifest } from '../core/chunks.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import { assertDigest, digestHex, digestOf, isDigest } from './hash.js';
+import { closeFd, fsyncFd, openFd, readWholeFile, renamePath, statExists, writeAll } from './fd-io.js';
 import { mapLimit, Mutex } from './pool.js';
 import { chunkNotFound, retentionDigests, validateRetentionName, verifyChunk } from './store-common.js';
 
@@ -30,10 +31,12 @@ export interface FsChunkStoreOptions {
    * cut, and the page cache serves them back far faster; turn it on for long-lived stores.
    */
   fsync?: boolean;
-  /** Re-hash every chunk `get` returns; a mismatch throws ChunkStoreCorrupt. Default false. */
+  /** Re-hash every chunk `get` returns; a mismatch removes the chunk and throws ChunkStoreCorrupt. Default false. */
   verify?: boolean;
   /** Parallel file system calls in missing(), usage() and gc(). Default 64. */
   concurrency?: number;
+  /** Digests remembered as present before the memory is cleared and refilled. Default 1 000 000 (~150 MB). */
+  cacheEntries?: number;
   /** gc keeps unreferenced chunks modified less than this many ms ago. Default 0. */
   gcGraceMs?: number;
   /** gc deletes other writers' ingest files older than this. Default 10 minutes. */
@@ -75,6 +78,7 @@ export class FsChunkStore implements ChunkStore {
   private readonly gcGraceMs: number;
   private readonly ingestStaleMs: number;
   private readonly clock: Clock;
+  private readonly cacheEntries: number;
 
   private constructor(
     /** Absolute, resolved path of the store. */
@@ -87,6 +91,7 @@ export class FsChunkStore implements ChunkStore {
     this.gcGraceMs = Math.max(0, opts.gcGraceMs ?? 0);
     this.ingestStaleMs = Math.max(0, opts.ingestStaleMs ?? 10 * 60_000);
     this.clock = opts.clock ?? systemClock;
+    this.cacheEntries = Math.max(0, opts.cacheEntries ?? 1_000_000);
   }
 
   /** Opens the store in `dir`, creating its layout if needed. */
@@ -97,7 +102,6 @@ export class FsChunkStore implements ChunkStore {
     await mkdir(store.ingestDir, { recursive: true, mode: 0o700 });
     await mkdir(store.retainedDir, { recursive: true, mode: 0o700 });
     await mkdir(store.blobsDir, { recursive: true, mode: 0o700 });
-    await mapLimit(prefixes(), 16, (p) => mkdir(join(store.blobsDir, p), { recursive: true, mode: 0o700 }));
     return store;
   }
 
@@ -134,7 +138,11 @@ export class FsChunkStore implements ChunkStore {
         unique.push(d);
       }
     }
-    const present = await mapLimit(unique, this.concurrency, async (d) => this.known.has(d) || this.statKnown(d));
+    const present = await mapLimit(
+      unique,
+      this.concurrency,
+      async (d) => this.known.has(d) || this.statKnown(d),
+    );
     return unique.filter((_, i) => !present[i]);
   }
 
@@ -142,18 +150,23 @@ export class FsChunkStore implements ChunkStore {
     assertDigest(digest);
     let data: Buffer;
     try {
-      data = await readFile(this.blobPath(digest));
+      data = await readWholeFile(this.blobPath(digest));
     } catch (err) {
       if (!isNoEnt(err)) throw err;
       this.known.delete(digest);
       throw chunkNotFound(digest, err);
     }
     if (this.verify && digestOf(data) !== digest) {
-      throw new FailedPreconditionError(ErrorCode.ChunkStoreCorrupt, `stored chunk ${digest} does not match its digest`, {
-        hint: `remove ${this.blobPath(digest)} and fetch the chunk again`,
-      });
+      // Drop the bad copy, so missing() reports the chunk and a put can replace it.
+      this.known.delete(digest);
+      await rm(this.blobPath(digest), { force: true });
+      throw new FailedPreconditionError(
+        ErrorCode.ChunkStoreCorrupt,
+        `stored chunk ${digest} did not match its digest and was removed`,
+        { hint: 'fetch the chunk again' },
+      );
     }
-    this.known.add(digest);
+    this.remember(digest);
     return data;
   }
 
@@ -161,7 +174,7 @@ export class FsChunkStore implements ChunkStore {
     verifyChunk(digest, data);
     if (this.known.has(digest)) return;
     await this.writeAtomic(this.blobPath(digest), data, 0o400);
-    this.known.add(digest);
+    this.remember(digest);
   }
 
   async retain(name: string, manifest: Manifest): Promise<void> {
@@ -213,13 +226,14 @@ export class FsChunkStore implements ChunkStore {
           throw err;
         }
         if (this.gcGraceMs > 0 && st.mtimeMs > cutoff) return;
+        // Forget first: a put racing this unlink must write the chunk again, not trust the cache.
+        this.known.delete(digest);
         try {
           await unlink(path);
         } catch (err) {
           if (isNoEnt(err)) return;
           throw err;
         }
-        this.known.delete(digest);
         chunks++;
         bytes += st.size;
       });
@@ -237,7 +251,7 @@ export class FsChunkStore implements ChunkStore {
         const st = await stat(path);
         chunks++;
         bytes += st.size;
-        this.known.add(digest);
+        this.remember(digest);
       } catch (err) {
         if (!isNoEnt(err)) throw err;
       }
@@ -245,15 +259,15 @@ export class FsChunkStore implements ChunkStore {
     return { chunks, bytes };
   }
 
+  private remember(digest: Digest): void {
+    if (this.known.size >= this.cacheEntries) this.known.clear();
+    if (this.cacheEntries > 0) this.known.add(digest);
+  }
+
   private async statKnown(digest: Digest): Promise<boolean> {
-    try {
-      await stat(this.blobPath(digest));
-    } catch (err) {
-      if (isNoEnt(err)) return false;
-      throw err;
-    }
-    this.known.add(digest);
-    return true;
+    const found = await statExists(this.blobPath(digest));
+    if (found) this.remember(digest);
+    return found;
   }
 
   /** Calls `fn` for every blob file, at most `concurrency` at a time. */
@@ -288,9 +302,13 @@ export class FsChunkStore implements ChunkStore {
       }
       const digests = parseRecordDigests(raw);
       if (digests === undefined) {
-        throw new FailedPreconditionError(ErrorCode.ChunkStoreCorrupt, `unreadable retention record ${path}`, {
-          hint: 'gc refuses to run while a retention record is unreadable; repair or remove it',
-        });
+        throw new FailedPreconditionError(
+          ErrorCode.ChunkStoreCorrupt,
+          `unreadable retention record ${path}`,
+          {
+            hint: 'gc refuses to run while a retention record is unreadable; repair or remove it',
+          },
+        );
       }
       for (const d of digests) live.add(d);
     }
@@ -322,15 +340,22 @@ export class FsChunkStore implements ChunkStore {
     const tmp = join(this.ingestDir, name);
     this.inflight.add(name);
     try {
-      const fh = await open(tmp, 'wx', mode);
+      const fd = await openFd(tmp, 'wx', mode);
       try {
-        await fh.writeFile(data);
-        if (this.fsync) await fh.sync();
+        await writeAll(fd, data, null);
+        if (this.fsync) await fsyncFd(fd);
       } finally {
-        await fh.close();
+        await closeFd(fd);
       }
-      await rename(tmp, path);
-      if (this.fsync) await syncDir(join(path, '..'));
+      try {
+        await renamePath(tmp, path);
+      } catch (err) {
+        if (!isNoEnt(err)) throw err;
+        // Blob prefix directories are made on first use.
+        await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+        await renamePath(tmp, path);
+      }
+      if (this.fsync) await syncDir(dirname(path));
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;

@@ -46,3 +46,21 @@ export class Mutex {
     return result;
   }
 }
+
+/** A counting semaphore: at most `permits` `run` calls execute at once. */
+export class Semaphore {
+  private readonly waiters: (() => void)[] = [];
+  constructor(private permits: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.permits > 0) this.permits--;
+    else await new Promise<void>((resolve) => this.waiters.push(resolve));
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiters.shift();
+      if (next !== undefined) next();
+      else this.permits++;
+    }
+  }
+}

@@ -164,6 +164,15 @@ export const ErrorCode = {
   ManifestInvalid: 'GODWIT_MANIFEST_INVALID',
   UnsupportedFile: 'GODWIT_UNSUPPORTED_FILE',
   TargetNotEmpty: 'GODWIT_TARGET_NOT_EMPTY',
+  TransferProtocol: 'GODWIT_TRANSFER_PROTOCOL',
+  TransferTooLarge: 'GODWIT_TRANSFER_TOO_LARGE',
+  TransferSessionConflict: 'GODWIT_TRANSFER_SESSION_CONFLICT',
+  TransferBusy: 'GODWIT_TRANSFER_BUSY',
+  TransferFailed: 'GODWIT_TRANSFER_FAILED',
+  TransferAborted: 'GODWIT_TRANSFER_ABORTED',
+  TransferConnectionLost: 'GODWIT_TRANSFER_CONNECTION_LOST',
+  DecompressFailed: 'GODWIT_DECOMPRESS_FAILED',
+  TransferUnfinished: 'GODWIT_TRANSFER_UNFINISHED',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -72,7 +72,10 @@ export interface MigrationReport {
   strategy: MigrationStrategy;
   from: string;
   to: string;
+  /** `running` until the migration has ended, cleanup included. */
   outcome: MigrationOutcome;
+  /** Set at the point of no return: the destination owns the container from then on. */
+  committed?: boolean;
   startedAt: string;
   phases: PhaseRecord[];
   /** Service interruption as the runtime caused it: checkpoint start → running on the destination. */

@@ -53,6 +53,8 @@ export interface StateMover {
   }): Promise<MoveStats>;
   /** Keeps the manifest's chunks for later trips (reusable state). */
   keep(name: string, manifest: Manifest): Promise<void>;
+  /** Forgets chunks held only for a migration that did not commit. */
+  drop?(manifest: Manifest): void;
 }
 
 /** What a caller asks for. */
@@ -237,7 +239,7 @@ export class MigrationEngine {
       await rec.run(
         MigrationPhase.Commit,
         async () => {
-          report.outcome = 'committed';
+          report.committed = true;
           await save();
           await runtime.remove(name, { force: true });
         },
@@ -261,8 +263,10 @@ export class MigrationEngine {
         message: errorMessage(err),
       };
       log.warn('migration failed before commit', { id: report.id, name, err: errorMessage(err) });
+      if (manifest) mover.drop?.(manifest);
       await this.rollback(report, rec, peer, { checkpointed, restoreAsked, checkpointDir });
     } finally {
+      if (report.committed) report.outcome = 'committed';
       report.totalMs = rec.now();
       delete report.progress;
       await save();

@@ -9,7 +9,7 @@ import type { Route } from '../agent/server.js';
 import type { Manifest } from '../core/chunks.js';
 import type { Logger } from '../core/logger.js';
 import type { ContainerRuntime } from '../core/runtime.js';
-import { FsChunkStore, materialize, snapshotDirectory } from '../chunks/index.js';
+import { FsChunkStore, StagedChunkStore, manifestDigests, materialize, snapshotDirectory } from '../chunks/index.js';
 import { completedManifest, sendManifest, startTransferServer } from '../transfer/index.js';
 import { MigrationEngine, type StateMover } from './engine.js';
 import { IncomingMigrations, type IncomingState } from './incoming.js';
@@ -38,7 +38,9 @@ export interface MigrationServiceOptions {
 
 /** Opens the chunk store, starts the transfer server and returns the API routes. */
 export async function startMigrationService(opts: MigrationServiceOptions): Promise<MigrationService> {
-  const store = await FsChunkStore.open(join(opts.stateRoot, 'chunks'));
+  // New chunks are staged in memory and written to disk after commit, off the downtime path
+  // (see StagedChunkStore for the measured reason).
+  const store = new StagedChunkStore(await FsChunkStore.open(join(opts.stateRoot, 'chunks')));
   const migrationsDir = join(opts.stateRoot, 'migrations');
   const incomingDir = join(migrationsDir, 'incoming');
   const transferDataDir = join(opts.stateRoot, 'transfers');
@@ -58,7 +60,11 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       });
       return st;
     },
-    keep: (name, manifest) => store.retain(name, manifest),
+    keep: async (name, manifest) => {
+      await store.retain(name, manifest);
+      await store.flush(manifestDigests(manifest));
+    },
+    drop: (manifest) => store.discard(manifestDigests(manifest)),
   };
   const engine = new MigrationEngine({ runtime: opts.runtime, mover, dir: migrationsDir, hostLabel: opts.hostLabel, log });
 
@@ -71,10 +77,13 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       materialize: (manifest: Manifest, dir: string) => materialize(manifest, store, dir),
       keep: async (name, manifest, sessionId) => {
         await store.retain(name, manifest);
+        await store.flush(manifestDigests(manifest));
         await store.release(`session:${sessionId}`);
         await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
       },
       discard: async (sessionId) => {
+        const manifest = await completedManifest(transferDataDir, sessionId).catch(() => undefined);
+        if (manifest) store.discard(manifestDigests(manifest));
         await store.release(`session:${sessionId}`);
         await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
       },

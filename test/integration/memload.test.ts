@@ -58,8 +58,22 @@ describe('godwit-memload self-verification with real runc + CRIU', { skip }, () 
 
   it('restored memory verifies exactly while it keeps being dirtied, and the counter continues', async () => {
     const { runtime } = host;
-    const args = ['--mib', '64', '--mix', '30:30:40', '--dirty-mib-per-s', '8', '--verify-interval-ms', '300'];
-    await runtime.run({ name: 'ml', image: 'busybox', args: [MEMLOAD, ...args, '--interval-ms', '100'], env: {} });
+    const args = [
+      '--mib',
+      '64',
+      '--mix',
+      '30:30:40',
+      '--dirty-mib-per-s',
+      '8',
+      '--verify-interval-ms',
+      '300',
+    ];
+    await runtime.run({
+      name: 'ml',
+      image: 'busybox',
+      args: [MEMLOAD, ...args, '--interval-ms', '100'],
+      env: {},
+    });
     const first = await waitLog(runtime, 'ml', 'verify ok', (l) => verifyOks(l).length >= 1);
     assert.match(first, /^ready mib 64$/m);
     assert.match(first, /^mix zero 4915 repeated 4915 random 6554 pages 16384$/m);
@@ -92,7 +106,16 @@ describe('godwit-memload self-verification with real runc + CRIU', { skip }, () 
     await runtime.run({
       name: 'selftest',
       image: 'busybox',
-      args: [MEMLOAD, '--mib', '16', '--mix', '30:30:40', '--verify-interval-ms', '100', '--self-test-corrupt'],
+      args: [
+        MEMLOAD,
+        '--mib',
+        '16',
+        '--mix',
+        '30:30:40',
+        '--verify-interval-ms',
+        '100',
+        '--self-test-corrupt',
+      ],
       env: {},
     });
     const log = await waitLog(runtime, 'selftest', 'verify FAILED', (l) => verifyFailures(l).length >= 1);

@@ -1,0 +1,190 @@
+/**
+ * Cold migration end to end on the testbed's `edge` link: a container holding 256 MiB of
+ * written memory (zero, repeated and random pages) moves h1 → h2 and verifies its own memory
+ * after the restore; the return trip reuses the chunks h1 still holds; a link cut and a
+ * destination agent killed mid-transfer leave exactly one running copy with its state intact.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AgentClient } from '../../src/agent/client.js';
+import { object, string } from '../../src/agent/schema.js';
+import type { MigrationReport } from '../../src/core/migration.js';
+import { ContainerStatus } from '../../src/core/runtime.js';
+import type { TestbedInfo, TestbedHost } from '../../src/core/testbed.js';
+import { probeInNetns } from '../../src/bench/manual-migration.js';
+import { runChecked, runCommand } from '../../src/system/exec.js';
+import { linkProfile } from '../../src/testbed/profiles.js';
+import { testbedDown, testbedUp } from '../../src/testbed/testbed.js';
+import { missingRequirement } from './support.js';
+
+const skip = await missingRequirement();
+if (skip && process.env['CI'] === 'true') throw new Error(`integration tests cannot run in CI: ${skip}`);
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const startResponse = object({ id: string({ maxLength: 128 }) }, { unknownFields: 'keep' });
+const anyReport = { expected: 'a report', parse: (v: unknown): MigrationReport => v as MigrationReport };
+
+describe('cold migration on the edge link', { skip }, () => {
+  const name = `gwc${process.pid % 100000}`;
+  let dir: string;
+  let tb: TestbedInfo;
+  let agents: AgentClient[];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'godwit-cold-'));
+    tb = await testbedUp({
+      name,
+      hosts: 2,
+      link: linkProfile('edge')!,
+      client: true,
+      startAgents: true,
+      godwitBin: resolve('bin/godwit.js'),
+      dir,
+      baseStateDir: join(dir, 'hosts'),
+    });
+    agents = tb.hosts.map((h) => new AgentClient({ socketPath: h.socket }));
+  });
+  after(async () => {
+    for (const a of agents ?? []) a.close();
+    await testbedDown({ name, dir });
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const host = (i: number): { h: TestbedHost; a: AgentClient } => ({ h: tb.hosts[i]!, a: agents[i]! });
+
+  /** Starts a migration through the source agent; `during` runs once the transfer phase is reached. */
+  async function migrate(
+    from: number,
+    to: number,
+    cname: string,
+    during?: () => Promise<void>,
+  ): Promise<MigrationReport> {
+    const src = host(from).a;
+    const dst = host(to).h;
+    const { id } = await src.call('POST', '/v1/migrations', startResponse, {
+      name: cname,
+      to: { host: dst.address, port: dst.port, label: dst.name },
+    });
+    let fired = false;
+    for (;;) {
+      const r = await src.call('GET', `/v1/migrations/${id}`, anyReport);
+      if (r.outcome !== 'running') return r;
+      if (during && !fired && r.progress?.phase === 'transfer') {
+        fired = true;
+        await during();
+      }
+      await sleep(50);
+    }
+  }
+
+  /** Where `cname` runs: the indexes of hosts whose agent reports it running. */
+  async function runningOn(cname: string, hosts: number[] = [0, 1]): Promise<number[]> {
+    const out: number[] = [];
+    for (const i of hosts) {
+      const info = await host(i).a.inspect(cname).catch(() => undefined);
+      if (info?.status === ContainerStatus.Running) out.push(i);
+    }
+    return out;
+  }
+
+  async function waitVerified(i: number, cname: string, timeoutMs = 30_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const logs = await host(i).a.logs(cname);
+      assert.doesNotMatch(logs, /verify FAILED/, `${cname} found its memory corrupted`);
+      if (/verify ok/.test(logs)) return logs;
+      if (Date.now() > deadline) throw new Error(`${cname} on h${i + 1} never verified its memory:\n${logs.slice(-500)}`);
+      await sleep(200);
+    }
+  }
+
+  const memload = (mib: number): string[] => [
+    '/usr/local/bin/godwit-memload',
+    '--mib',
+    String(mib),
+    '--mix',
+    '30:30:40',
+    '--verify-interval-ms',
+    '500',
+    '--port',
+    '8080',
+  ];
+
+  it('moves 256 MiB h1 → h2 with less on the wire than in memory, and back for a fraction', async () => {
+    const info = await host(0).a.run({ name: 'big', image: 'busybox', args: memload(256), env: {} });
+    await waitVerified(0, 'big', 120_000);
+
+    const probe = probeInNetns({
+      bin: resolve('bin/godwit.js'),
+      netns: tb.client!.netns,
+      target: `${info.network!.ip}:8080`,
+      durationMs: 40_000,
+      intervalMs: 20,
+    });
+    probe.catch(() => undefined);
+    await sleep(1000);
+    const there = await migrate(0, 1, 'big');
+    assert.equal(there.outcome, 'committed', JSON.stringify(there.error ?? there.warnings));
+    assert.deepEqual(await runningOn('big'), [1], 'exactly one copy, on h2');
+    await waitVerified(1, 'big');
+    assert.ok(there.bytes.wire < there.bytes.logical, `wire ${there.bytes.wire} < logical ${there.bytes.logical}`);
+    assert.ok(there.bytes.logical >= 256 * 1024 * 1024);
+
+    const back = await migrate(1, 0, 'big');
+    assert.equal(back.outcome, 'committed', JSON.stringify(back.error ?? back.warnings));
+    assert.deepEqual(await runningOn('big'), [0], 'exactly one copy, on h1');
+    await waitVerified(0, 'big');
+    assert.ok(
+      back.bytes.wire <= 0.2 * there.bytes.wire,
+      `return trip sent ${back.bytes.wire} B, first trip ${there.bytes.wire} B`,
+    );
+    const seen = await probe;
+    console.log(
+      `# cold 256 MiB on edge: there downtime ${there.downtimeMs} ms, wire ${there.bytes.wire} B of ` +
+        `${there.bytes.logical} B logical; back downtime ${back.downtimeMs} ms, wire ${back.bytes.wire} B; ` +
+        `client gap ${seen.fresh.maxGapMs.toFixed(0)} ms (fresh), ${seen.longLived.maxGapMs.toFixed(0)} ms (long-lived), ` +
+        `counter resets ${seen.fresh.counterResets + seen.longLived.counterResets}`,
+    );
+    assert.equal(seen.fresh.counterResets + seen.longLived.counterResets, 0, 'the counter continued');
+    await host(0).a.remove('big', { force: true });
+  });
+
+  it('a link cut mid-transfer: resumes or rolls back, exactly one running copy, state intact', async () => {
+    await host(0).a.run({ name: 'cut', image: 'busybox', args: memload(96), env: {} });
+    await waitVerified(0, 'cut', 60_000);
+    const ns = tb.hosts[0]!.netns;
+    const rule = ['-p', 'tcp', '--dport', '7071', '-j', 'REJECT', '--reject-with', 'tcp-reset'];
+    const r = await migrate(0, 1, 'cut', async () => {
+      await runChecked('ip', ['netns', 'exec', ns, 'iptables', '-I', 'OUTPUT', ...rule]);
+      await sleep(1500);
+      await runChecked('ip', ['netns', 'exec', ns, 'iptables', '-D', 'OUTPUT', ...rule]);
+    });
+    await runCommand('ip', ['netns', 'exec', ns, 'iptables', '-D', 'OUTPUT', ...rule]); // in case it is still there
+    assert.ok(r.outcome === 'committed' || r.outcome === 'rolled-back', `outcome ${r.outcome}`);
+    const where = await runningOn('cut');
+    assert.equal(where.length, 1, `exactly one running copy (on ${where.map((i) => `h${i + 1}`).join(', ')})`);
+    await waitVerified(where[0]!, 'cut');
+    const transfer = r.phases.find((p) => p.phase === 'transfer');
+    console.log(`# link cut: ${r.outcome}, transfer detail ${JSON.stringify(transfer?.detail ?? transfer?.error)}`);
+    await host(where[0]!).a.remove('cut', { force: true });
+  });
+
+  it('the destination agent killed mid-transfer: the container runs on h1 with its state', async () => {
+    await host(0).a.run({ name: 'kill', image: 'busybox', args: memload(96), env: {} });
+    await waitVerified(0, 'kill', 60_000);
+    const victim = tb.hosts[1]!.agentPid!;
+    const r = await migrate(0, 1, 'kill', async () => {
+      process.kill(victim, 'SIGKILL');
+    });
+    assert.equal(r.outcome, 'rolled-back', JSON.stringify(r.error));
+    assert.deepEqual(await runningOn('kill', [0]), [0], 'runs on h1');
+    // h2's agent is dead: look at its state directory directly.
+    const runcList = await runCommand('runc', ['--root', join(tb.hosts[1]!.stateDir, 'runc'), 'list', '-q']);
+    assert.doesNotMatch(runcList.stdout, /^kill$/m, 'no copy on h2');
+    const logs = await waitVerified(0, 'kill');
+    assert.match(logs, /verify ok/);
+  });
+});
