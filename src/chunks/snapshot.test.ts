@@ -195,7 +195,20 @@ describe('snapshotDirectory and materialize', () => {
     // 0-1 zero, 2-4 random, 5-6 zero, 7-9 repeated byte, 10-11 zero, 12 random bits in its first page
     // (the other 15 pages of that window are zero pages, merged with the zero windows 13-15), tail.
     const PAGES_15 = 15 * 4096;
-    assert.deepEqual(kinds, ['z2', 'd', 'd', 'd', 'z2', 'd', 'd', 'd', 'z2', 'd', `z${(CS * 3 + PAGES_15) / CS}`, 'd']);
+    assert.deepEqual(kinds, [
+      'z2',
+      'd',
+      'd',
+      'd',
+      'z2',
+      'd',
+      'd',
+      'd',
+      'z2',
+      'd',
+      `z${(CS * 3 + PAGES_15) / CS}`,
+      'd',
+    ]);
     // Unique: 3 random + 1 repeated + 1 partly random + 1 tail, shared by both files.
     assert.equal(stats.uniqueChunks, 6);
     assert.equal(store.puts, 6);

@@ -56,6 +56,12 @@ export interface SnapshotOptions {
   label: string;
   /** Chunk size in bytes: a multiple of 4096, at most 16 MiB. Default 65536. */
   chunkSize?: number;
+  /**
+   * Per-file chunk size (same rules), by path relative to the snapshot root; undefined keeps
+   * `chunkSize`. Memory images use 4096: page-sized chunks dedup identical pages wherever
+   * they sit, so pages sent in a pre-copy round or held from an earlier trip are found again.
+   */
+  chunkSizeFor?: (relPath: string) => number | undefined;
   /** Files up to this size are carried inline. Default 4096, at most 64 KiB. */
   inlineMax?: number;
   /** Called with the bytes of file content processed so far (monotonic). */
@@ -165,6 +171,7 @@ class Chunker {
     private readonly chunkSize: number,
     private readonly inlineMax: number,
     private readonly onProgress: ((bytesDone: number) => void) | undefined,
+    private readonly chunkSizeFor: ((relPath: string) => number | undefined) | undefined = undefined,
   ) {}
 
   private progress(n: number): void {
@@ -214,8 +221,8 @@ class Chunker {
       }
       const chunks =
         expected > READ_SIZE
-          ? await this.largeFiles.run(() => this.chunkFile(fd, expected))
-          : await this.chunkFile(fd, expected);
+          ? await this.largeFiles.run(() => this.chunkFile(fd, expected, this.sizeFor(item.rel)))
+          : await this.chunkFile(fd, expected, this.sizeFor(item.rel));
       let size = 0;
       for (const c of chunks) size += 'zero' in c ? c.zero : c.size;
       return { type: 'file', path: item.rel, mode, size, chunks };
@@ -229,8 +236,13 @@ class Chunker {
    * next is being read and earlier batches' chunks are being stored. A buffer is read into
    * again only once the puts of its previous batch have finished.
    */
-  private async chunkFile(fd: number, size: number): Promise<ChunkRef[]> {
-    const cs = this.chunkSize;
+  private sizeFor(rel: string): number {
+    const cs = this.chunkSizeFor?.(rel);
+    if (cs === undefined) return this.chunkSize;
+    return checkOptions({ label: 'x', chunkSize: cs }).chunkSize;
+  }
+
+  private async chunkFile(fd: number, size: number, cs: number): Promise<ChunkRef[]> {
     const batchSize = Math.min(cs * Math.max(1, Math.floor(READ_SIZE / cs)), Math.ceil(size / cs) * cs);
     const ring = Array.from({ length: Math.min(RING, Math.ceil(size / batchSize)) }, () =>
       Buffer.allocUnsafe(batchSize),
@@ -326,7 +338,7 @@ export async function snapshotDirectory(
   const createdAt = new Date((opts.clock ?? systemClock).now()).toISOString();
 
   const items = await walkTree(root);
-  const chunker = new Chunker(store, chunkSize, inlineMax, opts.onProgress);
+  const chunker = new Chunker(store, chunkSize, inlineMax, opts.onProgress, opts.chunkSizeFor);
   const files = items.filter((it) => it.st.isFile());
   const fileEntries = await mapLimit(files, FILE_CONCURRENCY, (it) => chunker.file(it));
   await chunker.settle();

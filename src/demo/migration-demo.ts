@@ -38,7 +38,7 @@ export async function runMigrationDemo(opts: {
   const name = `gwdemo${process.pid % 10000}`;
   const dir = await mkdtemp(join(tmpdir(), 'godwit-demo-'));
   try {
-    step(`bringing up a testbed: 2 hosts on a ${opts.link.name} link and a client`);
+    step(`bringing up a testbed: 2 hosts joined by the ${opts.link.name} link profile, and a client`);
     const tb = await testbedUp({
       name,
       hosts: 2,
@@ -60,10 +60,17 @@ export async function runMigrationDemo(opts: {
           : ['/usr/local/bin/godwit-counterd', '--port', '8080'];
       const info = await src.run({ name: 'web', image: 'busybox', args, env: {} });
       const target = `${info.network?.ip ?? '?'}:8080`;
-      step(`web runs on h1 at ${target}${mib > 0 ? ` holding ${mib} MiB` : ''}; the client probes it every 5 ms`);
+      step(
+        `web runs on h1 at ${target}${mib > 0 ? ` holding ${mib} MiB` : ''}; the client probes it every 5 ms`,
+      );
       if (mib > 0) await waitFor(async () => /ready mib/.test(await src.logs('web')), 120_000);
       const probeMs = 4000 + mib * 120;
-      const probe = probeInNetns({ bin: opts.godwitBin, netns: tb.client.netns, target, durationMs: probeMs });
+      const probe = probeInNetns({
+        bin: opts.godwitBin,
+        netns: tb.client.netns,
+        target,
+        durationMs: probeMs,
+      });
       probe.catch(() => undefined);
       await sleep(1500);
       step('migrating web h1 → h2 (cold)');

@@ -49,11 +49,26 @@ function mover(fail?: 'send'): StateMover {
   return {
     snapshot: async () => ({
       manifest,
-      stats: { files: 1, logicalBytes: 100, zeroBytes: 10, inlineBytes: 0, uniqueChunks: 1, uniqueChunkBytes: 90 },
+      stats: {
+        files: 1,
+        logicalBytes: 100,
+        zeroBytes: 10,
+        inlineBytes: 0,
+        uniqueChunks: 1,
+        uniqueChunkBytes: 90,
+      },
     }),
     send: async () => {
       if (fail === 'send') throw new UnavailableError(ErrorCode.AgentUnavailable, 'link cut');
-      return { logicalBytes: 100, zeroBytes: 10, dedupBytes: 0, rawBytesSent: 90, wireBytes: 30, durationMs: 10, reconnects: 0 };
+      return {
+        logicalBytes: 100,
+        zeroBytes: 10,
+        dedupBytes: 0,
+        rawBytesSent: 90,
+        wireBytes: 30,
+        durationMs: 10,
+        reconnects: 0,
+      };
     },
     keep: async () => undefined,
   };
@@ -70,7 +85,13 @@ describe('MigrationEngine (cold)', () => {
     const runtime = new MemoryRuntime();
     await runtime.run({ name: 'web', image: 'busybox', args: ['x'], env: {} });
     const peer = new FakePeer(runtime);
-    const engine = new MigrationEngine({ runtime, mover: mover(fail), dir, hostLabel: 'h1', log: nullLogger });
+    const engine = new MigrationEngine({
+      runtime,
+      mover: mover(fail),
+      dir,
+      hostLabel: 'h1',
+      log: nullLogger,
+    });
     return { runtime, peer, engine };
   }
 

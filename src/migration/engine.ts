@@ -16,13 +16,15 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Manifest, ManifestStats } from '../core/chunks.js';
-import { ErrorCode, FailedPreconditionError, GodwitError, NotFoundError, errorMessage } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
 import {
-  MigrationPhase,
-  type MigrationReport,
-  type MigrationStrategy,
-} from '../core/migration.js';
+  ErrorCode,
+  FailedPreconditionError,
+  GodwitError,
+  NotFoundError,
+  errorMessage,
+} from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { MigrationPhase, type MigrationReport, type MigrationStrategy } from '../core/migration.js';
 import { ContainerStatus, type ContainerRuntime } from '../core/runtime.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import type { MigrationPeer } from './peer.js';
@@ -94,11 +96,17 @@ export class MigrationEngine {
   async start(req: MigrateRequest): Promise<{ id: string; done: Promise<MigrationReport> }> {
     const info = await this.opts.runtime.inspect(req.name);
     if (info.status !== ContainerStatus.Running) {
-      throw new FailedPreconditionError(ErrorCode.ContainerNotRunning, `${req.name} is ${info.status}, not running`);
+      throw new FailedPreconditionError(
+        ErrorCode.ContainerNotRunning,
+        `${req.name} is ${info.status}, not running`,
+      );
     }
     for (const r of this.reports.values()) {
       if (r.name === req.name && r.outcome === 'running') {
-        throw new FailedPreconditionError(ErrorCode.MigrationInProgress, `${req.name} is already migrating (${r.id})`);
+        throw new FailedPreconditionError(
+          ErrorCode.MigrationInProgress,
+          `${req.name} is already migrating (${r.id})`,
+        );
       }
     }
     const id = `m-${this.clock.now().toString(36)}-${randomBytes(3).toString('hex')}`;
@@ -164,7 +172,11 @@ export class MigrationEngine {
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
 
     try {
-      const prep = await rec.run(MigrationPhase.Prepare, () => peer.prepare(report.id, name), enter(MigrationPhase.Prepare));
+      const prep = await rec.run(
+        MigrationPhase.Prepare,
+        () => peer.prepare(report.id, name),
+        enter(MigrationPhase.Prepare),
+      );
 
       // The service stops here.
       downtimeStart = rec.now();
@@ -173,7 +185,11 @@ export class MigrationEngine {
         async (r) => {
           const cp = await runtime.checkpoint(name, { dir: checkpointDir });
           checkpointed = true;
-          r.detail = { checkpointMs: Math.round(cp.durationMs), imageBytes: cp.imageBytes, pagesBytes: cp.pagesBytes };
+          r.detail = {
+            checkpointMs: Math.round(cp.durationMs),
+            imageBytes: cp.imageBytes,
+            pagesBytes: cp.pagesBytes,
+          };
         },
         enter(MigrationPhase.Checkpoint),
       );
@@ -182,7 +198,11 @@ export class MigrationEngine {
         MigrationPhase.Snapshot,
         async (r) => {
           const s = await mover.snapshot(checkpointDir, `checkpoint:${name}`);
-          r.detail = { files: s.stats.files, logicalBytes: s.stats.logicalBytes, uniqueChunks: s.stats.uniqueChunks };
+          r.detail = {
+            files: s.stats.files,
+            logicalBytes: s.stats.logicalBytes,
+            uniqueChunks: s.stats.uniqueChunks,
+          };
           return s;
         },
         enter(MigrationPhase.Snapshot),
@@ -228,7 +248,11 @@ export class MigrationEngine {
         async (r) => {
           restoreAsked = true;
           const res = await peer.restore(report.id, name);
-          r.detail = { pid: res.pid, restoreMs: Math.round(res.restoreMs), materializeMs: Math.round(res.materializeMs) };
+          r.detail = {
+            pid: res.pid,
+            restoreMs: Math.round(res.restoreMs),
+            materializeMs: Math.round(res.materializeMs),
+          };
         },
         enter(MigrationPhase.Restore),
       );
@@ -236,15 +260,19 @@ export class MigrationEngine {
 
       // ---- Restored on the destination: the point of no return. From here on the ----
       // ---- destination owns the container; nothing below may resume the source.    ----
-      await rec.run(
-        MigrationPhase.Commit,
-        async () => {
-          report.committed = true;
-          await save();
-          await runtime.remove(name, { force: true });
-        },
-        enter(MigrationPhase.Commit),
-      ).catch((err: unknown) => report.warnings.push(`commit: cannot remove the source record: ${errorMessage(err)}`));
+      await rec
+        .run(
+          MigrationPhase.Commit,
+          async () => {
+            report.committed = true;
+            await save();
+            await runtime.remove(name, { force: true });
+          },
+          enter(MigrationPhase.Commit),
+        )
+        .catch((err: unknown) =>
+          report.warnings.push(`commit: cannot remove the source record: ${errorMessage(err)}`),
+        );
 
       await rec
         .run(
@@ -270,7 +298,12 @@ export class MigrationEngine {
       report.totalMs = rec.now();
       delete report.progress;
       await save();
-      log.info('migration ended', { id: report.id, name, outcome: report.outcome, downtimeMs: report.downtimeMs });
+      log.info('migration ended', {
+        id: report.id,
+        name,
+        outcome: report.outcome,
+        downtimeMs: report.downtimeMs,
+      });
     }
     return report;
   }

@@ -46,7 +46,8 @@ function describeDetail(d: Record<string, unknown> | undefined): string {
   if (!d) return '';
   const parts: string[] = [];
   for (const [k, v] of Object.entries(d)) {
-    if (typeof v === 'number') parts.push(`${k} ${/Bytes$/.test(k) ? formatBytes(v) : Number.isInteger(v) ? v : v.toFixed(1)}`);
+    if (typeof v === 'number')
+      parts.push(`${k} ${/Bytes$/.test(k) ? formatBytes(v) : Number.isInteger(v) ? v : v.toFixed(1)}`);
     else if (typeof v === 'string' || typeof v === 'boolean') parts.push(`${k} ${String(v)}`);
   }
   return parts.slice(0, 5).join(', ');

@@ -62,9 +62,13 @@ export class IncomingMigrations {
       },
     );
     if (exists) {
-      throw new AlreadyExistsError(ErrorCode.ContainerExists, `the destination already has a container named ${name}`, {
-        hint: `remove it there first, or migrate to another host`,
-      });
+      throw new AlreadyExistsError(
+        ErrorCode.ContainerExists,
+        `the destination already has a container named ${name}`,
+        {
+          hint: `remove it there first, or migrate to another host`,
+        },
+      );
     }
     await mkdir(join(this.opts.dir, id), { recursive: true });
     await this.saveRecord({ id, name });
@@ -73,14 +77,23 @@ export class IncomingMigrations {
   }
 
   /** Reassembles the checkpoint from the completed transfer and restores it as `name`. */
-  async restore(id: string, name: string): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
+  async restore(
+    id: string,
+    name: string,
+  ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
     const record = await this.record(id);
     if (record.name !== name) {
-      throw new FailedPreconditionError(ErrorCode.InvalidState, `migration ${id} was prepared for ${record.name}, not ${name}`);
+      throw new FailedPreconditionError(
+        ErrorCode.InvalidState,
+        `migration ${id} was prepared for ${record.name}, not ${name}`,
+      );
     }
     const manifest = await this.opts.state.completed(id);
     if (!manifest) {
-      throw new FailedPreconditionError(ErrorCode.TransferIncomplete, `the transfer of migration ${id} is not complete`);
+      throw new FailedPreconditionError(
+        ErrorCode.TransferIncomplete,
+        `the transfer of migration ${id} is not complete`,
+      );
     }
     const dir = join(this.opts.dir, id, 'checkpoint');
     await rm(dir, { recursive: true, force: true });
@@ -89,7 +102,13 @@ export class IncomingMigrations {
     const materializeMs = this.clock.monotonic() - t0;
     const res = await this.opts.runtime.restore({ dir, name });
     await this.saveRecord({ ...record, restored: true });
-    this.opts.log.info('incoming migration restored', { id, name, pid: res.pid, restoreMs: res.durationMs, materializeMs });
+    this.opts.log.info('incoming migration restored', {
+      id,
+      name,
+      pid: res.pid,
+      restoreMs: res.durationMs,
+      materializeMs,
+    });
     return { name, pid: res.pid, restoreMs: res.durationMs, materializeMs };
   }
 

@@ -53,7 +53,9 @@ export class AgentMigrationPeer implements MigrationPeer {
   }
 
   restore(id: string, name: string): Promise<{ pid: number; restoreMs: number; materializeMs: number }> {
-    return this.client.call('POST', `/v1/migrations/incoming/${id}/restore`, incomingRestoreResponse, { name });
+    return this.client.call('POST', `/v1/migrations/incoming/${id}/restore`, incomingRestoreResponse, {
+      name,
+    });
   }
 
   finish(id: string, committed: boolean): Promise<{ removedContainer: boolean }> {

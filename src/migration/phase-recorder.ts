@@ -16,7 +16,11 @@ export class PhaseRecorder {
   }
 
   /** Runs `fn` as `phase`, recording start, end and (on failure) the error, which is rethrown. */
-  async run<T>(phase: MigrationPhase, fn: (rec: PhaseRecord) => Promise<T>, onStart?: () => void): Promise<T> {
+  async run<T>(
+    phase: MigrationPhase,
+    fn: (rec: PhaseRecord) => Promise<T>,
+    onStart?: () => void,
+  ): Promise<T> {
     const rec: PhaseRecord = { phase, startMs: this.now() };
     this.phases.push(rec);
     onStart?.();
@@ -33,7 +37,8 @@ export class PhaseRecorder {
 
   /** The record of the last run of `phase`, if any. */
   last(phase: MigrationPhase): PhaseRecord | undefined {
-    for (let i = this.phases.length - 1; i >= 0; i--) if (this.phases[i]?.phase === phase) return this.phases[i];
+    for (let i = this.phases.length - 1; i >= 0; i--)
+      if (this.phases[i]?.phase === phase) return this.phases[i];
     return undefined;
   }
 }

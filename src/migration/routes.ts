@@ -39,9 +39,13 @@ export function migrationRoutes(deps: {
   const id = '([^/]+)';
   const needIncoming = (): IncomingMigrations => {
     if (!deps.incoming) {
-      throw new FailedPreconditionError(ErrorCode.NotImplemented, 'this agent does not accept incoming migrations', {
-        hint: 'start the agent with --listen ADDR:PORT so that it runs a transfer server',
-      });
+      throw new FailedPreconditionError(
+        ErrorCode.NotImplemented,
+        'this agent does not accept incoming migrations',
+        {
+          hint: 'start the agent with --listen ADDR:PORT so that it runs a transfer server',
+        },
+      );
     }
     return deps.incoming;
   };
@@ -70,7 +74,8 @@ export function migrationRoutes(deps: {
       methods: {
         DELETE: async (c: Call) => {
           const committed = c.query.get('committed');
-          if (committed !== 'true' && committed !== 'false') throw invalid('committed', 'expected true or false');
+          if (committed !== 'true' && committed !== 'false')
+            throw invalid('committed', 'expected true or false');
           return { status: 200, json: await needIncoming().finish(first(c), committed === 'true') };
         },
       },

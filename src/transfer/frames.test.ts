@@ -220,9 +220,14 @@ describe('frames', () => {
       );
     }
     expectCode(
+      () => new FrameDecoder(RECEIVER_ACCEPTS).push(encodeOffer(Buffer.from('{"version":2}'))),
+      ErrorCode.ManifestInvalid,
+    );
+    // An OFFER whose payload is not codec + length + encoded JSON.
+    expectCode(
       () =>
         new FrameDecoder(RECEIVER_ACCEPTS).push(encodeFrame(FrameType.Offer, Buffer.from('{"version":2}'))),
-      ErrorCode.ManifestInvalid,
+      ErrorCode.TransferProtocol,
     );
     const want = encodeFrame(FrameType.Want, Buffer.alloc(1 + 31));
     expectCode(() => new FrameDecoder(SENDER_ACCEPTS).push(want), ErrorCode.TransferProtocol);

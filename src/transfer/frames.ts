@@ -21,7 +21,14 @@ import { createHash } from 'node:crypto';
 import type { Digest, Manifest } from '../core/chunks.js';
 import { GodwitError } from '../core/errors.js';
 import { isDigest, parseManifest } from '../chunks/index.js';
-import { isCodecId, maxEncodedSize, MAX_CHUNK_BYTES, type CodecIdValue } from './codec.js';
+import {
+  ChunkCompressor,
+  decompressChunk,
+  isCodecId,
+  maxEncodedSize,
+  MAX_CHUNK_BYTES,
+  type CodecIdValue,
+} from './codec.js';
 import { protocolError, tooLargeError, type WireError } from './errors.js';
 import {
   parseDone,
@@ -143,9 +150,31 @@ export function encodeJsonFrame(
   return encodeFrame(type, Buffer.from(JSON.stringify(body)));
 }
 
-/** The OFFER frame for a manifest already serialized to JSON bytes. */
+/**
+ * The OFFER frame for a manifest already serialized to JSON bytes. Payload: u8 codec,
+ * u32 raw length, the encoded JSON. A manifest of page-sized chunks is megabytes of JSON that
+ * compresses about tenfold, and on a return trip it is most of what crosses the link.
+ */
 export function encodeOffer(manifestJson: Buffer): Buffer {
-  return encodeFrame(FrameType.Offer, manifestJson);
+  const enc = offerCompressor.compress(manifestJson);
+  const head = Buffer.allocUnsafe(5);
+  head.writeUInt8(enc.codec, 0);
+  head.writeUInt32BE(manifestJson.length, 1);
+  return encodeFrame(FrameType.Offer, Buffer.concat([head, enc.data]));
+}
+
+const offerCompressor = new ChunkCompressor('zstd', 3);
+
+/** The JSON of an OFFER payload, decoded within `maxRawBytes`. */
+function decodeOffer(payload: Buffer, maxRawBytes: number): Buffer {
+  if (payload.length < 5) throw protocolError('OFFER is shorter than its header');
+  const codec = payload.readUInt8(0);
+  const raw = payload.readUInt32BE(1);
+  try {
+    return decompressChunk(codec, payload.subarray(5), raw, maxRawBytes);
+  } catch (err) {
+    throw protocolError(`OFFER does not decode: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 function digestBytes(d: Digest): Buffer {
@@ -203,8 +232,9 @@ export function decodePayload(type: FrameType, payload: Buffer, limits: FrameLim
     case FrameType.Done:
       return { type, done: parseDone(parseJson(payload, 'DONE')) };
     case FrameType.Offer: {
-      const manifest = parseManifest(parseJson(payload, 'OFFER'), { maxChunkSize: limits.maxChunkSize });
-      const offerDigest = createHash('sha256').update(payload).digest('hex');
+      const json = decodeOffer(payload, limits.maxOfferBytes);
+      const manifest = parseManifest(parseJson(json, 'OFFER'), { maxChunkSize: limits.maxChunkSize });
+      const offerDigest = createHash('sha256').update(json).digest('hex');
       return { type, manifest, offerDigest, bytes: payload.length };
     }
     case FrameType.Want: {

@@ -7,7 +7,7 @@ import { ErrorCategory } from '../core/errors.js';
 import { protocolError, type WireError } from './errors.js';
 
 /** Version of the frame format and message set; HELLO carries it, HELLO_OK echoes it. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Session ids name a directory on the receiver: letters, digits, `.`, `_`, `-`, not first `.`. */
 export const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -339,7 +339,8 @@ class Receiver {
       await this.settle(state);
       await conn.close();
     } catch (err) {
-      const lost = conn.error === err;
+      const lost =
+        conn.error === err || (err as Partial<GodwitError>).code === ErrorCode.TransferConnectionLost;
       const fields = { peer, sessionId: session?.id, err: errorMessage(err) };
       if (lost) this.log.info('transfer connection ended', fields);
       else
@@ -603,7 +604,9 @@ class Receiver {
 export async function startTransferServer(opts: TransferServerOptions): Promise<TransferServer> {
   await mkdir(opts.dataDir, { recursive: true });
   const receiver = new Receiver(opts);
-  const server: Server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => receiver.accept(socket));
+  const server: Server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) =>
+    receiver.accept(socket),
+  );
   server.maxConnections = receiver.connectionLimit;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

@@ -21,6 +21,7 @@ import {
   RECEIVER_ACCEPTS,
   type Frame,
 } from './frames.js';
+import { PROTOCOL_VERSION } from './messages.js';
 import { mixedPages, seededRandom } from './mixed-content.js';
 import {
   completedManifest,
@@ -263,7 +264,7 @@ describe('transfer end to end on 127.0.0.1', () => {
           if (f.type === FrameType.Hello) {
             s.write(
               encodeJsonFrame(FrameType.HelloOk, {
-                protocol: 1,
+                protocol: PROTOCOL_VERSION,
                 sessionId: f.hello.sessionId,
                 resumeToken: '0123456789abcdef0123456789abcdef',
                 maxChunkSize: 1 << 24,
@@ -375,7 +376,7 @@ describe('transfer end to end on 127.0.0.1', () => {
       const c = await RawClient.connect(r.server.port);
       c.write(
         encodeJsonFrame(FrameType.Hello, {
-          protocol: 1,
+          protocol: PROTOCOL_VERSION,
           role: 'sender',
           sessionId: 'raw',
           stream: 0,
@@ -427,7 +428,13 @@ describe('transfer receiver against hostile senders', () => {
   async function session(id: string): Promise<RawClient> {
     const c = await RawClient.connect(r.server.port);
     c.write(
-      encodeJsonFrame(FrameType.Hello, { protocol: 1, role: 'sender', sessionId: id, stream: 0, streams: 1 }),
+      encodeJsonFrame(FrameType.Hello, {
+        protocol: PROTOCOL_VERSION,
+        role: 'sender',
+        sessionId: id,
+        stream: 0,
+        streams: 1,
+      }),
     );
     c.write(encodeOffer(Buffer.from(JSON.stringify(m))));
     await c.waitFor((f) => f.type === FrameType.Want);
@@ -504,7 +511,7 @@ describe('transfer receiver against hostile senders', () => {
     c = await RawClient.connect(r.server.port);
     c.write(
       encodeJsonFrame(FrameType.Hello, {
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         role: 'sender',
         sessionId: 'early',
         stream: 0,
@@ -519,7 +526,7 @@ describe('transfer receiver against hostile senders', () => {
     c = await RawClient.connect(r.server.port);
     c.write(
       encodeJsonFrame(FrameType.Hello, {
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         role: 'sender',
         sessionId: 'h-owned',
         stream: 0,
@@ -541,7 +548,7 @@ describe('transfer receiver against hostile senders', () => {
     c = await RawClient.connect(r.server.port);
     c.write(
       encodeJsonFrame(FrameType.Hello, {
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         role: 'sender',
         sessionId: 'h-other',
         stream: 0,
@@ -560,7 +567,7 @@ describe('transfer receiver against hostile senders', () => {
       const valid = (id: string): Buffer =>
         Buffer.concat([
           encodeJsonFrame(FrameType.Hello, {
-            protocol: 1,
+            protocol: PROTOCOL_VERSION,
             role: 'sender',
             sessionId: id,
             stream: 0,
@@ -574,7 +581,9 @@ describe('transfer receiver against hostile senders', () => {
       const started = Date.now();
       for (let i = 0; i < 60; i++) {
         let data: Buffer;
-        if (i % 4 === 3) {
+        if (i === 59) {
+          data = valid('fz-last'); // unmutated, and half-closed at once: still answered
+        } else if (i % 4 === 3) {
           data = Buffer.alloc(1 + (rnd() % 2000));
           for (let k = 0; k < data.length; k++) data[k] = rnd() & 255;
         } else {
@@ -590,8 +599,7 @@ describe('transfer receiver against hostile senders', () => {
         else if (c.frames.some((f) => f.type === FrameType.Done)) outcomes.done++;
         else outcomes.silent++;
       }
-      console.log("OUTCOMES", JSON.stringify(outcomes));
-      assert.ok(outcomes.error > 30, JSON.stringify(outcomes));
+      assert.ok(outcomes.error > 30 && outcomes.done >= 1, JSON.stringify(outcomes));
       assert.ok(Date.now() - started < 30_000);
       // Whatever was stored was verified.
       for (const d of r.store.puts.keys()) assert.equal(d, goodDigest);

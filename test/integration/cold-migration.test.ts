@@ -84,7 +84,9 @@ describe('cold migration on the edge link', { skip }, () => {
   async function runningOn(cname: string, hosts: number[] = [0, 1]): Promise<number[]> {
     const out: number[] = [];
     for (const i of hosts) {
-      const info = await host(i).a.inspect(cname).catch(() => undefined);
+      const info = await host(i)
+        .a.inspect(cname)
+        .catch(() => undefined);
       if (info?.status === ContainerStatus.Running) out.push(i);
     }
     return out;
@@ -96,7 +98,8 @@ describe('cold migration on the edge link', { skip }, () => {
       const logs = await host(i).a.logs(cname);
       assert.doesNotMatch(logs, /verify FAILED/, `${cname} found its memory corrupted`);
       if (/verify ok/.test(logs)) return logs;
-      if (Date.now() > deadline) throw new Error(`${cname} on h${i + 1} never verified its memory:\n${logs.slice(-500)}`);
+      if (Date.now() > deadline)
+        throw new Error(`${cname} on h${i + 1} never verified its memory:\n${logs.slice(-500)}`);
       await sleep(200);
     }
   }
@@ -130,7 +133,10 @@ describe('cold migration on the edge link', { skip }, () => {
     assert.equal(there.outcome, 'committed', JSON.stringify(there.error ?? there.warnings));
     assert.deepEqual(await runningOn('big'), [1], 'exactly one copy, on h2');
     await waitVerified(1, 'big');
-    assert.ok(there.bytes.wire < there.bytes.logical, `wire ${there.bytes.wire} < logical ${there.bytes.logical}`);
+    assert.ok(
+      there.bytes.wire < there.bytes.logical,
+      `wire ${there.bytes.wire} < logical ${there.bytes.logical}`,
+    );
     assert.ok(there.bytes.logical >= 256 * 1024 * 1024);
 
     const back = await migrate(1, 0, 'big');
@@ -165,10 +171,16 @@ describe('cold migration on the edge link', { skip }, () => {
     await runCommand('ip', ['netns', 'exec', ns, 'iptables', '-D', 'OUTPUT', ...rule]); // in case it is still there
     assert.ok(r.outcome === 'committed' || r.outcome === 'rolled-back', `outcome ${r.outcome}`);
     const where = await runningOn('cut');
-    assert.equal(where.length, 1, `exactly one running copy (on ${where.map((i) => `h${i + 1}`).join(', ')})`);
+    assert.equal(
+      where.length,
+      1,
+      `exactly one running copy (on ${where.map((i) => `h${i + 1}`).join(', ')})`,
+    );
     await waitVerified(where[0]!, 'cut');
     const transfer = r.phases.find((p) => p.phase === 'transfer');
-    console.log(`# link cut: ${r.outcome}, transfer detail ${JSON.stringify(transfer?.detail ?? transfer?.error)}`);
+    console.log(
+      `# link cut: ${r.outcome}, transfer detail ${JSON.stringify(transfer?.detail ?? transfer?.error)}`,
+    );
     await host(where[0]!).a.remove('cut', { force: true });
   });
 

@@ -50,99 +50,120 @@ export function registerAgentCommand(
       '--service-network <file>',
       "description of the host's service network; containers get addresses on it",
     )
-    .option('--transfer-port <port>', 'port of the state transfer server on the --listen address (default: its port + 1)')
+    .option(
+      '--transfer-port <port>',
+      'port of the state transfer server on the --listen address (default: its port + 1)',
+    )
     .option('--label <name>', "this host's name in migration reports (default: the state directory's name)")
     .option('--json-logs', 'also write the structured log to stderr')
-    .action(async (o: { socket?: string; listen?: string; serviceNetwork?: string; transferPort?: string; label?: string; jsonLogs?: boolean }) => {
-      if (ctx().options.host !== undefined) {
-        throw new InvalidArgumentError(ErrorCode.InvalidFlag, '--host does not apply to godwit agent', {
-          hint: 'the agent serves the host of --state-dir; use --socket and --listen to say where',
-        });
-      }
-      const listen = o.listen === undefined ? undefined : parseHostPort(o.listen);
-      if (o.listen !== undefined && listen === undefined) {
-        throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--listen ${o.listen}: expected ADDR:PORT`, {
-          hint: 'e.g. --listen 127.0.0.1:7070 or --listen [::1]:7070',
-        });
-      }
-      const { state } = await ctx().localHost();
-      const fileLog = new JsonFileLogger(join(state.logsDir, 'agent.log'), { pid: process.pid });
-      const log: Logger = o.jsonLogs
-        ? teeLogger(fileLog, new JsonStreamLogger(process.stderr, { pid: process.pid }))
-        : fileLog;
+    .action(
+      async (o: {
+        socket?: string;
+        listen?: string;
+        serviceNetwork?: string;
+        transferPort?: string;
+        label?: string;
+        jsonLogs?: boolean;
+      }) => {
+        if (ctx().options.host !== undefined) {
+          throw new InvalidArgumentError(ErrorCode.InvalidFlag, '--host does not apply to godwit agent', {
+            hint: 'the agent serves the host of --state-dir; use --socket and --listen to say where',
+          });
+        }
+        const listen = o.listen === undefined ? undefined : parseHostPort(o.listen);
+        if (o.listen !== undefined && listen === undefined) {
+          throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--listen ${o.listen}: expected ADDR:PORT`, {
+            hint: 'e.g. --listen 127.0.0.1:7070 or --listen [::1]:7070',
+          });
+        }
+        const { state } = await ctx().localHost();
+        const fileLog = new JsonFileLogger(join(state.logsDir, 'agent.log'), { pid: process.pid });
+        const log: Logger = o.jsonLogs
+          ? teeLogger(fileLog, new JsonStreamLogger(process.stderr, { pid: process.pid }))
+          : fileLog;
 
-      let network: (NetworkProvider & AddressAllocator) | undefined;
-      if (o.serviceNetwork !== undefined) {
-        if (!options.makeNetwork) {
-          throw new FailedPreconditionError(
-            ErrorCode.NoServiceNetwork,
-            '--service-network is not supported by this build of godwit',
+        let network: (NetworkProvider & AddressAllocator) | undefined;
+        if (o.serviceNetwork !== undefined) {
+          if (!options.makeNetwork) {
+            throw new FailedPreconditionError(
+              ErrorCode.NoServiceNetwork,
+              '--service-network is not supported by this build of godwit',
+            );
+          }
+          network = await options.makeNetwork(resolve(o.serviceNetwork));
+        }
+        const runtime = await ctx().localRuntime({
+          log: log.child({ component: 'runtime' }),
+          ...(network === undefined ? {} : { network }),
+        });
+        const transferPort =
+          o.transferPort === undefined ? (listen ? listen.port + 1 : undefined) : Number(o.transferPort);
+        if (
+          transferPort !== undefined &&
+          (!Number.isInteger(transferPort) || transferPort < 1 || transferPort > 65_535)
+        ) {
+          throw new InvalidArgumentError(
+            ErrorCode.InvalidFlag,
+            `--transfer-port ${o.transferPort}: expected 1..65535`,
           );
         }
-        network = await options.makeNetwork(resolve(o.serviceNetwork));
-      }
-      const runtime = await ctx().localRuntime({
-        log: log.child({ component: 'runtime' }),
-        ...(network === undefined ? {} : { network }),
-      });
-      const transferPort = o.transferPort === undefined ? (listen ? listen.port + 1 : undefined) : Number(o.transferPort);
-      if (transferPort !== undefined && (!Number.isInteger(transferPort) || transferPort < 1 || transferPort > 65_535)) {
-        throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--transfer-port ${o.transferPort}: expected 1..65535`);
-      }
-      // Incoming migrations need a TCP endpoint for the transfer server: only with --listen.
-      const migration = await startMigrationService({
-        runtime,
-        stateRoot: state.root,
-        hostLabel: o.label ?? basename(state.root),
-        ...(listen && transferPort !== undefined ? { transferListen: { host: listen.host, port: transferPort } } : {}),
-        log,
-      });
-      const handle = await startAgent({
-        routes: migration.routes,
-        runtime,
-        socketPath: resolve(o.socket ?? join(state.root, AGENT_SOCKET)),
-        ...(listen === undefined ? {} : { listen }),
-        log,
-        version: program.version() ?? '0.0.0',
-        hostId: state.hostId,
-      });
-      process.stdout.write(
-        `agent listening on ${handle.socketPath}` +
-          (handle.tcp ? ` and ${formatAgentAddress(handle.tcp)}` : '') +
-          (migration.transfer ? `, transfers on ${formatAgentAddress(migration.transfer)}` : '') +
-          '\n',
-      );
+        // Incoming migrations need a TCP endpoint for the transfer server: only with --listen.
+        const migration = await startMigrationService({
+          runtime,
+          stateRoot: state.root,
+          hostLabel: o.label ?? basename(state.root),
+          ...(listen && transferPort !== undefined
+            ? { transferListen: { host: listen.host, port: transferPort } }
+            : {}),
+          log,
+        });
+        const handle = await startAgent({
+          routes: migration.routes,
+          runtime,
+          socketPath: resolve(o.socket ?? join(state.root, AGENT_SOCKET)),
+          ...(listen === undefined ? {} : { listen }),
+          log,
+          version: program.version() ?? '0.0.0',
+          hostId: state.hostId,
+        });
+        process.stdout.write(
+          `agent listening on ${handle.socketPath}` +
+            (handle.tcp ? ` and ${formatAgentAddress(handle.tcp)}` : '') +
+            (migration.transfer ? `, transfers on ${formatAgentAddress(migration.transfer)}` : '') +
+            '\n',
+        );
 
-      await new Promise<void>((done) => {
-        let signals = 0;
-        const onSignal = (signal: NodeJS.Signals): void => {
-          signals++;
-          log.info('signal received', { signal });
-          if (signals > 1) {
-            void handle.close({ graceMs: 0 });
-            return;
-          }
-          handle
-            .close()
-            .then(() => migration.close())
-            .catch((err: unknown) => {
-              log.error('shutdown failed', { err: errorMessage(err) });
-              setExit(exitCodeFor(err));
-            })
-            .finally(() => {
-              process.off('SIGTERM', onSignal);
-              process.off('SIGINT', onSignal);
-              done();
-            });
-        };
-        process.on('SIGTERM', onSignal);
-        process.on('SIGINT', onSignal);
-      });
-      // Requests cut at the end of the grace period may still have a runc call running;
-      // do not let one hold the process forever. Containers are unaffected either way.
-      setTimeout(() => {
-        log.warn('work still pending after shutdown; exiting anyway');
-        process.exit();
-      }, EXIT_AFTER_CLOSE_MS).unref();
-    });
+        await new Promise<void>((done) => {
+          let signals = 0;
+          const onSignal = (signal: NodeJS.Signals): void => {
+            signals++;
+            log.info('signal received', { signal });
+            if (signals > 1) {
+              void handle.close({ graceMs: 0 });
+              return;
+            }
+            handle
+              .close()
+              .then(() => migration.close())
+              .catch((err: unknown) => {
+                log.error('shutdown failed', { err: errorMessage(err) });
+                setExit(exitCodeFor(err));
+              })
+              .finally(() => {
+                process.off('SIGTERM', onSignal);
+                process.off('SIGINT', onSignal);
+                done();
+              });
+          };
+          process.on('SIGTERM', onSignal);
+          process.on('SIGINT', onSignal);
+        });
+        // Requests cut at the end of the grace period may still have a runc call running;
+        // do not let one hold the process forever. Containers are unaffected either way.
+        setTimeout(() => {
+          log.warn('work still pending after shutdown; exiting anyway');
+          process.exit();
+        }, EXIT_AFTER_CLOSE_MS).unref();
+      },
+    );
 }

@@ -18,7 +18,11 @@ import { formatBytes, formatMs, table } from '../format.js';
 import { join } from 'node:path';
 
 /** Registers `demo`. */
-export function registerDemoCommand(program: Command, ctx: () => CliContext, setExit: (code: number) => void): void {
+export function registerDemoCommand(
+  program: Command,
+  ctx: () => CliContext,
+  setExit: (code: number) => void,
+): void {
   program
     .command('demo')
     .description(
@@ -32,7 +36,10 @@ export function registerDemoCommand(program: Command, ctx: () => CliContext, set
     .action(async (o: { link: string; memoryMib: string; local?: boolean; json?: boolean }) => {
       const mib = Number(o.memoryMib);
       if (!Number.isInteger(mib) || mib < 0 || mib > 16384) {
-        throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--memory-mib ${o.memoryMib}: expected 0..16384`);
+        throw new InvalidArgumentError(
+          ErrorCode.InvalidFlag,
+          `--memory-mib ${o.memoryMib}: expected 0..16384`,
+        );
       }
       const onStep = o.json ? undefined : (line: string) => console.log(line);
       if (o.local) {
@@ -77,8 +84,11 @@ async function localDemo(
   setExit: (code: number) => void,
 ): Promise<void> {
   const { runtime } = await ctx().services();
-  const reports: CheckpointDemoReport[] = [await runCheckpointDemo(runtime, { ...(onStep ? { onStep } : {}) })];
-  if (mib > 0) reports.push(await runCheckpointDemo(runtime, { ...(onStep ? { onStep } : {}), memoryMiB: mib }));
+  const reports: CheckpointDemoReport[] = [
+    await runCheckpointDemo(runtime, { ...(onStep ? { onStep } : {}) }),
+  ];
+  if (mib > 0)
+    reports.push(await runCheckpointDemo(runtime, { ...(onStep ? { onStep } : {}), memoryMiB: mib }));
   const ok = reports.every((r) => r.continued);
   emit(
     json,

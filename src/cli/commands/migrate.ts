@@ -17,7 +17,11 @@ const reportResponse = {
   expected: 'a migration report',
   parse(v: unknown, path: string): MigrationReport {
     object(
-      { id: string({ maxLength: 128 }), name: string({ maxLength: 128 }), outcome: string({ maxLength: 32 }) },
+      {
+        id: string({ maxLength: 128 }),
+        name: string({ maxLength: 128 }),
+        outcome: string({ maxLength: 32 }),
+      },
       { unknownFields: 'keep' },
     ).parse(v, path);
     return v as MigrationReport;
@@ -25,23 +29,36 @@ const reportResponse = {
 };
 
 /** Registers `migrate`. */
-export function registerMigrateCommand(program: Command, ctx: () => CliContext, setExit: (code: number) => void): void {
+export function registerMigrateCommand(
+  program: Command,
+  ctx: () => CliContext,
+  setExit: (code: number) => void,
+): void {
   program
     .command('migrate')
-    .description('move a running container to another host (cold: stop, copy what the destination lacks, restore)')
+    .description(
+      'move a running container to another host (cold: stop, copy what the destination lacks, restore)',
+    )
     .argument('<name>', 'container name')
     .requiredOption('--to <host>', 'destination: a testbed host name or the agent ADDR:PORT')
     .option('--strategy <strategy>', 'migration strategy: cold', 'cold')
     .option('--json', 'print the report as JSON')
     .action(async (name: string, o: { to: string; strategy: string; json?: boolean }) => {
       if (o.strategy !== 'cold') {
-        throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--strategy ${o.strategy}: this version supports cold`);
+        throw new InvalidArgumentError(
+          ErrorCode.InvalidFlag,
+          `--strategy ${o.strategy}: this version supports cold`,
+        );
       }
       const to = await resolveDestination(o.to);
       const source = await resolveSource(ctx(), name);
       const client = new AgentClient(source.address);
       try {
-        const { id } = await client.call('POST', '/v1/migrations', startResponse, { name, to, strategy: o.strategy });
+        const { id } = await client.call('POST', '/v1/migrations', startResponse, {
+          name,
+          to,
+          strategy: o.strategy,
+        });
         const tty = !o.json && process.stdout.isTTY;
         const t0 = Date.now();
         let report: MigrationReport;
@@ -52,7 +69,11 @@ export function registerMigrateCommand(program: Command, ctx: () => CliContext, 
           await new Promise((r) => setTimeout(r, 150));
         }
         if (tty) process.stdout.write('\r\x1b[2K');
-        emit(Boolean(o.json), () => formatMigrationReport(report), () => report);
+        emit(
+          Boolean(o.json),
+          () => formatMigrationReport(report),
+          () => report,
+        );
         if (report.outcome === 'rolled-back') setExit(ExitCode.Negative);
         else if (report.outcome === 'failed') setExit(ExitCode.Unavailable);
       } finally {
@@ -69,14 +90,19 @@ async function resolveDestination(to: string): Promise<{ host: string; port: num
   const host = tb?.hosts.find((h) => h.name === to);
   if (!host) {
     throw new NotFoundError(ErrorCode.HostNotFound, `no destination host named ${to}`, {
-      hint: tb ? `known hosts: ${tb.hosts.map((h) => h.name).join(', ')}` : 'give ADDR:PORT of the destination agent',
+      hint: tb
+        ? `known hosts: ${tb.hosts.map((h) => h.name).join(', ')}`
+        : 'give ADDR:PORT of the destination agent',
     });
   }
   return { host: host.address, port: host.port, label: host.name };
 }
 
 /** The source agent: `--host`, or the testbed host that runs the container. */
-async function resolveSource(ctx: CliContext, name: string): Promise<{ address: Awaited<ReturnType<typeof resolveAgentAddress>> }> {
+async function resolveSource(
+  ctx: CliContext,
+  name: string,
+): Promise<{ address: Awaited<ReturnType<typeof resolveAgentAddress>> }> {
   if (ctx.options.host !== undefined) return { address: await resolveAgentAddress(ctx.options.host) };
   const tb = await readTestbed();
   for (const h of tb?.hosts ?? []) {
@@ -90,7 +116,11 @@ async function resolveSource(ctx: CliContext, name: string): Promise<{ address: 
       client.close();
     }
   }
-  throw new NotFoundError(ErrorCode.ContainerNotFound, `no running container named ${name} on any testbed host`, {
-    hint: 'say where it runs with --host',
-  });
+  throw new NotFoundError(
+    ErrorCode.ContainerNotFound,
+    `no running container named ${name} on any testbed host`,
+    {
+      hint: 'say where it runs with --host',
+    },
+  );
 }
