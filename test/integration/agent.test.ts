@@ -194,7 +194,10 @@ async function spawnAgent(stateDir: string): Promise<AgentProcess> {
     });
   });
   const port = /and 127\.0\.0\.1:(\d+)$/.exec(line.trim());
-  assert.ok(port?.[1], line);
+  if (!port?.[1]) {
+    child.kill('SIGKILL'); // never leave an agent behind: it would keep the test process alive
+    assert.fail(`unexpected first line: ${line}`);
+  }
   return { child, tcpPort: Number(port[1]), exited };
 }
 

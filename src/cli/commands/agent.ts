@@ -96,15 +96,16 @@ export function registerAgentCommand(
           log: log.child({ component: 'runtime' }),
           ...(network === undefined ? {} : { network }),
         });
-        const transferPort =
-          o.transferPort === undefined ? (listen ? listen.port + 1 : undefined) : Number(o.transferPort);
+        // Default: the agent's port + 1; an ephemeral agent port (0) gets an ephemeral one too.
+        const defaultTransferPort = listen ? (listen.port === 0 ? 0 : listen.port + 1) : undefined;
+        const transferPort = o.transferPort === undefined ? defaultTransferPort : Number(o.transferPort);
         if (
           transferPort !== undefined &&
-          (!Number.isInteger(transferPort) || transferPort < 1 || transferPort > 65_535)
+          (!Number.isInteger(transferPort) || transferPort < 0 || transferPort > 65_535)
         ) {
           throw new InvalidArgumentError(
             ErrorCode.InvalidFlag,
-            `--transfer-port ${o.transferPort}: expected 1..65535`,
+            `--transfer-port ${o.transferPort}: expected 0..65535`,
           );
         }
         // Incoming migrations need a TCP endpoint for the transfer server: only with --listen.
@@ -129,8 +130,8 @@ export function registerAgentCommand(
         process.stdout.write(
           `agent listening on ${handle.socketPath}` +
             (handle.tcp ? ` and ${formatAgentAddress(handle.tcp)}` : '') +
-            (migration.transfer ? `, transfers on ${formatAgentAddress(migration.transfer)}` : '') +
-            '\n',
+            '\n' +
+            (migration.transfer ? `state transfers on ${formatAgentAddress(migration.transfer)}\n` : ''),
         );
 
         await new Promise<void>((done) => {
