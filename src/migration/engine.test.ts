@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -162,5 +162,75 @@ describe('MigrationEngine (cold)', () => {
     const { runtime, peer, engine } = await setup();
     await runtime.stop('web');
     await assert.rejects(engine.start({ name: 'web', strategy: 'cold', peer }), /not running/);
+  });
+});
+
+describe('MigrationEngine.recover (agent killed mid-migration)', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'godwit-recover-'));
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  async function leftBehind(id: string, phases: MigrationPhase[], committed = false) {
+    const runtime = new MemoryRuntime();
+    await runtime.run({ name: 'web', image: 'busybox', args: ['x'], env: {} });
+    const checkpointDir = join(dir, id, 'checkpoint');
+    await runtime.checkpoint('web', { dir: checkpointDir });
+    await mkdir(join(dir, id), { recursive: true });
+    const report = {
+      id,
+      name: 'web',
+      strategy: 'cold',
+      from: 'h1',
+      to: 'h2',
+      outcome: 'running',
+      ...(committed ? { committed: true } : {}),
+      startedAt: new Date(0).toISOString(),
+      phases: phases.map((phase, i) => ({ phase, startMs: i })),
+      bytes: { logical: 0, zero: 0, dedup: 0, sent: 0, wire: 0 },
+      warnings: [],
+    };
+    await writeFile(join(dir, id, 'report.json'), JSON.stringify(report));
+    const engine = new MigrationEngine({ runtime, mover: mover(), dir, hostLabel: 'h1', log: nullLogger });
+    return { runtime, engine };
+  }
+
+  it('resumes the source when the restore phase never started', async () => {
+    const { runtime, engine } = await leftBehind('m-a', [
+      MigrationPhase.Prepare,
+      MigrationPhase.Checkpoint,
+      MigrationPhase.Transfer,
+    ]);
+    const [r] = await engine.recover();
+    assert.equal(r?.outcome, 'rolled-back');
+    assert.equal((await runtime.inspect('web')).status, ContainerStatus.Running);
+    await rm(join(dir, 'm-a'), { recursive: true, force: true });
+  });
+
+  it('does not resume the source once the destination may run it', async () => {
+    const { runtime, engine } = await leftBehind('m-b', [
+      MigrationPhase.Prepare,
+      MigrationPhase.Checkpoint,
+      MigrationPhase.Transfer,
+      MigrationPhase.Restore,
+    ]);
+    const [r] = await engine.recover();
+    assert.equal(r?.outcome, 'failed');
+    assert.equal((await runtime.inspect('web')).status, ContainerStatus.Checkpointed);
+    assert.match(r?.warnings.join('\n') ?? '', /godwit restore/);
+    await rm(join(dir, 'm-b'), { recursive: true, force: true });
+  });
+
+  it('finishes the commit when the agent died after the point of no return', async () => {
+    const { runtime, engine } = await leftBehind(
+      'm-c',
+      [MigrationPhase.Prepare, MigrationPhase.Restore, MigrationPhase.Commit],
+      true,
+    );
+    const [r] = await engine.recover();
+    assert.equal(r?.outcome, 'committed');
+    assert.equal(runtime.containers.has('web'), false, 'the source record is gone');
+    assert.deepEqual(await engine.recover(), [], 'settled once');
   });
 });

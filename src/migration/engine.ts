@@ -12,7 +12,7 @@
  * checkpoint, and the report says how to restore it: never two copies, never lost.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Manifest, ManifestStats } from '../core/chunks.js';
@@ -142,6 +142,65 @@ export class MigrationEngine {
   /** Migrations this agent has run since it started, newest first. */
   list(): MigrationReport[] {
     return [...this.reports.values()].reverse();
+  }
+
+  /**
+   * Settles migrations a previous agent left running (it was killed mid-way). Before the
+   * restore phase started, the destination cannot run the container: the source is resumed
+   * from the migration's checkpoint (or was never stopped). After commit, the source's leftovers
+   * are removed. In between, the destination may run it, so nothing is resumed and the report
+   * says how to restore the kept checkpoint. Returns the reports it settled.
+   */
+  async recover(): Promise<MigrationReport[]> {
+    const { runtime, log } = this.opts;
+    const settled: MigrationReport[] = [];
+    let ids: string[];
+    try {
+      ids = (await readdir(this.opts.dir)).filter((d) => d.startsWith('m-'));
+    } catch {
+      return settled;
+    }
+    for (const id of ids) {
+      const path = join(this.opts.dir, id, 'report.json');
+      const raw = await readJsonIfExists(path).catch(() => undefined);
+      if (typeof raw !== 'object' || raw === null) continue;
+      const report = raw as MigrationReport;
+      if (report.outcome !== 'running' || typeof report.name !== 'string' || !Array.isArray(report.phases))
+        continue;
+      const checkpointDir = join(this.opts.dir, id, 'checkpoint');
+      const info = await runtime.inspect(report.name).catch(() => undefined);
+      const note = 'the agent stopped during this migration; settled when it restarted';
+      try {
+        if (report.committed) {
+          if (info && info.status === ContainerStatus.Checkpointed)
+            await runtime.remove(report.name, { force: true });
+          await rm(checkpointDir, { recursive: true, force: true });
+          report.outcome = 'committed';
+        } else if (!report.phases.some((p) => p.phase === MigrationPhase.Restore)) {
+          if (info?.status === ContainerStatus.Checkpointed && info.checkpointedTo === checkpointDir) {
+            await runtime.remove(report.name, { force: true });
+            await runtime.restore({ dir: checkpointDir, name: report.name });
+            await rm(checkpointDir, { recursive: true, force: true });
+          }
+          report.outcome = 'rolled-back';
+        } else {
+          report.outcome = 'failed';
+          report.warnings.push(
+            `the destination may run it: the state is kept in ${checkpointDir} ` +
+              `(check ${report.to}, then: godwit restore ${checkpointDir} --name ${report.name})`,
+          );
+        }
+        report.warnings.push(note);
+      } catch (err) {
+        report.outcome = 'failed';
+        report.warnings.push(`${note}, but: ${errorMessage(err)}; the state is kept in ${checkpointDir}`);
+      }
+      delete report.progress;
+      await writeJsonAtomic(path, report);
+      log.warn('migration settled after restart', { id, name: report.name, outcome: report.outcome });
+      settled.push(report);
+    }
+    return settled;
   }
 
   /** Waits for every running migration (graceful shutdown). */

@@ -109,6 +109,8 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     hostLabel: opts.hostLabel,
     log,
   });
+  // Migrations a killed agent left half-way are settled before this one serves anything.
+  await engine.recover();
 
   let server: Awaited<ReturnType<typeof startTransferServer>> | undefined;
   let incoming: IncomingMigrations | undefined;
