@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { readFile, mkdtemp, rm, stat } from 'node:fs/promises';
+import { readFile, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { which } from './exec.js';
-import { buildNative, NATIVE_PROGRAMS } from './native-build.js';
+import { buildNative, nativeSourceSha256, NATIVE_PROGRAMS } from './native-build.js';
 import { readToolsRecord } from './tools.js';
 
 describe('buildNative', () => {
@@ -23,6 +23,26 @@ describe('buildNative', () => {
     );
     assert.ok(NATIVE_PROGRAMS.find((p) => p.key === 'memload')?.flags.includes('-static'));
     assert.ok(NATIVE_PROGRAMS.find((p) => p.key === 'counterd')?.flags.includes('-static'));
+  });
+
+  it('hashes the program source plus every header, so a header change rebuilds', async () => {
+    const src = join(dir, 'src');
+    await mkdir(src, { recursive: true });
+    const program = NATIVE_PROGRAMS.find((p) => p.key === 'counterd');
+    assert.ok(program);
+    await writeFile(join(src, program.source), '#include "b.h"\nint main(void) { return 0; }\n');
+    await writeFile(join(src, 'b.h'), '/* b */\n');
+    const base = await nativeSourceSha256(program, src);
+    assert.match(base, /^[0-9a-f]{64}$/);
+    await writeFile(join(src, 'notes.txt'), 'not a header\n');
+    assert.equal(await nativeSourceSha256(program, src), base);
+    await writeFile(join(src, 'b.h'), '/* b, edited */\n');
+    const edited = await nativeSourceSha256(program, src);
+    assert.notEqual(edited, base);
+    await writeFile(join(src, 'a.h'), '');
+    assert.notEqual(await nativeSourceSha256(program, src), edited);
+    await writeFile(join(src, program.source), 'int main(void) { return 1; }\n');
+    assert.notEqual(await nativeSourceSha256(program, src), edited);
   });
 
   it('compiles once, records source hashes, then skips', async (t) => {

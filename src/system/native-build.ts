@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import { lastLines, runCommand, which } from './exec.js';
@@ -52,14 +52,21 @@ export interface BuildNativeOptions {
   sourceDir?: string;
 }
 
-/** sha256 (hex) of a helper's source file. */
+/**
+ * sha256 (hex) of what a helper is compiled from: its .c file, then every native/*.h header (sorted by name;
+ * each hashed as its name, a NUL, its length, a NUL and its contents), so editing a shared header rebuilds.
+ */
 export async function nativeSourceSha256(
   program: NativeProgram,
   sourceDir: string = nativeDir(),
 ): Promise<string> {
-  return createHash('sha256')
-    .update(await readFile(join(sourceDir, program.source)))
-    .digest('hex');
+  const hash = createHash('sha256').update(await readFile(join(sourceDir, program.source)));
+  const headers = (await readdir(sourceDir)).filter((name) => name.endsWith('.h')).sort();
+  for (const name of headers) {
+    const contents = await readFile(join(sourceDir, name));
+    hash.update(`\0${name}\0${contents.length}\0`).update(contents);
+  }
+  return hash.digest('hex');
 }
 
 /**
