@@ -1,36 +1,10 @@
 import type { Logger } from '../core/logger.js';
+import { JsonLineLogger } from '../system/file-logger.js';
 
-/**
- * Writes one JSON object per line to a stream (stderr for `godwit agent --json-logs`), in
- * the same shape as JsonFileLogger. A failing write is dropped.
- */
-export class JsonStreamLogger implements Logger {
-  constructor(
-    private readonly stream: NodeJS.WritableStream,
-    private readonly fields: Record<string, unknown> = {},
-  ) {}
-
-  info(msg: string, fields?: Record<string, unknown>): void {
-    this.write('info', msg, fields);
-  }
-  warn(msg: string, fields?: Record<string, unknown>): void {
-    this.write('warn', msg, fields);
-  }
-  error(msg: string, fields?: Record<string, unknown>): void {
-    this.write('error', msg, fields);
-  }
-  child(fields: Record<string, unknown>): Logger {
-    return new JsonStreamLogger(this.stream, { ...this.fields, ...fields });
-  }
-
-  private write(level: string, msg: string, fields?: Record<string, unknown>): void {
-    try {
-      this.stream.write(
-        JSON.stringify({ t: new Date().toISOString(), level, msg, ...this.fields, ...fields }) + '\n',
-      );
-    } catch {
-      // see class comment
-    }
+/** A JsonLineLogger writing to a stream (stderr for `godwit agent --json-logs`). */
+export class JsonStreamLogger extends JsonLineLogger {
+  constructor(stream: NodeJS.WritableStream, fields: Record<string, unknown> = {}) {
+    super((line) => stream.write(line), fields);
   }
 }
 
