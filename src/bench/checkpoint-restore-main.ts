@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatBytes, formatMs, table } from '../cli/format.js';
-import { ImageStore } from '../runtime/image-store.js';
-import { RuncRuntime } from '../runtime/runc-runtime.js';
+import { openLocalRuntime } from '../runtime/local-runtime.js';
 import { StateDir } from '../runtime/state-dir.js';
 import { defaultToolsDir, loadTools } from '../system/tools.js';
 import { benchCheckpointRestore } from './checkpoint-restore.js';
@@ -27,11 +26,7 @@ const tools = await loadTools(defaultToolsDir());
 const dir = await mkdtemp(join(tmpdir(), 'godwit-bench-'));
 try {
   const state = await StateDir.open(dir);
-  const runtime = new RuncRuntime({
-    state,
-    tools,
-    images: new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] }),
-  });
+  const runtime = openLocalRuntime(state, tools);
   const results = await benchCheckpointRestore(runtime, {
     reps,
     memoryMiB: mibs,

@@ -5,8 +5,8 @@ import { resolveAgentAddress } from '../agent/target.js';
 import type { Logger } from '../core/logger.js';
 import type { AddressAllocator, NetworkProvider } from '../core/network.js';
 import type { ContainerRuntime } from '../core/runtime.js';
-import { ImageStore } from '../runtime/image-store.js';
-import { RuncRuntime } from '../runtime/runc-runtime.js';
+import { openLocalRuntime } from '../runtime/local-runtime.js';
+import type { RuncRuntime } from '../runtime/runc-runtime.js';
 import { StateDir, defaultStateDir } from '../runtime/state-dir.js';
 import { JsonFileLogger } from '../system/file-logger.js';
 import { defaultToolsDir, loadTools, type Tools } from '../system/tools.js';
@@ -90,14 +90,7 @@ export class CliContext {
     network?: NetworkProvider & AddressAllocator;
   }): Promise<RuncRuntime> {
     const { state, tools } = await this.localHost();
-    const images = new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] });
-    return new RuncRuntime({
-      state,
-      tools,
-      images,
-      log: opts.log,
-      ...(opts.network === undefined ? {} : { network: opts.network }),
-    });
+    return openLocalRuntime(state, tools, opts);
   }
 }
 

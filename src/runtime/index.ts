@@ -1,3 +1,4 @@
+export { openLocalRuntime, type ImageHelperTools } from './local-runtime.js';
 export { RuncRuntime, readCheckpoint, isMountPoint, treeBytes, CHECKPOINT_FILES } from './runc-runtime.js';
 export type { RuncTools, RuncRuntimeOptions } from './runc-runtime.js';
 export { ImageStore, HOST_BUSYBOX } from './image-store.js';

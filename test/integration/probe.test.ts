@@ -11,8 +11,8 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isGodwitError } from '../../src/core/errors.js';
 import type { ProbeReport } from '../../src/probe/index.js';
-import { ImageStore } from '../../src/runtime/image-store.js';
-import { RuncRuntime } from '../../src/runtime/runc-runtime.js';
+import type { RuncRuntime } from '../../src/runtime/runc-runtime.js';
+import { openLocalRuntime } from '../../src/runtime/local-runtime.js';
 import { StateDir } from '../../src/runtime/state-dir.js';
 import { runChecked, runCommand, type CommandResult } from '../../src/system/exec.js';
 import { defaultToolsDir, loadTools } from '../../src/system/tools.js';
@@ -37,11 +37,7 @@ describe('probe across a checkpoint and restore with established TCP connections
     stateDir = await mkdtemp(join(tmpdir(), 'godwit-probe-'));
     scratch = await mkdtemp(join(tmpdir(), 'godwit-probe-cp-'));
     const state = await StateDir.open(stateDir);
-    runtime = new RuncRuntime({
-      state,
-      tools,
-      images: new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] }),
-    });
+    runtime = openLocalRuntime(state, tools);
     await runChecked('ip', ['netns', 'add', netns]);
     await runChecked('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
   });

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { ContainerRuntime } from '../../src/core/runtime.js';
-import { ImageStore } from '../../src/runtime/image-store.js';
-import { RuncRuntime } from '../../src/runtime/runc-runtime.js';
+import type { RuncRuntime } from '../../src/runtime/runc-runtime.js';
+import { openLocalRuntime } from '../../src/runtime/local-runtime.js';
 import { StateDir } from '../../src/runtime/state-dir.js';
 import { defaultToolsDir, loadTools, type Tools } from '../../src/system/tools.js';
 
@@ -49,11 +49,7 @@ export async function createTestHost(label = 'it'): Promise<TestHost> {
   const tools = await loadTools(defaultToolsDir());
   const dir = await mkdtemp(join(tmpdir(), `godwit-${label}-`));
   const state = await StateDir.open(dir);
-  const runtime = new RuncRuntime({
-    state,
-    tools,
-    images: new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] }),
-  });
+  const runtime = openLocalRuntime(state, tools);
   return {
     runtime,
     state,
