@@ -16,9 +16,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AgentClient } from '../agent/client.js';
-import { object, string } from '../agent/schema.js';
+import { migrateThrough } from '../migration/client.js';
 import { formatBytes, formatMs, table } from '../cli/format.js';
-import type { MigrationReport } from '../core/migration.js';
 import type { LinkSpec, TestbedHost } from '../core/testbed.js';
 import { runChecked } from '../system/exec.js';
 import { projectRoot } from '../system/tools.js';
@@ -36,8 +35,6 @@ const mib = Number(values.mib);
 const links = (values.links ?? 'lan').split(',').map((l) => parseLinkSpec(l));
 const bin = resolve(projectRoot(), 'bin/godwit.js');
 const log = (l: string): void => void process.stderr.write(l + '\n');
-const startResponse = object({ id: string({ maxLength: 128 }) }, { unknownFields: 'keep' });
-const anyReport = { expected: 'report', parse: (v: unknown): MigrationReport => v as MigrationReport };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** CPU seconds (user + system) a process has used so far. */
@@ -166,16 +163,11 @@ for (const link of links) {
     // 3. godwit cold migration h2 → h1 (h1 holds no chunks of this container yet: a first trip).
     log(`== ${link.name}: godwit cold migration`);
     const cpu0 = (await cpuSeconds(h1.agentPid!)) + (await cpuSeconds(h2.agentPid!));
-    const { id } = await a2.call('POST', '/v1/migrations', startResponse, {
-      name: 'w',
-      to: { host: h1.address, port: h1.port, label: 'h1' },
-    });
-    let r: MigrationReport;
-    for (;;) {
-      r = await a2.call('GET', `/v1/migrations/${id}`, anyReport);
-      if (r.outcome !== 'running') break;
-      await sleep(100);
-    }
+    const r = await migrateThrough(
+      a2,
+      { name: 'w', to: { host: h1.address, port: h1.port, label: 'h1' } },
+      { pollMs: 100 },
+    );
     const cpu1 = (await cpuSeconds(h1.agentPid!)) + (await cpuSeconds(h2.agentPid!));
     if (r.outcome !== 'committed') throw new Error(`migration ${r.outcome}: ${JSON.stringify(r.error)}`);
     const transferMs = r.phases.find((p) => p.phase === 'transfer')?.durationMs ?? 0;

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentClient } from '../agent/client.js';
-import { object, string } from '../agent/schema.js';
+import { migrateThrough } from '../migration/client.js';
 import type { LinkSpec } from '../core/testbed.js';
 import type { MigrationReport } from '../core/migration.js';
 import { probeInNetns } from '../bench/manual-migration.js';
@@ -23,9 +23,6 @@ export interface MigrationDemoReport {
   /** The service answered after the migration, from h2, with its counter continued. */
   ok: boolean;
 }
-
-const startResponse = object({ id: string({ maxLength: 128 }) }, { unknownFields: 'keep' });
-const anyReport = { expected: 'a report', parse: (v: unknown): MigrationReport => v as MigrationReport };
 
 /** Runs the demo; `godwitBin` is bin/godwit.js (agents and the probe run it). */
 export async function runMigrationDemo(opts: {
@@ -74,17 +71,11 @@ export async function runMigrationDemo(opts: {
       probe.catch(() => undefined);
       await sleep(1500);
       step('migrating web h1 → h2 (cold)');
-      const { id } = await src.call('POST', '/v1/migrations', startResponse, {
+      const migration = await migrateThrough(src, {
         name: 'web',
         to: { host: h2.address, port: h2.port, label: h2.name },
         strategy: 'cold',
       });
-      let migration: MigrationReport;
-      for (;;) {
-        migration = await src.call('GET', `/v1/migrations/${id}`, anyReport);
-        if (migration.outcome !== 'running') break;
-        await sleep(150);
-      }
       step(`migration ${migration.outcome}; waiting for the probe to finish`);
       const report = await probe;
       const ok =

@@ -309,11 +309,9 @@ export class RuncRuntime implements ContainerRuntime {
     if (image.id !== manifest.imageId) {
       this.log.warn('restoring onto a different image build', { want: manifest.imageId, have: image.id });
     }
-    await this.claimName(opts.name);
     const spec: RunSpec = { ...manifest.spec, name: opts.name };
     if (opts.netnsPath !== undefined) spec.netnsPath = opts.netnsPath;
     if (spec.network && opts.netnsPath === undefined && !this.network) {
-      await this.destroy(opts.name);
       throw new FailedPreconditionError(
         ErrorCode.NoServiceNetwork,
         `the checkpoint has service address ${spec.network.ip}, but this host has no service network`,
@@ -322,6 +320,7 @@ export class RuncRuntime implements ContainerRuntime {
         },
       );
     }
+    await this.claimName(opts.name);
     const record: ContainerRecord = {
       version: 1,
       spec,

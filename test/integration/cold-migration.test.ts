@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AgentClient } from '../../src/agent/client.js';
-import { object, string } from '../../src/agent/schema.js';
+import { migrateThrough } from '../../src/migration/client.js';
 import type { MigrationReport } from '../../src/core/migration.js';
 import { ContainerStatus } from '../../src/core/runtime.js';
 import type { TestbedInfo, TestbedHost } from '../../src/core/testbed.js';
@@ -24,8 +24,6 @@ const skip = await missingRequirement();
 if (skip && process.env['CI'] === 'true') throw new Error(`integration tests cannot run in CI: ${skip}`);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const startResponse = object({ id: string({ maxLength: 128 }) }, { unknownFields: 'keep' });
-const anyReport = { expected: 'a report', parse: (v: unknown): MigrationReport => v as MigrationReport };
 
 describe('cold migration on the edge link', { skip }, () => {
   const name = `gwc${process.pid % 100000}`;
@@ -62,22 +60,21 @@ describe('cold migration on the edge link', { skip }, () => {
     cname: string,
     during?: () => Promise<void>,
   ): Promise<MigrationReport> {
-    const src = host(from).a;
     const dst = host(to).h;
-    const { id } = await src.call('POST', '/v1/migrations', startResponse, {
-      name: cname,
-      to: { host: dst.address, port: dst.port, label: dst.name },
-    });
     let fired = false;
-    for (;;) {
-      const r = await src.call('GET', `/v1/migrations/${id}`, anyReport);
-      if (r.outcome !== 'running') return r;
-      if (during && !fired && r.progress?.phase === 'transfer') {
-        fired = true;
-        await during();
-      }
-      await sleep(50);
-    }
+    return migrateThrough(
+      host(from).a,
+      { name: cname, to: { host: dst.address, port: dst.port, label: dst.name } },
+      {
+        pollMs: 50,
+        onReport: async (r) => {
+          if (during && !fired && r.progress?.phase === 'transfer') {
+            fired = true;
+            await during();
+          }
+        },
+      },
+    );
   }
 
   /** Where `cname` runs: the indexes of hosts whose agent reports it running. */

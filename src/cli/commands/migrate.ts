@@ -2,31 +2,13 @@
 import type { Command } from 'commander';
 import { AgentClient } from '../../agent/client.js';
 import { parseHostPort, resolveAgentAddress } from '../../agent/target.js';
-import { object, string } from '../../agent/schema.js';
+import { migrateThrough } from '../../migration/client.js';
 import { ErrorCode, InvalidArgumentError, NotFoundError } from '../../core/errors.js';
-import type { MigrationReport } from '../../core/migration.js';
 import { formatMigrationReport, formatProgress } from '../../migration/format.js';
 import { readTestbed } from '../../testbed/testbed-file.js';
 import type { CliContext } from '../context.js';
 import { emit } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-
-const startResponse = object({ id: string({ minLength: 1, maxLength: 128 }) }, { unknownFields: 'keep' });
-/** A report as the agent sends it: checked for the fields the CLI reads, the rest passed through. */
-const reportResponse = {
-  expected: 'a migration report',
-  parse(v: unknown, path: string): MigrationReport {
-    object(
-      {
-        id: string({ maxLength: 128 }),
-        name: string({ maxLength: 128 }),
-        outcome: string({ maxLength: 32 }),
-      },
-      { unknownFields: 'keep' },
-    ).parse(v, path);
-    return v as MigrationReport;
-  },
-};
 
 /** Registers `migrate`. */
 export function registerMigrateCommand(
@@ -54,20 +36,17 @@ export function registerMigrateCommand(
       const source = await resolveSource(ctx(), name);
       const client = new AgentClient(source.address);
       try {
-        const { id } = await client.call('POST', '/v1/migrations', startResponse, {
-          name,
-          to,
-          strategy: o.strategy,
-        });
         const tty = !o.json && process.stdout.isTTY;
         const t0 = Date.now();
-        let report: MigrationReport;
-        for (;;) {
-          report = await client.call('GET', `/v1/migrations/${id}`, reportResponse);
-          if (report.outcome !== 'running') break;
-          if (tty) process.stdout.write(`\r\x1b[2K${formatProgress(report.progress, Date.now() - t0)}`);
-          await new Promise((r) => setTimeout(r, 150));
-        }
+        const report = await migrateThrough(
+          client,
+          { name, to, strategy: 'cold' },
+          {
+            onReport: (r) => {
+              if (tty) process.stdout.write(`\r\x1b[2K${formatProgress(r.progress, Date.now() - t0)}`);
+            },
+          },
+        );
         if (tty) process.stdout.write('\r\x1b[2K');
         emit(
           Boolean(o.json),
