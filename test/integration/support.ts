@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { ContainerRuntime } from '../../src/core/runtime.js';
+import { countersIn } from '../../src/demo/checkpoint-demo.js';
 import type { RuncRuntime } from '../../src/runtime/runc-runtime.js';
 import { openLocalRuntime } from '../../src/runtime/local-runtime.js';
 import { StateDir } from '../../src/runtime/state-dir.js';
@@ -76,9 +77,7 @@ export async function mountsUnder(dir: string): Promise<string[]> {
 }
 
 /** `counter N` values in a log. */
-export function counters(log: string): number[] {
-  return [...log.matchAll(/^counter (\d+)/gm)].map((m) => Number(m[1]));
-}
+export const counters = countersIn;
 
 /** Waits until a container has printed at least `n` counters; returns them. */
 export async function waitCounters(
