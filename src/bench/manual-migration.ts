@@ -76,6 +76,8 @@ export function probeInNetns(opts: {
   target: string;
   durationMs: number;
   intervalMs?: number;
+  /** Ends the probe early (SIGTERM); it still reports the time until then. */
+  signal?: AbortSignal;
 }): Promise<ProbeReport> {
   const args = [
     'netns',
@@ -93,6 +95,11 @@ export function probeInNetns(opts: {
   ];
   return new Promise((resolve, reject) => {
     const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // `ip netns exec` execs the probe, so the signal reaches it.
+    const stop = (): void => void child.kill('SIGTERM');
+    if (opts.signal?.aborted) stop();
+    else opts.signal?.addEventListener('abort', stop, { once: true });
+    child.on('close', () => opts.signal?.removeEventListener('abort', stop));
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));

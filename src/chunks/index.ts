@@ -27,3 +27,11 @@ export {
   type SnapshotOptions,
 } from './snapshot.js';
 export { StagedChunkStore } from './staged-chunk-store.js';
+export {
+  applyManifestDelta,
+  encodeManifestDelta,
+  flattenRefs,
+  isManifestDelta,
+  type DeltaOp,
+  type ManifestDelta,
+} from './manifest-delta.js';

@@ -43,6 +43,10 @@ export class StagedChunkStore implements ChunkStore {
     return data ?? this.durable.get(digest);
   }
 
+  peek(digest: Digest): Buffer | undefined {
+    return this.staged.get(digest);
+  }
+
   async put(digest: Digest, data: Buffer): Promise<void> {
     if (this.staged.has(digest)) return;
     if (!this.opts.trustPuts) verifyChunk(digest, data);

@@ -67,6 +67,11 @@ export interface ChunkStore {
   /** The chunk's bytes; NotFound when absent. */
   get(digest: Digest): Promise<Buffer>;
   /**
+   * The chunk's bytes when the store holds them in memory (no I/O, not copied: do not modify);
+   * undefined otherwise. Optional: a fast path for tight loops over many small chunks.
+   */
+  peek?(digest: Digest): Buffer | undefined;
+  /**
    * Stores `data` under `digest`. Throws FailedPrecondition (digest mismatch) when the
    * bytes do not hash to `digest`; nothing is stored then. Idempotent.
    */

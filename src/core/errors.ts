@@ -173,6 +173,9 @@ export const ErrorCode = {
   TransferConnectionLost: 'GODWIT_TRANSFER_CONNECTION_LOST',
   DecompressFailed: 'GODWIT_DECOMPRESS_FAILED',
   TransferUnfinished: 'GODWIT_TRANSFER_UNFINISHED',
+  ProcessMemoryUnreadable: 'GODWIT_PROCESS_MEMORY_UNREADABLE',
+  ManifestBaseNotFound: 'GODWIT_MANIFEST_BASE_NOT_FOUND',
+  FaultInjected: 'GODWIT_FAULT_INJECTED',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -5,12 +5,17 @@
  */
 
 /** Strategies by name. */
-export type MigrationStrategy = 'cold';
+export type MigrationStrategy = 'cold' | 'precopy';
+
+/** Every strategy, for flag validation and help. */
+export const MIGRATION_STRATEGIES: readonly MigrationStrategy[] = ['cold', 'precopy'];
 
 /** The phases a migration can pass through, in order. Strategies run a subset. */
 export enum MigrationPhase {
   /** Check the destination, reserve the name, learn its transfer endpoint. */
   Prepare = 'prepare',
+  /** One pre-copy round: read the running container's memory, send the pages the destination lacks. */
+  Round = 'round',
   /** Freeze and dump the container (CRIU through runc); the service stops here. */
   Checkpoint = 'checkpoint',
   /** Cut the checkpoint into chunks (manifest). */
@@ -58,11 +63,52 @@ export interface MigrationBytes {
 /** Live progress of a running migration. */
 export interface MigrationProgress {
   phase: MigrationPhase;
+  /** The pre-copy round running. */
+  round?: number;
   /** Bytes of the current transfer done and expected, when transferring. */
   bytesDone?: number;
   bytesTotal?: number;
   /** Recent transfer rate, bytes/s. */
   rateBps?: number;
+}
+
+/** One pre-copy round as it happened. */
+export interface RoundReport {
+  round: number;
+  /** Pages read from the running container. */
+  pagesScanned: number;
+  /** Pages whose content changed since the previous scan (round 0: every page). */
+  dirtyPages: number;
+  /** Dirty or still-unsent pages not sent this round (predicted to be written again). */
+  heldBackPages: number;
+  /** Bytes the destination holds for the container's memory after the round. */
+  bytesLogical: number;
+  /** Uncompressed bytes of the chunks sent, and bytes on the wire. */
+  bytesSent: number;
+  bytesWire: number;
+  /** Scan (read + compare + hash) and transfer time; durationMs covers both. */
+  scanMs: number;
+  transferMs: number;
+  durationMs: number;
+  /** Predicted memory-dependent final phase if pre-copy stopped after this round. */
+  predictedFinalMs: number;
+  /** Whether the predictor was bypassed (last round: send everything pending). */
+  flush?: boolean;
+}
+
+/** The figures every strategy reports, in ms (absent when the strategy has no such phase). */
+export interface MigrationTimings {
+  /** Pre-copy rounds, all together. */
+  roundsMs?: number;
+  /** Freeze + final CRIU dump on the source (runc checkpoint). */
+  checkpointMs?: number;
+  /** Finding what changed and cutting the checkpoint into chunks. */
+  snapshotMs?: number;
+  /** Sending what the destination still lacked while the container was stopped. */
+  finalTransferMs?: number;
+  /** Reassembling the checkpoint on the destination and restoring it. */
+  materializeMs?: number;
+  restoreMs?: number;
 }
 
 /** What a migration did, for people, the ledger and the simulator. */
@@ -78,6 +124,13 @@ export interface MigrationReport {
   committed?: boolean;
   startedAt: string;
   phases: PhaseRecord[];
+  /** Pre-copy rounds (empty for cold). */
+  rounds: RoundReport[];
+  /** Why rounds stopped (a convergence rule), or `cold` when there were none. */
+  stopReason?: string;
+  /** The options the strategy ran with. */
+  options?: { maxDowntimeMs?: number; maxRounds?: number; predict?: boolean };
+  timings: MigrationTimings;
   /** Service interruption as the runtime caused it: checkpoint start → running on the destination. */
   downtimeMs?: number;
   totalMs?: number;
@@ -89,6 +142,8 @@ export interface MigrationReport {
   /** wire bytes / transfer time. */
   rateBps?: number;
   progress?: MigrationProgress;
+  /** Where the source's checkpoint is written (kept there when a migration fails). */
+  checkpointDir?: string;
   /** Why it did not commit, or what went wrong after commit. */
   error?: { code: string; message: string };
   warnings: string[];

@@ -29,6 +29,11 @@ export interface MigrationRequest {
   name: string;
   to: { host: string; port: number; label?: string };
   strategy?: MigrationStrategy;
+  maxDowntimeMs?: number;
+  maxRounds?: number;
+  predict?: boolean;
+  /** Test-only: failures to inject (the source agent must allow it). */
+  faults?: { failRound?: number; failPhase?: string };
 }
 
 /**

@@ -7,6 +7,7 @@ import { MemoryRuntime } from '../agent/testing.js';
 import { MANIFEST_VERSION, type Manifest } from '../core/chunks.js';
 import { ErrorCode, UnavailableError } from '../core/errors.js';
 import { nullLogger } from '../core/logger.js';
+import { MemoryChunkStore } from '../chunks/index.js';
 import { MigrationPhase } from '../core/migration.js';
 import { ContainerStatus } from '../core/runtime.js';
 import { MigrationEngine, type StateMover } from './engine.js';
@@ -47,6 +48,7 @@ class FakePeer implements MigrationPeer {
 
 function mover(fail?: 'send'): StateMover {
   return {
+    store: new MemoryChunkStore(),
     snapshot: async () => ({
       manifest,
       stats: {

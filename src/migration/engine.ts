@@ -13,22 +13,32 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
-import type { Manifest, ManifestStats } from '../core/chunks.js';
+import type { ChunkStore, Manifest, ManifestStats } from '../core/chunks.js';
+import type { SnapshotOptions } from '../chunks/index.js';
 import {
   ErrorCode,
   FailedPreconditionError,
   GodwitError,
+  InternalError,
+  InvalidArgumentError,
   NotFoundError,
   errorMessage,
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { MigrationPhase, type MigrationReport, type MigrationStrategy } from '../core/migration.js';
+import {
+  MigrationPhase,
+  type MigrationReport,
+  type MigrationStrategy,
+  type PhaseRecord,
+} from '../core/migration.js';
+import { DEFAULT_CONVERGENCE_LIMITS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_MAX_ROUNDS } from '../memory/index.js';
 import { ContainerStatus, type ContainerRuntime } from '../core/runtime.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import type { MigrationPeer } from './peer.js';
 import { PhaseRecorder } from './phase-recorder.js';
+import { runPrecopyRounds, type PrecopyResult } from './precopy.js';
 
 /** Transfer outcome the engine accounts for. */
 export interface MoveStats {
@@ -45,12 +55,22 @@ export interface MoveStats {
 
 /** How state moves: snapshot a directory into chunks, send a manifest to a transfer endpoint. */
 export interface StateMover {
-  snapshot(dir: string, label: string): Promise<{ manifest: Manifest; stats: ManifestStats }>;
+  /** The host's chunk store (what `snapshot` writes and `send` reads by default). */
+  readonly store: ChunkStore;
+  snapshot(
+    dir: string,
+    label: string,
+    opts?: { knownChunk?: SnapshotOptions['knownChunk'] },
+  ): Promise<{ manifest: Manifest; stats: ManifestStats }>;
   send(opts: {
     host: string;
     port: number;
     sessionId: string;
     manifest: Manifest;
+    /** A manifest the receiver holds as session `name`: offer a delta against it. */
+    base?: { name: string; manifest: Manifest };
+    /** Where chunk bytes come from instead of the mover's own store. */
+    source?: ChunkStore;
     onProgress?: (done: number, total: number) => void;
   }): Promise<MoveStats>;
   /** Keeps the manifest's chunks for later trips (reusable state). */
@@ -59,12 +79,27 @@ export interface StateMover {
   drop?(manifest: Manifest): void;
 }
 
+/** Failures a test can ask for (only when the engine allows fault injection). */
+export interface FaultPlan {
+  /** Fail when pre-copy round N is about to start. */
+  failRound?: number;
+  /** Fail when this phase is about to start. */
+  failPhase?: MigrationPhase;
+}
+
 /** What a caller asks for. */
 export interface MigrateRequest {
   name: string;
   strategy: MigrationStrategy;
   /** The destination. */
   peer: MigrationPeer;
+  /** Pre-copy: bound on the predicted memory-dependent final phase. Default 300 ms. */
+  maxDowntimeMs?: number;
+  /** Pre-copy: most rounds, round 0 included. Default 8. */
+  maxRounds?: number;
+  /** Pre-copy: hold back pages predicted to be written again. Default true. */
+  predict?: boolean;
+  faults?: FaultPlan;
 }
 
 /** Dependencies of the engine. */
@@ -73,10 +108,18 @@ export interface MigrationEngineOptions {
   mover: StateMover;
   /** Where migrations keep their files and reports (`<state>/migrations`). */
   dir: string;
+  /**
+   * Where checkpoint images are written (`<scratch>/<id>/checkpoint`); default `dir`. A tmpfs
+   * here makes CRIU's dump and the snapshot of it several times faster (measured: 256 MiB dumped
+   * in 0.29 s on tmpfs, 0.67–0.92 s on this machine's ext4).
+   */
+  scratchDir?: string;
   /** This host's label for reports. */
   hostLabel: string;
   log: Logger;
   clock?: Clock;
+  /** Accept `faults` in requests (tests; the agent enables it with GODWIT_FAULT_INJECTION=1). */
+  allowFaults?: boolean;
 }
 
 /** Source-side migration orchestrator. */
@@ -109,6 +152,12 @@ export class MigrationEngine {
         );
       }
     }
+    if (req.faults && !this.opts.allowFaults) {
+      throw new InvalidArgumentError(
+        ErrorCode.InvalidFlag,
+        'fault injection is off on this agent (start it with GODWIT_FAULT_INJECTION=1)',
+      );
+    }
     const id = `m-${this.clock.now().toString(36)}-${randomBytes(3).toString('hex')}`;
     const report: MigrationReport = {
       id,
@@ -120,10 +169,19 @@ export class MigrationEngine {
       startedAt: new Date(this.clock.now()).toISOString(),
       phases: [],
       bytes: { logical: 0, zero: 0, dedup: 0, sent: 0, wire: 0 },
+      rounds: [],
+      timings: {},
       warnings: [],
     };
+    if (req.strategy === 'precopy') {
+      report.options = {
+        maxDowntimeMs: req.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
+        maxRounds: req.maxRounds ?? DEFAULT_MAX_ROUNDS,
+        predict: req.predict ?? true,
+      };
+    }
     this.reports.set(id, report);
-    const done = this.runCold(report, req.peer).finally(() => this.running.delete(id));
+    const done = this.run(report, req).finally(() => this.running.delete(id));
     this.running.set(id, done);
     return { id, done };
   }
@@ -167,20 +225,20 @@ export class MigrationEngine {
       const report = raw as MigrationReport;
       if (report.outcome !== 'running' || typeof report.name !== 'string' || !Array.isArray(report.phases))
         continue;
-      const checkpointDir = join(this.opts.dir, id, 'checkpoint');
+      const checkpointDir = report.checkpointDir ?? join(this.opts.dir, id, 'checkpoint');
       const info = await runtime.inspect(report.name).catch(() => undefined);
       const note = 'the agent stopped during this migration; settled when it restarted';
       try {
         if (report.committed) {
           if (info && info.status === ContainerStatus.Checkpointed)
             await runtime.remove(report.name, { force: true });
-          await rm(checkpointDir, { recursive: true, force: true });
+          await removeCheckpoint(checkpointDir, join(this.opts.dir, id));
           report.outcome = 'committed';
         } else if (!report.phases.some((p) => p.phase === MigrationPhase.Restore)) {
           if (info?.status === ContainerStatus.Checkpointed && info.checkpointedTo === checkpointDir) {
             await runtime.remove(report.name, { force: true });
             await runtime.restore({ dir: checkpointDir, name: report.name });
-            await rm(checkpointDir, { recursive: true, force: true });
+            await removeCheckpoint(checkpointDir, join(this.opts.dir, id));
           }
           report.outcome = 'rolled-back';
         } else {
@@ -208,13 +266,20 @@ export class MigrationEngine {
     await Promise.allSettled(this.running.values());
   }
 
-  private async runCold(report: MigrationReport, peer: MigrationPeer): Promise<MigrationReport> {
+  private async run(report: MigrationReport, req: MigrateRequest): Promise<MigrationReport> {
     const { runtime, mover, log } = this.opts;
+    const peer = req.peer;
+    const fault = (phase: MigrationPhase): void => {
+      if (req.faults?.failPhase === phase) {
+        throw new InternalError(ErrorCode.FaultInjected, `fault injected before the ${phase} phase`);
+      }
+    };
     const rec = new PhaseRecorder(this.clock);
     report.phases = rec.phases;
     const name = report.name;
     const workDir = join(this.opts.dir, report.id);
-    const checkpointDir = join(workDir, 'checkpoint');
+    const checkpointDir = join(this.opts.scratchDir ?? this.opts.dir, report.id, 'checkpoint');
+    report.checkpointDir = checkpointDir;
     const save = (): Promise<void> =>
       writeJsonAtomic(join(workDir, 'report.json'), report).catch((err: unknown) =>
         log.warn('cannot save migration report', { id: report.id, err: errorMessage(err) }),
@@ -228,16 +293,78 @@ export class MigrationEngine {
     let restoreAsked = false;
     let downtimeStart = 0;
     let manifest: Manifest | undefined;
+    let precopy: PrecopyResult | undefined;
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
 
     try {
       const prep = await rec.run(
         MigrationPhase.Prepare,
-        () => peer.prepare(report.id, name),
+        async () => {
+          fault(MigrationPhase.Prepare);
+          return peer.prepare(report.id, name);
+        },
         enter(MigrationPhase.Prepare),
       );
 
+      if (req.strategy === 'precopy') {
+        const opts = report.options ?? {};
+        const roundsStart = rec.now();
+        let roundRec: PhaseRecord | undefined;
+        precopy = await runPrecopyRounds({
+          id: report.id,
+          name,
+          runtime,
+          mover,
+          transfer: prep.transfer,
+          limits: {
+            ...DEFAULT_CONVERGENCE_LIMITS,
+            maxDowntimeMs: opts.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
+            maxRounds: opts.maxRounds ?? DEFAULT_MAX_ROUNDS,
+          },
+          predict: opts.predict ?? true,
+          clock: this.clock,
+          beforeRound: (n) => {
+            if (req.faults?.failRound === n) {
+              throw new InternalError(ErrorCode.FaultInjected, `fault injected before pre-copy round ${n}`);
+            }
+            roundRec = { phase: MigrationPhase.Round, startMs: rec.now(), detail: { round: n } };
+            rec.phases.push(roundRec);
+            report.progress = { phase: MigrationPhase.Round, round: n };
+            void save();
+          },
+          onRound: (r, d) => {
+            if (roundRec) {
+              roundRec.endMs = rec.now();
+              roundRec.durationMs = round1(roundRec.endMs - roundRec.startMs);
+              roundRec.detail = { ...r, pendingBytes: d.pendingBytes };
+            }
+            report.rounds.push(r);
+            addBytes(report, {
+              logicalBytes: 0,
+              zeroBytes: 0,
+              dedupBytes: 0,
+              rawBytesSent: r.bytesSent,
+              wireBytes: r.bytesWire,
+              durationMs: r.transferMs,
+              reconnects: 0,
+            });
+          },
+        }).catch((err: unknown) => {
+          if (roundRec && roundRec.endMs === undefined) {
+            roundRec.endMs = rec.now();
+            roundRec.durationMs = round1(roundRec.endMs - roundRec.startMs);
+            roundRec.error = errorMessage(err);
+          }
+          throw err;
+        });
+        report.stopReason = precopy.stopReason;
+        report.timings.roundsMs = round1(rec.now() - roundsStart);
+      } else {
+        report.stopReason = 'cold';
+      }
+
       // The service stops here.
+      fault(MigrationPhase.Checkpoint);
       downtimeStart = rec.now();
       await rec.run(
         MigrationPhase.Checkpoint,
@@ -249,6 +376,7 @@ export class MigrationEngine {
             imageBytes: cp.imageBytes,
             pagesBytes: cp.pagesBytes,
           };
+          report.timings.checkpointMs = Math.round(cp.durationMs);
         },
         enter(MigrationPhase.Checkpoint),
       );
@@ -256,7 +384,15 @@ export class MigrationEngine {
       const snap = await rec.run(
         MigrationPhase.Snapshot,
         async (r) => {
-          const s = await mover.snapshot(checkpointDir, `checkpoint:${name}`);
+          fault(MigrationPhase.Snapshot);
+          const snapStart = this.clock.monotonic();
+          const knownChunk = precopy ? await precopy.knownChunk(checkpointDir) : undefined;
+          const s = await mover.snapshot(
+            checkpointDir,
+            `checkpoint:${name}`,
+            knownChunk ? { knownChunk } : undefined,
+          );
+          report.timings.snapshotMs = Math.round(this.clock.monotonic() - snapStart);
           r.detail = {
             files: s.stats.files,
             logicalBytes: s.stats.logicalBytes,
@@ -271,12 +407,15 @@ export class MigrationEngine {
       await rec.run(
         MigrationPhase.Transfer,
         async (r) => {
+          fault(MigrationPhase.Transfer);
           const started = this.clock.monotonic();
           const st = await mover.send({
             host: prep.transfer.host,
             port: prep.transfer.port,
             sessionId: report.id,
             manifest: snap.manifest,
+            ...(precopy?.base ? { base: precopy.base } : {}),
+            ...(precopy ? { source: precopy.source(mover.store) } : {}),
             onProgress: (done, total) => {
               const secs = (this.clock.monotonic() - started) / 1000;
               report.progress = {
@@ -287,16 +426,15 @@ export class MigrationEngine {
               };
             },
           });
-          report.bytes = {
-            logical: st.logicalBytes,
-            zero: st.zeroBytes,
-            dedup: st.dedupBytes,
-            sent: st.rawBytesSent,
-            wire: st.wireBytes,
-          };
-          if (st.wireBytes > 0) report.compressionRatio = round2(st.rawBytesSent / st.wireBytes);
-          if (st.rawBytesSent > 0) report.dedupRatio = round2(st.logicalBytes / st.rawBytesSent);
+          addBytes(report, st);
+          report.bytes.logical = st.logicalBytes;
+          report.bytes.zero = st.zeroBytes;
+          report.bytes.dedup = st.dedupBytes;
+          const b = report.bytes;
+          if (b.wire > 0) report.compressionRatio = round2(b.sent / b.wire);
+          if (b.sent > 0) report.dedupRatio = round2(b.logical / b.sent);
           if (st.durationMs > 0) report.rateBps = Math.round(st.wireBytes / (st.durationMs / 1000));
+          report.timings.finalTransferMs = Math.round(st.durationMs);
           r.detail = { ...st };
         },
         enter(MigrationPhase.Transfer),
@@ -305,6 +443,7 @@ export class MigrationEngine {
       await rec.run(
         MigrationPhase.Restore,
         async (r) => {
+          fault(MigrationPhase.Restore);
           restoreAsked = true;
           const res = await peer.restore(report.id, name);
           r.detail = {
@@ -312,6 +451,8 @@ export class MigrationEngine {
             restoreMs: Math.round(res.restoreMs),
             materializeMs: Math.round(res.materializeMs),
           };
+          report.timings.restoreMs = Math.round(res.restoreMs);
+          report.timings.materializeMs = Math.round(res.materializeMs);
         },
         enter(MigrationPhase.Restore),
       );
@@ -338,7 +479,7 @@ export class MigrationEngine {
           MigrationPhase.Cleanup,
           async () => {
             if (manifest) await mover.keep(`container:${name}`, manifest);
-            await rm(checkpointDir, { recursive: true, force: true });
+            await removeCheckpoint(checkpointDir, workDir);
             await peer.finish(report.id, true);
           },
           enter(MigrationPhase.Cleanup),
@@ -408,7 +549,7 @@ export class MigrationEngine {
         const rs = await runtime.restore({ dir: s.checkpointDir, name: report.name });
         r.detail = { ...r.detail, restoreMs: Math.round(rs.durationMs) };
         report.outcome = 'rolled-back';
-        await rm(s.checkpointDir, { recursive: true, force: true });
+        await removeCheckpoint(s.checkpointDir, join(this.opts.dir, report.id));
       })
       .catch((err: unknown) => {
         report.outcome = 'failed';
@@ -418,6 +559,18 @@ export class MigrationEngine {
         );
       });
   }
+}
+
+/** Removes a checkpoint, and its scratch parent when that is not the migration's own directory. */
+async function removeCheckpoint(checkpointDir: string, workDir: string): Promise<void> {
+  await rm(checkpointDir, { recursive: true, force: true });
+  if (dirname(checkpointDir) !== workDir) await rm(dirname(checkpointDir), { recursive: true, force: true });
+}
+
+/** Adds one transfer's sent and wire bytes to the report's totals. */
+function addBytes(report: MigrationReport, st: MoveStats): void {
+  report.bytes.sent += st.rawBytesSent;
+  report.bytes.wire += st.wireBytes;
 }
 
 function round1(n: number): number {

@@ -1,6 +1,6 @@
 /** Human rendering of migration reports and progress. Pure. */
 import { formatBytes, formatMs, table } from '../cli/format.js';
-import type { MigrationProgress, MigrationReport } from '../core/migration.js';
+import type { MigrationProgress, MigrationReport, RoundReport } from '../core/migration.js';
 
 /** The report as a table of phases plus a summary block. */
 export function formatMigrationReport(r: MigrationReport): string {
@@ -10,11 +10,38 @@ export function formatMigrationReport(r: MigrationReport): string {
     p.durationMs === undefined ? '…' : formatMs(p.durationMs),
     p.error ? `error: ${p.error}` : describeDetail(p.detail),
   ]);
+  const rounds = (r.rounds ?? []).map((x) => [
+    `${x.round}${x.flush ? '*' : ''}`,
+    String(x.pagesScanned),
+    String(x.dirtyPages),
+    String(x.heldBackPages),
+    formatBytes(x.bytesSent),
+    formatBytes(x.bytesWire),
+    formatMs(x.durationMs),
+    formatMs(x.predictedFinalMs),
+  ]);
+  const t = r.timings ?? {};
+  const timing = (label: string, v: number | undefined): string =>
+    v === undefined ? '' : `${label} ${formatMs(v)}`;
   const lines = [
     `migration ${r.id}: ${r.name} ${r.from} → ${r.to} (${r.strategy}): ${r.outcome.toUpperCase()}`,
     '',
     table(['PHASE', 'START', 'TIME', 'DETAIL'], rows),
     '',
+    ...(rounds.length > 0
+      ? [table(['ROUND', 'SCANNED', 'DIRTY', 'HELD', 'SENT', 'WIRE', 'TIME', 'PREDICTED FINAL'], rounds), '']
+      : []),
+    `stopped by   ${r.stopReason ?? '-'}${rounds.some((x) => x[0]?.endsWith('*')) ? ' (* = last round sent everything held back)' : ''}`,
+    `timings      ${[
+      timing('rounds', t.roundsMs),
+      timing('checkpoint', t.checkpointMs),
+      timing('snapshot', t.snapshotMs),
+      timing('final transfer', t.finalTransferMs),
+      timing('materialize', t.materializeMs),
+      timing('restore', t.restoreMs),
+    ]
+      .filter(Boolean)
+      .join(', ')}`,
     `downtime     ${r.downtimeMs === undefined ? '-' : formatMs(r.downtimeMs)} (checkpoint start → running on ${r.to})`,
     `total        ${r.totalMs === undefined ? '-' : formatMs(r.totalMs)}`,
     `state        ${formatBytes(r.bytes.logical)} logical, ${formatBytes(r.bytes.zero)} zero, ${formatBytes(r.bytes.dedup)} already there`,
@@ -27,10 +54,19 @@ export function formatMigrationReport(r: MigrationReport): string {
   return lines.join('\n');
 }
 
+/** One line per pre-copy round, for the terminal while a migration runs. */
+export function formatRoundLine(x: RoundReport): string {
+  return (
+    `round ${x.round}${x.flush ? ' (flush)' : ''}: ${x.pagesScanned} pages scanned, ${x.dirtyPages} dirty, ` +
+    `${x.heldBackPages} held back, ${formatBytes(x.bytesWire)} on the wire in ${formatMs(x.durationMs)}; ` +
+    `final phase predicted ${formatMs(x.predictedFinalMs)}`
+  );
+}
+
 /** One progress line: phase, bytes, rate, ETA. */
 export function formatProgress(p: MigrationProgress | undefined, elapsedMs: number): string {
   if (!p) return `${formatMs(elapsedMs)} …`;
-  let s = `${formatMs(elapsedMs)}  ${p.phase}`;
+  let s = `${formatMs(elapsedMs)}  ${p.phase}${p.round !== undefined ? ` ${p.round}` : ''}`;
   if (p.bytesTotal !== undefined && p.bytesDone !== undefined) {
     s += `  ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)}`;
     if (p.rateBps) {

@@ -33,6 +33,8 @@ export interface IncomingOptions {
   transfer: { host: string; port: number };
   /** Working directory (`<state>/migrations/incoming`). */
   dir: string;
+  /** Where checkpoints are reassembled (`<scratch>/<id>/checkpoint`); default `dir`. */
+  scratchDir?: string;
   log: Logger;
   clock?: Clock;
 }
@@ -81,6 +83,7 @@ export class IncomingMigrations {
     id: string,
     name: string,
   ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
+    const tIn = this.clock.monotonic();
     const record = await this.record(id);
     if (record.name !== name) {
       throw new FailedPreconditionError(
@@ -95,21 +98,25 @@ export class IncomingMigrations {
         `the transfer of migration ${id} is not complete`,
       );
     }
-    const dir = join(this.opts.dir, id, 'checkpoint');
+    const dir = this.checkpointDir(id);
     await rm(dir, { recursive: true, force: true });
     const t0 = this.clock.monotonic();
     await this.opts.state.materialize(manifest, dir);
     const materializeMs = this.clock.monotonic() - t0;
+    const t1 = this.clock.monotonic();
     const res = await this.opts.runtime.restore({ dir, name });
+    const restoreMs = this.clock.monotonic() - t1;
     await this.saveRecord({ ...record, restored: true });
     this.opts.log.info('incoming migration restored', {
       id,
       name,
       pid: res.pid,
-      restoreMs: res.durationMs,
+      restoreMs,
+      runtimeRestoreMs: res.durationMs,
       materializeMs,
+      lookupMs: t0 - tIn,
     });
-    return { name, pid: res.pid, restoreMs: res.durationMs, materializeMs };
+    return { name, pid: res.pid, restoreMs, materializeMs };
   }
 
   /**
@@ -133,8 +140,13 @@ export class IncomingMigrations {
       await this.opts.state.discard(id);
     }
     await rm(join(this.opts.dir, id), { recursive: true, force: true });
+    if (this.opts.scratchDir) await rm(join(this.opts.scratchDir, id), { recursive: true, force: true });
     this.opts.log.info('incoming migration finished', { id, committed, removedContainer });
     return { removedContainer };
+  }
+
+  private checkpointDir(id: string): string {
+    return join(this.opts.scratchDir ?? this.opts.dir, id, 'checkpoint');
   }
 
   private async record(id: string): Promise<IncomingRecord> {

@@ -6,7 +6,8 @@
 import type { Call, Route } from '../agent/server.js';
 import { containerName } from '../agent/api.js';
 import { API_VERSION } from '../agent/api.js';
-import { integer, invalid, object, oneOf, optional, string } from '../agent/schema.js';
+import { boolean, integer, invalid, object, oneOf, optional, string } from '../agent/schema.js';
+import { MIGRATION_STRATEGIES, MigrationPhase } from '../core/migration.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import type { MigrationEngine } from './engine.js';
 import type { IncomingMigrations } from './incoming.js';
@@ -20,7 +21,17 @@ export const migrateRequest = object({
     port: integer(1, 65_535),
     label: optional(string({ minLength: 1, maxLength: 64 })),
   }),
-  strategy: optional(oneOf(['cold'] as const)),
+  strategy: optional(oneOf(MIGRATION_STRATEGIES)),
+  maxDowntimeMs: optional(integer(1, 3_600_000)),
+  maxRounds: optional(integer(1, 1000)),
+  predict: optional(boolean()),
+  /** Test-only; refused unless the agent allows fault injection. */
+  faults: optional(
+    object({
+      failRound: optional(integer(0, 1000)),
+      failPhase: optional(oneOf(Object.values(MigrationPhase))),
+    }),
+  ),
 });
 
 /** Body of `POST /v1/migrations/incoming`. */
@@ -87,7 +98,15 @@ export function migrationRoutes(deps: {
         POST: async (c: Call) => {
           const b = await c.body(migrateRequest);
           const peer = deps.connectPeer(b.to);
-          const { id: mid } = await deps.engine.start({ name: b.name, strategy: b.strategy ?? 'cold', peer });
+          const { id: mid } = await deps.engine.start({
+            name: b.name,
+            strategy: b.strategy ?? 'cold',
+            peer,
+            ...(b.maxDowntimeMs !== undefined ? { maxDowntimeMs: b.maxDowntimeMs } : {}),
+            ...(b.maxRounds !== undefined ? { maxRounds: b.maxRounds } : {}),
+            ...(b.predict !== undefined ? { predict: b.predict } : {}),
+            ...(b.faults !== undefined ? { faults: stripUndefined(b.faults) } : {}),
+          });
           return { status: 202, json: { id: mid } };
         },
       },
@@ -97,6 +116,12 @@ export function migrationRoutes(deps: {
       methods: { GET: async (c: Call) => ({ status: 200, json: await deps.engine.get(first(c)) }) },
     },
   ];
+}
+
+function stripUndefined<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as {
+    [K in keyof T]: Exclude<T[K], undefined>;
+  };
 }
 
 function first(c: Call): string {

@@ -2,8 +2,9 @@
  * Assembles an agent's migration service: its chunk store, its transfer server, the
  * source-side engine and the destination-side handler, and the API routes over them.
  */
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { readdir, rm, statfs } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { AgentClient } from '../agent/client.js';
 import type { Route } from '../agent/server.js';
 import type { Manifest } from '../core/chunks.js';
@@ -30,6 +31,30 @@ import { migrationRoutes } from './routes.js';
 export function chunkSizeForCheckpoint(rel: string): number | undefined {
   return /(^|\/)pages-\d+\.img$/.test(rel) ? 4096 : undefined;
 }
+
+/**
+ * Where a host writes checkpoint images during migrations: `GODWIT_SCRATCH_DIR` when set
+ * (`-` for none: the state directory), else a directory on /dev/shm when that is a tmpfs
+ * (CRIU dumps 256 MiB in 0.29 s there against 0.67–0.92 s on this machine's ext4; the images
+ * live only for the migration, and a failed migration's checkpoint stays there until restored).
+ * One directory per state root.
+ */
+export async function scratchDirFor(stateRoot: string): Promise<string | undefined> {
+  const env = process.env['GODWIT_SCRATCH_DIR'];
+  const key = createHash('sha256').update(resolve(stateRoot)).digest('hex').slice(0, 12);
+  if (env === '-') return undefined;
+  if (env) return join(env, key);
+  try {
+    const st = await statfs('/dev/shm');
+    if (st.type !== TMPFS_MAGIC) return undefined;
+  } catch {
+    return undefined;
+  }
+  return join('/dev/shm/godwit', key);
+}
+
+/** statfs f_type of tmpfs. */
+const TMPFS_MAGIC = 0x01021994;
 
 /** A running migration service. */
 export interface MigrationService {
@@ -62,6 +87,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
   });
   const migrationsDir = join(opts.stateRoot, 'migrations');
   const incomingDir = join(migrationsDir, 'incoming');
+  const scratch = await scratchDirFor(opts.stateRoot);
   const transferDataDir = join(opts.stateRoot, 'transfers');
   const log = opts.log.child({ component: 'migration' });
   // Writing thousands of chunk files takes seconds here (file creation ≈ 0.6 ms each), so
@@ -78,14 +104,21 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
   };
 
   const mover: StateMover = {
-    snapshot: (dir, label) => snapshotDirectory(dir, store, { label, chunkSizeFor: chunkSizeForCheckpoint }),
+    store,
+    snapshot: (dir, label, o) =>
+      snapshotDirectory(dir, store, {
+        label,
+        chunkSizeFor: chunkSizeForCheckpoint,
+        ...(o?.knownChunk ? { knownChunk: o.knownChunk } : {}),
+      }),
     send: async (o) => {
       const st = await sendManifest({
         host: o.host,
         port: o.port,
         sessionId: o.sessionId,
         manifest: o.manifest,
-        store,
+        ...(o.base ? { base: o.base } : {}),
+        store: o.source ?? store,
         log,
         ...(o.onProgress
           ? {
@@ -106,8 +139,10 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     runtime: opts.runtime,
     mover,
     dir: migrationsDir,
+    ...(scratch ? { scratchDir: join(scratch, 'out') } : {}),
     hostLabel: opts.hostLabel,
     log,
+    allowFaults: process.env['GODWIT_FAULT_INJECTION'] === '1',
   });
   // Migrations a killed agent left half-way are settled before this one serves anything.
   await engine.recover();
@@ -116,20 +151,36 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
   let incoming: IncomingMigrations | undefined;
   if (opts.transferListen) {
     server = await startTransferServer({ store, listen: opts.transferListen, dataDir: transferDataDir, log });
+    const transfer = server;
+    // Pre-copy rounds of migration ID are transfer sessions `ID.rN`; they end with the migration.
+    const dropRounds = async (sessionId: string, keep: ReadonlySet<string>): Promise<void> => {
+      const prefix = `${sessionId}.r`;
+      const rounds = (await readdir(transferDataDir).catch(() => [] as string[])).filter(
+        (d) => d.startsWith(prefix) && /^\d+$/.test(d.slice(prefix.length)),
+      );
+      for (const r of rounds) {
+        const manifest = await completedManifest(transferDataDir, r).catch(() => undefined);
+        if (manifest) store.discard(manifestDigests(manifest).filter((d) => !keep.has(d)));
+        await store.release(`session:${r}`);
+        await rm(join(transferDataDir, r), { recursive: true, force: true });
+      }
+    };
     const state: IncomingState = {
-      completed: (sessionId) => completedManifest(transferDataDir, sessionId),
+      completed: (sessionId) => transfer.completed(sessionId),
       materialize: (manifest: Manifest, dir: string) => materialize(manifest, store, dir),
       keep: async (name, manifest, sessionId) => {
         await store.retain(name, manifest);
         persist(manifest);
         await store.release(`session:${sessionId}`);
         await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
+        await dropRounds(sessionId, new Set(manifestDigests(manifest)));
       },
       discard: async (sessionId) => {
         const manifest = await completedManifest(transferDataDir, sessionId).catch(() => undefined);
         if (manifest) store.discard(manifestDigests(manifest));
         await store.release(`session:${sessionId}`);
         await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
+        await dropRounds(sessionId, new Set());
       },
     };
     incoming = new IncomingMigrations({
@@ -137,6 +188,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       state,
       transfer: { host: server.address, port: server.port },
       dir: incomingDir,
+      ...(scratch ? { scratchDir: join(scratch, 'in') } : {}),
       log,
     });
   }

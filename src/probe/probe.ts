@@ -49,6 +49,8 @@ export interface ProbeOptions {
    */
   stallTimeoutMs?: number;
   clock?: Clock;
+  /** Ends the run early (the report covers the time until then); as if the duration ran out. */
+  signal?: AbortSignal;
   /** Called about every `tickMs` (default 100) with the state so far, until the run ends. */
   onTick?: (progress: ProbeProgress) => void;
   tickMs?: number;
@@ -172,6 +174,11 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeReport> {
     deadline: opts.durationMs,
   };
 
+  const stop = (): void => {
+    ctx.deadline = Math.min(ctx.deadline, elapsed());
+  };
+  if (opts.signal?.aborted) stop();
+  else opts.signal?.addEventListener('abort', stop, { once: true });
   const fresh = new SeriesState();
   const long = new LongLivedState();
   let done = false;
@@ -195,6 +202,7 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeReport> {
     await Promise.all([runFresh(ctx, fresh), runLongLived(ctx, long)]);
   } finally {
     done = true;
+    opts.signal?.removeEventListener('abort', stop);
   }
   const durationMs = elapsed();
   const longLived: LongLivedReport = {
@@ -433,13 +441,12 @@ function freshRequest(ctx: SeriesContext): Promise<Outcome> {
 }
 
 async function runLongLived(ctx: SeriesContext, state: LongLivedState): Promise<void> {
-  const deadline = ctx.deadline;
   let conn: KeepAliveConnection | undefined;
   // A break while no request is outstanding (e.g. the peer closed an idle connection).
   const onIdleBreak = (err: FailedRequest): void => state.broke(ctx.elapsed(), err);
   const pacer = new Pacer(ctx);
   try {
-    while (ctx.elapsed() < deadline) {
+    while (ctx.elapsed() < ctx.deadline) {
       if (conn === undefined || conn.broken !== undefined) {
         conn?.destroy();
         conn = undefined;
@@ -458,7 +465,7 @@ async function runLongLived(ctx: SeriesContext, state: LongLivedState): Promise<
         }
       }
       state.requests++;
-      await longLivedRequest(ctx, state, conn, deadline);
+      await longLivedRequest(ctx, state, conn, ctx.deadline);
       await pacer.next();
     }
   } finally {

@@ -23,7 +23,7 @@ import {
   errorMessage,
 } from '../core/errors.js';
 import { nullLogger, type Logger } from '../core/logger.js';
-import { manifestStats, parseManifest } from '../chunks/index.js';
+import { encodeManifestDelta, manifestStats, parseManifest } from '../chunks/index.js';
 import { ChunkCompressor, DEFAULT_CODEC, type CodecName } from './codec.js';
 import { FrameConnection } from './connection.js';
 import { abortedError, connectionLost, isRetryable, protocolError, tooLargeError } from './errors.js';
@@ -77,6 +77,12 @@ export interface SendManifestOptions {
   /** Names the transfer on the receiver (and its directory there). */
   sessionId: string;
   manifest: Manifest;
+  /**
+   * A manifest the receiver holds as the completed session `name`: the offer is then a delta
+   * against it (see manifest-delta.ts), and falls back to the whole manifest if the receiver
+   * does not have that base.
+   */
+  base?: { name: string; manifest: Manifest };
   /** Source of the chunks. */
   store: ChunkStore;
   /** Parallel connections, 1–16. Default 1. */
@@ -215,7 +221,9 @@ class SendRun {
   private readonly clock: Clock;
   private readonly peer: string;
   private readonly manifest: Manifest;
-  private readonly offer: Buffer;
+  private offer: Buffer;
+  /** Whether `offer` is a delta against `SendManifestOptions.base`. */
+  private delta: boolean;
   private readonly sizes = new Map<Digest, number>();
   private readonly maxChunk: number;
   private readonly compressor: ChunkCompressor;
@@ -259,7 +267,12 @@ class SendRun {
     this.readAheadBytes = checkInt('readAheadBytes', o.readAheadBytes, 0, 1 << 30, DEFAULT_READ_AHEAD_BYTES);
     this.compressor = new ChunkCompressor(o.codec ?? DEFAULT_CODEC, o.level);
     this.manifest = parseManifest(o.manifest);
-    this.offer = Buffer.from(JSON.stringify(this.manifest));
+    this.offer = Buffer.from(
+      JSON.stringify(
+        o.base ? encodeManifestDelta(this.manifest, o.base.manifest, o.base.name) : this.manifest,
+      ),
+    );
+    this.delta = o.base !== undefined;
     if (this.offer.length > DEFAULT_MAX_OFFER_BYTES) {
       throw tooLargeError(
         `manifest of ${this.offer.length} bytes exceeds the offer limit ${DEFAULT_MAX_OFFER_BYTES}`,
@@ -291,6 +304,14 @@ class SendRun {
         break;
       } catch (err) {
         if (signal?.aborted) throw abortedError(signal.reason);
+        if (this.delta && (err as GodwitError).code === ErrorCode.ManifestBaseNotFound) {
+          this.log.warn('receiver lacks the delta base, offering the whole manifest', {
+            err: errorMessage(err),
+          });
+          this.delta = false;
+          this.offer = Buffer.from(JSON.stringify(this.manifest));
+          continue;
+        }
         if (!isRetryable(err)) throw err;
         if (this.progressed) failures = 0;
         this.progressed = false;

@@ -20,7 +20,7 @@
 import { createHash } from 'node:crypto';
 import type { Digest, Manifest } from '../core/chunks.js';
 import { GodwitError } from '../core/errors.js';
-import { isDigest, parseManifest } from '../chunks/index.js';
+import { isDigest, isManifestDelta, parseManifest } from '../chunks/index.js';
 import {
   ChunkCompressor,
   decompressChunk,
@@ -85,7 +85,15 @@ export type Frame =
   | { type: FrameType.Hello; hello: HelloMessage }
   | { type: FrameType.HelloOk; ok: HelloOkMessage }
   | { type: FrameType.Error; error: WireError }
-  | { type: FrameType.Offer; manifest: Manifest; offerDigest: string; bytes: number }
+  | {
+      type: FrameType.Offer;
+      /** The offered manifest, or undefined when the offer is a delta against a base. */
+      manifest: Manifest | undefined;
+      /** A manifest delta (unvalidated JSON naming its `base`), expanded by the receiver. */
+      delta: { base: string } | undefined;
+      offerDigest: string;
+      bytes: number;
+    }
   | { type: FrameType.Want; last: boolean; digests: Digest[] }
   | { type: FrameType.Chunk; digest: Digest; codec: CodecIdValue; rawSize: number; data: Buffer }
   | { type: FrameType.End; end: EndMessage }
@@ -233,9 +241,13 @@ export function decodePayload(type: FrameType, payload: Buffer, limits: FrameLim
       return { type, done: parseDone(parseJson(payload, 'DONE')) };
     case FrameType.Offer: {
       const json = decodeOffer(payload, limits.maxOfferBytes);
-      const manifest = parseManifest(parseJson(json, 'OFFER'), { maxChunkSize: limits.maxChunkSize });
+      const value = parseJson(json, 'OFFER');
       const offerDigest = createHash('sha256').update(json).digest('hex');
-      return { type, manifest, offerDigest, bytes: payload.length };
+      if (isManifestDelta(value)) {
+        return { type, manifest: undefined, delta: value, offerDigest, bytes: payload.length };
+      }
+      const manifest = parseManifest(value, { maxChunkSize: limits.maxChunkSize });
+      return { type, manifest, delta: undefined, offerDigest, bytes: payload.length };
     }
     case FrameType.Want: {
       const flags = payload.readUInt8(0);

@@ -30,7 +30,7 @@ import {
   type GodwitError,
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { digestOf, parseManifest } from '../chunks/index.js';
+import { applyManifestDelta, digestOf, parseManifest } from '../chunks/index.js';
 import { decompressChunk, MAX_CHUNK_BYTES } from './codec.js';
 import { FrameConnection } from './connection.js';
 import { protocolError } from './errors.js';
@@ -90,6 +90,8 @@ export interface TransferServer {
   port: number;
   /** Sessions in memory, in order of creation. */
   sessions(): TransferSessionInfo[];
+  /** The manifest of a completed session (kept in memory while the session is; else read from disk). */
+  completed(sessionId: string): Promise<Manifest | undefined>;
   /** Stops listening, closes every connection and waits for chunk writes in flight. */
   close(): Promise<void>;
 }
@@ -275,6 +277,12 @@ class Receiver {
     return [...this.sessionMap.values()].map((s) => s.info());
   }
 
+  async completed(sessionId: string): Promise<Manifest | undefined> {
+    const live = this.sessionMap.get(sessionId);
+    if (live?.complete && live.manifest) return live.manifest;
+    return completedManifest(this.opts.dataDir, sessionId);
+  }
+
   accept(socket: Socket): void {
     if (this.closing) {
       socket.destroy();
@@ -446,8 +454,9 @@ class Receiver {
       if (marker === undefined) session.complete = false;
     }
     if (session.manifest === undefined) {
+      const offered = frame.manifest ?? (await this.expandDelta(frame.delta));
       const sizes = new Map<Digest, number>();
-      for (const e of frame.manifest.entries) {
+      for (const e of offered.entries) {
         if (e.type !== 'file') continue;
         for (const c of e.chunks ?? []) {
           if (!('digest' in c)) continue;
@@ -461,7 +470,7 @@ class Receiver {
           sizes.set(c.digest, c.size);
         }
       }
-      session.manifest = frame.manifest;
+      session.manifest = offered;
       session.offerDigest = frame.offerDigest;
       session.sizes = sizes;
     }
@@ -487,6 +496,25 @@ class Receiver {
     });
     for (const f of encodeWant(missing)) await state.conn.send(f);
     if (missing.length === 0) await this.finalize(session);
+  }
+
+  /**
+   * The manifest a delta OFFER describes: its base is a completed session of this receiver
+   * (in memory, else its record on disk); FailedPrecondition ManifestBaseNotFound otherwise,
+   * and the sender then offers the whole manifest.
+   */
+  private async expandDelta(delta: { base: string } | undefined): Promise<Manifest> {
+    if (delta === undefined) throw protocolError('OFFER without a manifest');
+    const base = SESSION_ID_RE.test(delta.base)
+      ? await this.completed(delta.base).catch(() => undefined)
+      : undefined;
+    if (base === undefined) {
+      throw new FailedPreconditionError(
+        ErrorCode.ManifestBaseNotFound,
+        `the base of the offered manifest delta, transfer session ${JSON.stringify(delta.base.slice(0, 130))}, is not complete here`,
+      );
+    }
+    return parseManifest(applyManifestDelta(delta, base), { maxChunkSize: this.maxChunkSize });
   }
 
   private async onChunk(
@@ -637,6 +665,7 @@ export async function startTransferServer(opts: TransferServerOptions): Promise<
     address: addr.address,
     port: addr.port,
     sessions: () => receiver.sessions(),
+    completed: (sessionId) => receiver.completed(sessionId),
     close: () => {
       closed ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -2,9 +2,11 @@
 import type { Command } from 'commander';
 import { AgentClient } from '../../agent/client.js';
 import { parseHostPort, resolveAgentAddress } from '../../agent/target.js';
-import { migrateThrough } from '../../migration/client.js';
+import { migrateThrough, type MigrationRequest } from '../../migration/client.js';
+import { MIGRATION_STRATEGIES, type RoundReport } from '../../core/migration.js';
+import { DEFAULT_MAX_DOWNTIME_MS, DEFAULT_MAX_ROUNDS } from '../../memory/index.js';
 import { ErrorCode, InvalidArgumentError, NotFoundError } from '../../core/errors.js';
-import { formatMigrationReport, formatProgress } from '../../migration/format.js';
+import { formatMigrationReport, formatProgress, formatRoundLine } from '../../migration/format.js';
 import { readTestbed } from '../../testbed/testbed-file.js';
 import type { CliContext } from '../context.js';
 import { emit } from '../context.js';
@@ -19,31 +21,43 @@ export function registerMigrateCommand(
   program
     .command('migrate')
     .description(
-      'move a running container to another host (cold: stop, copy what the destination lacks, restore)',
+      'move a running container to another host\n' +
+        '  cold:    stop, copy what the destination lacks, restore\n' +
+        '  precopy: copy memory in rounds while it runs, then stop briefly for the rest',
     )
     .argument('<name>', 'container name')
     .requiredOption('--to <host>', 'destination: a testbed host name or the agent ADDR:PORT')
-    .option('--strategy <strategy>', 'migration strategy: cold', 'cold')
+    .option('--strategy <strategy>', `migration strategy: ${MIGRATION_STRATEGIES.join('|')}`, 'cold')
+    .option(
+      '--max-downtime <ms>',
+      `precopy: stop the rounds once the memory left for the stopped phase is predicted to cross in this time (default ${DEFAULT_MAX_DOWNTIME_MS})`,
+    )
+    .option(
+      '--max-rounds <n>',
+      `precopy: most rounds, the first full copy included (default ${DEFAULT_MAX_ROUNDS})`,
+    )
+    .option('--predict <on|off>', 'precopy: hold back pages predicted to be written again (default on)')
     .option('--json', 'print the report as JSON')
-    .action(async (name: string, o: { to: string; strategy: string; json?: boolean }) => {
-      if (o.strategy !== 'cold') {
-        throw new InvalidArgumentError(
-          ErrorCode.InvalidFlag,
-          `--strategy ${o.strategy}: this version supports cold`,
-        );
-      }
+    .action(async (name: string, o: MigrateFlags) => {
+      const req = parseMigrateFlags(o);
       const to = await resolveDestination(o.to);
       const source = await resolveSource(ctx(), name);
       const client = new AgentClient(source.address);
       try {
         const tty = !o.json && process.stdout.isTTY;
         const t0 = Date.now();
+        let printedRounds = 0;
         const report = await migrateThrough(
           client,
-          { name, to, strategy: 'cold' },
+          { name, to, ...req },
           {
             onReport: (r) => {
-              if (tty) process.stdout.write(`\r\x1b[2K${formatProgress(r.progress, Date.now() - t0)}`);
+              if (!tty) return;
+              // One line per finished round, then the live progress line.
+              for (; printedRounds < r.rounds.length; printedRounds++) {
+                process.stdout.write(`\r\x1b[2K${formatRoundLine(r.rounds[printedRounds] as RoundReport)}\n`);
+              }
+              process.stdout.write(`\r\x1b[2K${formatProgress(r.progress, Date.now() - t0)}`);
             },
           },
         );
@@ -59,6 +73,55 @@ export function registerMigrateCommand(
         client.close();
       }
     });
+}
+
+interface MigrateFlags {
+  to: string;
+  strategy: string;
+  maxDowntime?: string;
+  maxRounds?: string;
+  predict?: string;
+  json?: boolean;
+}
+
+function flagInt(flag: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max) {
+    throw new InvalidArgumentError(
+      ErrorCode.InvalidFlag,
+      `${flag} ${v}: expected an integer in ${min}..${max}`,
+    );
+  }
+  return n;
+}
+
+/** Validates the strategy flags; precopy-only flags are refused with another strategy. */
+export function parseMigrateFlags(o: MigrateFlags): Omit<MigrationRequest, 'name' | 'to'> {
+  const strategy = MIGRATION_STRATEGIES.find((s) => s === o.strategy);
+  if (strategy === undefined) {
+    throw new InvalidArgumentError(
+      ErrorCode.InvalidFlag,
+      `--strategy ${o.strategy}: expected one of ${MIGRATION_STRATEGIES.join(', ')}`,
+    );
+  }
+  if (o.predict !== undefined && o.predict !== 'on' && o.predict !== 'off') {
+    throw new InvalidArgumentError(ErrorCode.InvalidFlag, `--predict ${o.predict}: expected on or off`);
+  }
+  const maxDowntimeMs = flagInt('--max-downtime', o.maxDowntime, 1, 3_600_000);
+  const maxRounds = flagInt('--max-rounds', o.maxRounds, 1, 1000);
+  if (strategy !== 'precopy' && (maxDowntimeMs ?? maxRounds ?? o.predict) !== undefined) {
+    throw new InvalidArgumentError(
+      ErrorCode.InvalidFlag,
+      '--max-downtime, --max-rounds and --predict apply to --strategy precopy',
+    );
+  }
+  return {
+    strategy,
+    ...(maxDowntimeMs !== undefined ? { maxDowntimeMs } : {}),
+    ...(maxRounds !== undefined ? { maxRounds } : {}),
+    ...(o.predict !== undefined ? { predict: o.predict === 'on' } : {}),
+  };
 }
 
 /** `--to`: a testbed host (its agent's TCP address) or ADDR:PORT. */

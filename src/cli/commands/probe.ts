@@ -42,7 +42,11 @@ export function registerProbeCommand(
     )
     .argument('<target>', 'host:port or http://host:port/path')
     .option('--interval <duration>', 'time between two requests of each series (ms or s suffix)', '5ms')
-    .option('--duration <duration>', 'how long to probe (ms or s suffix)', '10s')
+    .option(
+      '--duration <duration>',
+      'how long to probe (ms or s suffix); Ctrl-C or SIGTERM ends it early',
+      '10s',
+    )
     .option('--timeout <duration>', 'per-request timeout (ms or s suffix)', '1s')
     .option('--netns <name>', 'run the probe inside this network namespace (ip netns exec)')
     .option('--json', 'print the report as one JSON document')
@@ -55,6 +59,11 @@ export function registerProbeCommand(
         return;
       }
       const progress = process.stderr.isTTY ? new ProgressLine() : undefined;
+      // Ctrl-C or SIGTERM ends the run early; the report covers the time until then.
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
       let report: ProbeReport;
       try {
         report = await runProbe({
@@ -62,9 +71,12 @@ export function registerProbeCommand(
           intervalMs,
           durationMs,
           timeoutMs,
+          signal: stop.signal,
           onTick: progress ? (p) => progress.show(p) : undefined,
         });
       } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
         progress?.clear();
       }
       emit(

@@ -1,0 +1,343 @@
+/**
+ * `npm run bench:precopy -- [--link edge] [--mib 256] [--dirty 2] [--hot 32] [--reps 5] [--out FILE]`
+ *
+ * On a fresh 2-host testbed with a client, a memload service holding MIB MiB (30 % zero, 30 %
+ * repeated, 40 % random pages) rewrites DIRTY MB/s within a HOT MiB hot set while the client
+ * probes it. Each repetition measures, in this order, with the probe running:
+ *  - the floor: a local checkpoint + restore of the same container on its host (no transfer);
+ *  - cold migration to the other host;
+ *  - pre-copy with prediction off, back;
+ *  - pre-copy with prediction on, over again;
+ * so the strategies alternate and machine drift hits all of them. After every move memload
+ * verifies its whole memory. Then one pre-copy of a service dirtying faster than the link
+ * (--fast-dirty MB/s, default 30) shows where the rounds stop and why.
+ * Client-perceived downtime is the probe's longest gap between replies on its long-lived
+ * connection. Benchmarks measure and write numbers; they assert nothing.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { AgentClient } from '../agent/client.js';
+import { formatBytes, formatMs, table } from '../cli/format.js';
+import type { MigrationReport } from '../core/migration.js';
+import type { TestbedHost } from '../core/testbed.js';
+import { migrateThrough, type MigrationRequest } from '../migration/client.js';
+import type { ProbeReport } from '../probe/probe.js';
+import { projectRoot } from '../system/tools.js';
+import { parseLinkSpec } from '../testbed/profiles.js';
+import { testbedDown, testbedUp } from '../testbed/testbed.js';
+import { probeInNetns } from './manual-migration.js';
+
+const { values } = parseArgs({
+  options: {
+    link: { type: 'string', default: 'edge' },
+    mib: { type: 'string', default: '256' },
+    dirty: { type: 'string', default: '2' },
+    hot: { type: 'string', default: '32' },
+    'fast-dirty': { type: 'string', default: '30' },
+    reps: { type: 'string', default: '5' },
+    out: { type: 'string' },
+  },
+});
+const mib = Number(values.mib);
+const reps = Number(values.reps);
+const link = parseLinkSpec(values.link ?? 'edge');
+const bin = resolve(projectRoot(), 'bin/godwit.js');
+const log = (l: string): void => void process.stderr.write(l + '\n');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+type Kind = 'floor' | 'cold' | 'precopy-off' | 'precopy-on';
+interface Sample {
+  kind: Kind;
+  rep: number;
+  from: string;
+  to: string;
+  /** Longest gap between replies on the probe's long-lived connection, and for fresh connections. */
+  clientDowntimeMs: number;
+  clientFreshGapMs: number;
+  /** The runtime's view: checkpoint start → running (migrations), checkpoint + restore (floor). */
+  downtimeMs: number;
+  totalMs: number;
+  wireBytes: number;
+  rounds: number;
+  stopReason: string;
+  memoryVerified: boolean;
+  report?: MigrationReport;
+  floor?: { checkpointMs: number; restoreMs: number };
+}
+
+function memloadArgs(dirty: number): string[] {
+  return [
+    '/usr/local/bin/godwit-memload',
+    '--mib',
+    String(mib),
+    '--mix',
+    '30:30:40',
+    '--pattern',
+    'hotset',
+    '--hot-mib',
+    values.hot ?? '32',
+    '--dirty-mib-per-s',
+    String(dirty),
+    '--interval-ms',
+    '100',
+    '--verify-interval-ms',
+    '0',
+    '--port',
+    '8080',
+  ];
+}
+
+/** Asks memload for a verify pass (SIGUSR1) and waits for its verdict line. */
+async function verify(agent: AgentClient, name: string): Promise<boolean> {
+  const before = (await agent.logs(name)).split('\n').filter((l) => l.startsWith('verify')).length;
+  await agent.exec(name, ['kill', '-USR1', '1']);
+  for (let i = 0; i < 600; i++) {
+    const lines = (await agent.logs(name)).split('\n').filter((l) => l.startsWith('verify'));
+    if (lines.length > before) return /^verify ok/.test(lines[lines.length - 1] ?? '');
+    await sleep(100);
+  }
+  return false;
+}
+
+async function withProbe<T>(netns: string, target: string, fn: () => Promise<T>): Promise<[T, ProbeReport]> {
+  const stop = new AbortController();
+  const probe = probeInNetns({ bin, netns, target, durationMs: 600_000, signal: stop.signal });
+  probe.catch(() => undefined);
+  await sleep(1500);
+  try {
+    const out = await fn();
+    await sleep(1500);
+    return [out, await (stop.abort(), probe)];
+  } finally {
+    stop.abort();
+  }
+}
+
+const name = `gwp${process.pid % 10000}`;
+const dir = await mkdtemp(join(tmpdir(), 'godwit-bench-precopy-'));
+const samples: Sample[] = [];
+let fastRun: MigrationReport | undefined;
+try {
+  log(`== testbed up: 2 hosts, ${link.name} link, client`);
+  const tb = await testbedUp({
+    name,
+    hosts: 2,
+    link,
+    client: true,
+    startAgents: true,
+    godwitBin: bin,
+    dir,
+    baseStateDir: join(dir, 'hosts'),
+  });
+  const hosts = tb.hosts as [TestbedHost, TestbedHost];
+  const client = tb.client as { netns: string };
+  const agents = hosts.map((h) => new AgentClient({ socketPath: h.socket }));
+  try {
+    const info = await (agents[0] as AgentClient).run({
+      name: 'w',
+      image: 'busybox',
+      args: memloadArgs(Number(values.dirty)),
+      env: {},
+    });
+    const target = `${info.network?.ip ?? '?'}:8080`;
+    while (!/listening/.test(await (agents[0] as AgentClient).logs('w'))) await sleep(100);
+    let at = 0;
+    const migrate = async (
+      kind: Kind,
+      rep: number,
+      req: Omit<MigrationRequest, 'name' | 'to'>,
+    ): Promise<void> => {
+      const [from, to] = [hosts[at] as TestbedHost, hosts[1 - at] as TestbedHost];
+      log(`-- rep ${rep} ${kind} ${from.name} → ${to.name}`);
+      const [report, probe] = await withProbe(client.netns, target, () =>
+        migrateThrough(agents[at] as AgentClient, {
+          name: 'w',
+          to: { host: to.address, port: to.port, label: to.name },
+          ...req,
+        }),
+      );
+      if (report.outcome === 'committed') at = 1 - at;
+      const ok = await verify(agents[at] as AgentClient, 'w');
+      samples.push({
+        kind,
+        rep,
+        from: from.name,
+        to: to.name,
+        clientDowntimeMs: probe.longLived.maxGapMs,
+        clientFreshGapMs: probe.fresh.maxGapMs,
+        downtimeMs: report.downtimeMs ?? Number.NaN,
+        totalMs: report.totalMs ?? Number.NaN,
+        wireBytes: report.bytes.wire,
+        rounds: report.rounds.length,
+        stopReason: report.stopReason ?? '-',
+        memoryVerified: ok,
+        report,
+      });
+      log(
+        `   ${report.outcome}: client ${probe.longLived.maxGapMs} ms, runtime ${report.downtimeMs} ms, ` +
+          `total ${report.totalMs} ms, wire ${formatBytes(report.bytes.wire)}, rounds ${report.rounds.length} ` +
+          `(${report.stopReason}), memory ${ok ? 'verified' : 'NOT verified'}`,
+      );
+    };
+    for (let rep = 1; rep <= reps; rep++) {
+      const host = hosts[at] as TestbedHost;
+      const agent = agents[at] as AgentClient;
+      log(`-- rep ${rep} floor on ${host.name}`);
+      const cpDir = `/dev/shm/${name}-floor`;
+      const [floor, probe] = await withProbe(client.netns, target, async () => {
+        const t0 = performance.now();
+        const cp = await agent.checkpoint('w', { dir: cpDir });
+        await agent.remove('w', { force: true });
+        const rs = await agent.restore({ dir: cpDir, name: 'w' });
+        return { checkpointMs: cp.durationMs, restoreMs: rs.durationMs, totalMs: performance.now() - t0 };
+      });
+      await rm(cpDir, { recursive: true, force: true });
+      const ok = await verify(agent, 'w');
+      samples.push({
+        kind: 'floor',
+        rep,
+        from: host.name,
+        to: host.name,
+        clientDowntimeMs: probe.longLived.maxGapMs,
+        clientFreshGapMs: probe.fresh.maxGapMs,
+        downtimeMs: floor.totalMs,
+        totalMs: floor.totalMs,
+        wireBytes: 0,
+        rounds: 0,
+        stopReason: '-',
+        memoryVerified: ok,
+        floor: { checkpointMs: floor.checkpointMs, restoreMs: floor.restoreMs },
+      });
+      log(`   client ${probe.longLived.maxGapMs} ms, checkpoint + restore ${Math.round(floor.totalMs)} ms`);
+      await migrate('cold', rep, { strategy: 'cold' });
+      await migrate('precopy-off', rep, { strategy: 'precopy', predict: false });
+      await migrate('precopy-on', rep, { strategy: 'precopy', predict: true });
+    }
+    // A service that dirties faster than the link: the rounds must stop by rule.
+    const fast = Number(values['fast-dirty']);
+    log(`-- pre-copy of a service dirtying ${fast} MB/s`);
+    const a = agents[at] as AgentClient;
+    await a.remove('w', { force: true });
+    await a.run({ name: 'f', image: 'busybox', args: memloadArgs(fast), env: {} });
+    while (!/listening/.test(await a.logs('f'))) await sleep(100);
+    const to = hosts[1 - at] as TestbedHost;
+    fastRun = await migrateThrough(a, {
+      name: 'f',
+      to: { host: to.address, port: to.port, label: to.name },
+      strategy: 'precopy',
+    });
+    log(
+      `   ${fastRun.outcome}: ${fastRun.rounds.length} rounds, stopped by ${fastRun.stopReason}, downtime ${fastRun.downtimeMs} ms`,
+    );
+  } finally {
+    for (const c of agents) c.close();
+  }
+} finally {
+  await testbedDown({ name, dir }).catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+const kinds: Kind[] = ['floor', 'cold', 'precopy-off', 'precopy-on'];
+const stat = (k: Kind, f: (s: Sample) => number): { median: number; min: number; max: number } => {
+  const xs = samples.filter((s) => s.kind === k).map(f);
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+};
+type Stat = { median: number; min: number; max: number };
+interface KindSummary {
+  clientDowntimeMs: Stat;
+  downtimeMs: Stat;
+  totalMs: Stat;
+  wireBytes: Stat;
+  rounds: Stat;
+  verified: number;
+  runs: number;
+}
+const summarize = (k: Kind): KindSummary => ({
+  clientDowntimeMs: stat(k, (s) => s.clientDowntimeMs),
+  downtimeMs: stat(k, (s) => s.downtimeMs),
+  totalMs: stat(k, (s) => s.totalMs),
+  wireBytes: stat(k, (s) => s.wireBytes),
+  rounds: stat(k, (s) => s.rounds),
+  verified: samples.filter((s) => s.kind === k && s.memoryVerified).length,
+  runs: samples.filter((s) => s.kind === k).length,
+});
+const summary: Record<Kind, KindSummary> = {
+  floor: summarize('floor'),
+  cold: summarize('cold'),
+  'precopy-off': summarize('precopy-off'),
+  'precopy-on': summarize('precopy-on'),
+};
+const resident = mib * 1024 * 1024;
+const floorMs = summary.floor.clientDowntimeMs.median;
+const fmt = (v: { median: number; min: number; max: number }, f: (n: number) => string): string =>
+  `${f(v.median)} (${f(v.min)}–${f(v.max)})`;
+const rows = kinds.map((k) => {
+  const s = summary[k];
+  return [
+    k,
+    fmt(s.clientDowntimeMs, formatMs),
+    fmt(s.downtimeMs, formatMs),
+    fmt(s.totalMs, formatMs),
+    fmt(s.wireBytes, formatBytes),
+    (s.wireBytes.median / resident).toFixed(2),
+    String(s.rounds.median),
+    `${s.verified}/${s.runs}`,
+  ];
+});
+const out = {
+  link,
+  mib,
+  dirtyMBps: Number(values.dirty),
+  hotMiB: Number(values.hot),
+  reps,
+  summary,
+  checks: {
+    precopyDowntimeMinusFloorMs: summary['precopy-on'].clientDowntimeMs.median - floorMs,
+    precopyOffDowntimeMinusFloorMs: summary['precopy-off'].clientDowntimeMs.median - floorMs,
+    coldOverPrecopyDowntime:
+      summary.cold.clientDowntimeMs.median / summary['precopy-on'].clientDowntimeMs.median,
+    precopyWireOverResident: summary['precopy-on'].wireBytes.median / resident,
+    predictionByteCut: 1 - summary['precopy-on'].wireBytes.median / summary['precopy-off'].wireBytes.median,
+  },
+  fastDirty: fastRun
+    ? {
+        dirtyMBps: Number(values['fast-dirty']),
+        outcome: fastRun.outcome,
+        rounds: fastRun.rounds,
+        stopReason: fastRun.stopReason,
+        downtimeMs: fastRun.downtimeMs,
+      }
+    : undefined,
+  samples,
+};
+const text = [
+  `link ${link.name}, memload ${mib} MiB, ${values.dirty} MB/s on a ${values.hot} MiB hot set, ${reps} reps (median (min–max))`,
+  table(
+    [
+      'STRATEGY',
+      'CLIENT DOWNTIME',
+      'RUNTIME DOWNTIME',
+      'TOTAL',
+      'WIRE',
+      'WIRE/RESIDENT',
+      'ROUNDS',
+      'VERIFIED',
+    ],
+    rows,
+  ),
+  `pre-copy (predict on) client downtime − floor: ${formatMs(out.checks.precopyDowntimeMinusFloorMs)}; off: ${formatMs(out.checks.precopyOffDowntimeMinusFloorMs)}`,
+  `cold / pre-copy client downtime: ${out.checks.coldOverPrecopyDowntime.toFixed(1)}×`,
+  `prediction cut bytes on the wire by ${(100 * out.checks.predictionByteCut).toFixed(1)} %`,
+  fastRun
+    ? `dirtying ${values['fast-dirty']} MB/s: ${fastRun.rounds.length} rounds, stopped by ${fastRun.stopReason}, ${fastRun.outcome}`
+    : '',
+].join('\n');
+process.stdout.write(text + '\n');
+if (values.out) await writeFile(values.out, JSON.stringify(out, null, 2) + '\n');

@@ -1,0 +1,231 @@
+/**
+ * The source's record of a container's memory during pre-copy: for every page (by process and
+ * address) its content at the last scan and the digest of the content the destination holds
+ * for it, if any. Dirty pages are found by comparing each page's bytes with its last content
+ * (exact, no hashing of unchanged pages); only pages whose content changed are hashed.
+ *
+ * Contract: a slot's `digest`, when set, is the digest of its `data`, and the destination holds
+ * that chunk once the round's manifest has been transferred. `knownDigest` answers only for an
+ * exact byte match, so the final phase never names a page by a digest of other content.
+ */
+import type { ChunkStore, Digest, Manifest, ManifestEntry, ChunkRef } from '../core/chunks.js';
+import { MANIFEST_VERSION, PAGE_SIZE } from '../core/chunks.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { ErrorCode, NotFoundError } from '../core/errors.js';
+import { digestOf, isZero } from '../chunks/index.js';
+import type { DirtyPagePredictor } from './predictor.js';
+import { readProcessPages, type ContainerProcess } from './process-memory.js';
+
+/** Marks a slot whose content is a zero page (never stored or sent). */
+const ZERO = 'zero';
+
+interface PageSlot {
+  data: Buffer;
+  /** Digest of `data` that the destination holds, ZERO for a zero page, undefined when not sent. */
+  digest: Digest | typeof ZERO | undefined;
+  /** Dense index for the predictor. */
+  index: number;
+  /** Round in which the page was last seen present. */
+  seen: number;
+}
+
+/** What one scan found and what its round must send. */
+export interface RoundScan {
+  round: number;
+  pagesScanned: number;
+  /** Pages written since the previous scan (round 0: every page, all new). */
+  dirtyPages: number;
+  /** Pages held back in an earlier round and unchanged since (sent now unless held again). */
+  unsentPages: number;
+  /** Pages not sent this round (predicted to be written again). */
+  heldBackPages: number;
+  /** Distinct chunks new in this round. */
+  newChunks: number;
+  newChunkBytes: number;
+  /** Every page the destination holds after this round (per process, in address order). */
+  manifest: Manifest;
+  scanMs: number;
+}
+
+/** Pre-copy's page table of one container. */
+export class MemoryMirror {
+  private readonly procs = new Map<number, Map<number, PageSlot>>();
+  private readonly chunks = new Map<Digest, Buffer>();
+  private nextIndex = 0;
+  private rounds = 0;
+  private readonly clock: Clock;
+
+  constructor(
+    private readonly label: string,
+    private readonly predictor: DirtyPagePredictor,
+    clock?: Clock,
+  ) {
+    this.clock = clock ?? systemClock;
+  }
+
+  /** Pages tracked. */
+  get pages(): number {
+    let n = 0;
+    for (const t of this.procs.values()) n += t.size;
+    return n;
+  }
+
+  /**
+   * Reads every process's memory, finds what changed since the last scan, asks the predictor
+   * which dirty pages to hold back, hashes the rest, and returns the round's manifest. Pages
+   * no longer present are forgotten.
+   */
+  async scan(processes: readonly ContainerProcess[], opts: { holdBack?: boolean } = {}): Promise<RoundScan> {
+    const t0 = this.clock.monotonic();
+    const round = this.rounds++;
+    const dirty: PageSlot[] = [];
+    const unsent: PageSlot[] = [];
+    let scanned = 0;
+    const live = new Set<number>();
+    for (const p of processes) {
+      live.add(p.vpid);
+      let table = this.procs.get(p.vpid);
+      if (!table) {
+        table = new Map();
+        this.procs.set(p.vpid, table);
+      }
+      const t = table;
+      scanned += await readProcessPages(p.pid, (vaddr, data) => {
+        const first = vaddr / PAGE_SIZE;
+        for (let i = 0; i * PAGE_SIZE < data.length; i++) {
+          const page = data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+          const slot = t.get(first + i);
+          if (slot === undefined) {
+            // Round 0 keeps views into the read buffers; later rounds copy (small, scattered).
+            const s: PageSlot = {
+              data: round === 0 ? page : Buffer.from(page),
+              digest: undefined,
+              index: this.nextIndex++,
+              seen: round,
+            };
+            t.set(first + i, s);
+            dirty.push(s);
+          } else {
+            slot.seen = round;
+            if (slot.data.equals(page)) {
+              if (slot.digest === undefined) unsent.push(slot);
+            } else {
+              slot.data.set(page);
+              slot.digest = undefined;
+              dirty.push(slot);
+            }
+          }
+        }
+      });
+    }
+    for (const [vpid, table] of this.procs) {
+      if (!live.has(vpid)) {
+        this.procs.delete(vpid);
+        continue;
+      }
+      for (const [k, s] of table) if (s.seen !== round) table.delete(k);
+    }
+    const dirtyIdx = round === 0 ? [] : dirty.map((s) => s.index);
+    this.predictor.observe({ dirty: dirtyIdx, scanned: this.nextIndex });
+    const candidates = [...dirty, ...unsent];
+    const hold =
+      round === 0 || opts.holdBack === false
+        ? new Set<number>()
+        : this.predictor.holdBack(candidates.map((s) => s.index));
+    let newChunks = 0;
+    let newChunkBytes = 0;
+    for (const s of candidates) {
+      if (hold.has(s.index)) continue;
+      if (isZero(s.data)) {
+        s.digest = ZERO;
+        continue;
+      }
+      const d = digestOf(s.data);
+      s.digest = d;
+      if (!this.chunks.has(d)) {
+        newChunks++;
+        newChunkBytes += PAGE_SIZE;
+      }
+    }
+    const manifest = this.manifest(round);
+    return {
+      round,
+      pagesScanned: scanned,
+      dirtyPages: dirty.length,
+      unsentPages: unsent.length,
+      heldBackPages: hold.size,
+      newChunks,
+      newChunkBytes,
+      manifest,
+      scanMs: Math.round(this.clock.monotonic() - t0),
+    };
+  }
+
+  /** The manifest of what the destination holds: `memory/<vpid>`, pages in address order. */
+  private manifest(round: number): Manifest {
+    this.chunks.clear();
+    const entries: ManifestEntry[] = [];
+    for (const [vpid, table] of [...this.procs].sort((a, b) => a[0] - b[0])) {
+      const refs: ChunkRef[] = [];
+      let size = 0;
+      for (const k of [...table.keys()].sort((a, b) => a - b)) {
+        const s = table.get(k) as PageSlot;
+        if (s.digest === undefined) continue;
+        size += PAGE_SIZE;
+        if (s.digest === ZERO) {
+          const last = refs[refs.length - 1];
+          if (last !== undefined && 'zero' in last) last.zero += PAGE_SIZE;
+          else refs.push({ zero: PAGE_SIZE });
+          continue;
+        }
+        refs.push({ digest: s.digest, size: PAGE_SIZE });
+        this.chunks.set(s.digest, s.data);
+      }
+      if (size > 0) entries.push({ type: 'file', path: `memory/${vpid}`, mode: 0o600, size, chunks: refs });
+    }
+    return {
+      version: MANIFEST_VERSION,
+      label: `${this.label}:round-${round}`,
+      createdAt: new Date(this.clock.now()).toISOString(),
+      entries,
+    };
+  }
+
+  /**
+   * The digest the destination holds for the page of process `vpid` at `vaddr`, when it holds
+   * one for exactly these bytes; otherwise undefined.
+   */
+  knownDigest(vpid: number, vaddr: number, data: Buffer): Digest | undefined {
+    const s = this.procs.get(vpid)?.get(vaddr / PAGE_SIZE);
+    if (s === undefined || s.digest === undefined || s.digest === ZERO) return undefined;
+    return s.data.equals(data) ? s.digest : undefined;
+  }
+
+  /**
+   * The chunks of the last round's manifest as a read-only ChunkStore, in front of `fallback`
+   * (for chunks this mirror does not hold).
+   */
+  chunkSource(fallback?: ChunkStore): ChunkStore {
+    const chunks = this.chunks;
+    const notHere = (d: Digest): NotFoundError =>
+      new NotFoundError(ErrorCode.ChunkNotFound, `chunk ${d} is not in the memory mirror`);
+    return {
+      has: async (d) => chunks.has(d) || (fallback ? fallback.has(d) : false),
+      missing: async (ds) => {
+        const rest = [...new Set(ds)].filter((d) => !chunks.has(d));
+        return fallback ? fallback.missing(rest) : rest;
+      },
+      get: async (d) => {
+        const b = chunks.get(d);
+        if (b) return b;
+        if (fallback) return fallback.get(d);
+        throw notHere(d);
+      },
+      put: async (d, data) => (fallback ? fallback.put(d, data) : Promise.reject(notHere(d))),
+      retain: async () => undefined,
+      release: async () => undefined,
+      gc: async () => ({ chunks: 0, bytes: 0 }),
+      usage: async () => ({ chunks: chunks.size, bytes: chunks.size * PAGE_SIZE }),
+    };
+  }
+}

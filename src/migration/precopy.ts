@@ -1,0 +1,166 @@
+/**
+ * Pre-copy rounds: while the container runs, its memory is read through /proc (no soft-dirty
+ * bit needed), the pages that changed since the last round are found by comparing their bytes,
+ * and the chunks the destination lacks are sent, round after round, until a convergence rule
+ * says the final phase will be short. Then the engine freezes and dumps the container; the
+ * final snapshot names every page the destination already holds by its digest without hashing
+ * it (exact byte comparison against the round's copy), and the final offer is a delta against
+ * the last round's manifest, so only the pages written since that round cross while stopped.
+ */
+import { join } from 'node:path';
+import type { Clock } from '../core/clock.js';
+import type { ChunkStore, Digest, Manifest } from '../core/chunks.js';
+import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
+import type { RoundReport } from '../core/migration.js';
+import type { ContainerRuntime } from '../core/runtime.js';
+import {
+  DecayedFrequencyPredictor,
+  NoPredictor,
+  decideNextRound,
+  type ConvergenceLimits,
+  type Decision,
+  type RoundStats,
+} from '../memory/index.js';
+import { readPagesLayouts } from '../memory/criu-pagemap.js';
+import { MemoryMirror } from '../memory/memory-mirror.js';
+import { containerProcesses } from '../memory/process-memory.js';
+import type { MoveStats, StateMover } from './engine.js';
+
+/** What the rounds need from the engine. */
+export interface PrecopyContext {
+  id: string;
+  name: string;
+  runtime: ContainerRuntime;
+  mover: StateMover;
+  transfer: { host: string; port: number };
+  limits: ConvergenceLimits;
+  predict: boolean;
+  clock: Clock;
+  /** Called before each round starts (fault injection, progress). */
+  beforeRound?: (round: number) => void;
+  /** Called after each round with its report. */
+  onRound?: (r: RoundReport, d: Decision) => void;
+}
+
+/** The rounds' outcome, and what the final phase needs from them. */
+export interface PrecopyResult {
+  rounds: RoundReport[];
+  stopReason: string;
+  /** Byte totals of the rounds. */
+  moved: MoveStats[];
+  /** The last round's manifest, as the destination names it (the final offer's base). */
+  base: { name: string; manifest: Manifest } | undefined;
+  /** Snapshot hook: the digest the destination already holds for a page of the final dump. */
+  knownChunk: (
+    checkpointDir: string,
+  ) => Promise<(rel: string, offset: number, data: Buffer) => Digest | undefined>;
+  /** Chunk source for the final send: the mirror's pages, then `fallback`. */
+  source(fallback: ChunkStore): ChunkStore;
+}
+
+/** Runs pre-copy rounds until a convergence rule stops them. */
+export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResult> {
+  const mirror = new MemoryMirror(
+    `memory:${ctx.name}`,
+    ctx.predict ? new DecayedFrequencyPredictor() : new NoPredictor(),
+    ctx.clock,
+  );
+  const rounds: RoundReport[] = [];
+  const history: RoundStats[] = [];
+  const moved: MoveStats[] = [];
+  let base: PrecopyResult['base'];
+  const t0 = ctx.clock.monotonic();
+  let stopReason = '';
+  let flush = false;
+  for (let n = 0; ; n++) {
+    ctx.beforeRound?.(n);
+    const started = ctx.clock.monotonic();
+    const info = await ctx.runtime.inspect(ctx.name);
+    if (info.pid === undefined) {
+      throw new FailedPreconditionError(
+        ErrorCode.ContainerNotRunning,
+        `${ctx.name} stopped during pre-copy (round ${n})`,
+      );
+    }
+    const scan = await mirror.scan(await containerProcesses(info.pid), { holdBack: !flush });
+    const sessionId = `${ctx.id}.r${n}`;
+    const tx0 = ctx.clock.monotonic();
+    const st = await ctx.mover.send({
+      host: ctx.transfer.host,
+      port: ctx.transfer.port,
+      sessionId,
+      manifest: scan.manifest,
+      ...(base ? { base } : {}),
+      source: mirror.chunkSource(),
+    });
+    const transferMs = ctx.clock.monotonic() - tx0;
+    base = { name: sessionId, manifest: scan.manifest };
+    moved.push(st);
+    const durationMs = ctx.clock.monotonic() - started;
+    const considered = scan.dirtyPages + scan.unsentPages;
+    history.push({
+      round: n,
+      durationMs,
+      dirtyPages: considered,
+      heldBackPages: scan.heldBackPages,
+      sentBytes: st.rawBytesSent,
+      wireBytes: st.wireBytes,
+    });
+    const d = decideNextRound(history, ctx.limits, { elapsedMs: ctx.clock.monotonic() - t0 });
+    const r: RoundReport = {
+      round: n,
+      pagesScanned: scan.pagesScanned,
+      dirtyPages: scan.dirtyPages,
+      heldBackPages: scan.heldBackPages,
+      bytesLogical: st.logicalBytes,
+      bytesSent: st.rawBytesSent,
+      bytesWire: st.wireBytes,
+      scanMs: scan.scanMs,
+      transferMs: Math.round(transferMs),
+      durationMs: Math.round(durationMs),
+      predictedFinalMs: Math.round(d.predictedFinalMs),
+      ...(flush ? { flush: true } : {}),
+    };
+    rounds.push(r);
+    ctx.onRound?.(r, d);
+    if (flush) break;
+    if (!d.proceed) {
+      stopReason = d.reason ?? 'stopped';
+      // Pages held back on a prediction are sent in one more round rather than while stopped:
+      // prediction may save bytes, never add downtime.
+      if (scan.heldBackPages > 0 && d.reason !== 'max-total-time') {
+        flush = true;
+        continue;
+      }
+      break;
+    }
+  }
+  return {
+    rounds,
+    stopReason,
+    moved,
+    base,
+    knownChunk: async (checkpointDir) => {
+      const layouts = await readPagesLayouts(join(checkpointDir, 'criu'));
+      const byFile = new Map(layouts.map((l) => [`criu/${l.file}`, l]));
+      return (rel, offset, data) => {
+        const l = byFile.get(rel);
+        if (l === undefined) return undefined;
+        // Runs ascend by file offset: binary search for the last run starting at or before offset.
+        let lo = 0;
+        let hi = l.runs.length - 1;
+        while (lo < hi) {
+          const mid = (lo + hi + 1) >> 1;
+          if ((l.runs[mid] as { fileOffset: number }).fileOffset <= offset) lo = mid;
+          else hi = mid - 1;
+        }
+        const run = l.runs[lo];
+        if (run === undefined || offset < run.fileOffset) return undefined;
+        const rel0 = offset - run.fileOffset;
+        if (rel0 >= run.nrPages * 4096) return undefined;
+        return mirror.knownDigest(l.vpid, run.vaddr + rel0, data);
+      };
+    },
+    source: (fallback) => mirror.chunkSource(fallback),
+  };
+}
