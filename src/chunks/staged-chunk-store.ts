@@ -80,13 +80,19 @@ export class StagedChunkStore implements ChunkStore {
 
   /**
    * Writes staged chunks to the durable store and drops them from memory; with `only`,
-   * just those digests (a manifest's), leaving other migrations' chunks staged.
+   * just those digests (a manifest's), leaving other migrations' chunks staged. `pace` is
+   * awaited before each chunk.
    */
-  async flush(only?: readonly Digest[]): Promise<{ chunks: number; bytes: number }> {
+  async flush(
+    only?: readonly Digest[],
+    opts: { pace?: () => Promise<void> } = {},
+  ): Promise<{ chunks: number; bytes: number }> {
     let chunks = 0;
     let bytes = 0;
     const todo = only ? only.filter((d) => this.staged.has(d)) : [...this.staged.keys()];
     for (const d of todo) {
+      // `pace` lets the caller pause the flush (e.g. while a migration is stopped).
+      if (opts.pace) await opts.pace();
       const data = this.staged.get(d);
       if (!data) continue;
       if (!(await this.durable.has(d))) {

@@ -134,6 +134,7 @@ export class MemoryMirror {
         : this.predictor.holdBack(candidates.map((s) => s.index));
     let newChunks = 0;
     let newChunkBytes = 0;
+    const counted = new Set<Digest>();
     for (const s of candidates) {
       if (hold.has(s.index)) continue;
       if (isZero(s.data)) {
@@ -142,7 +143,8 @@ export class MemoryMirror {
       }
       const d = digestOf(s.data);
       s.digest = d;
-      if (!this.chunks.has(d)) {
+      if (!this.chunks.has(d) && !counted.has(d)) {
+        counted.add(d);
         newChunks++;
         newChunkBytes += PAGE_SIZE;
       }

@@ -118,6 +118,8 @@ export interface MigrationEngineOptions {
   hostLabel: string;
   log: Logger;
   clock?: Clock;
+  /** Held while a migration runs, so background work (chunk persistence) waits. */
+  quiet?: { hold(): () => void };
   /** Accept `faults` in requests (tests; the agent enables it with GODWIT_FAULT_INJECTION=1). */
   allowFaults?: boolean;
 }
@@ -289,6 +291,7 @@ export class MigrationEngine {
       void save();
     };
     await mkdir(workDir, { recursive: true });
+    const release = this.opts.quiet?.hold() ?? ((): void => undefined);
     let checkpointed = false;
     let restoreAsked = false;
     let downtimeStart = 0;
@@ -458,6 +461,7 @@ export class MigrationEngine {
       );
       report.downtimeMs = round1(rec.now() - downtimeStart);
 
+      release();
       // ---- Restored on the destination: the point of no return. From here on the ----
       // ---- destination owns the container; nothing below may resume the source.    ----
       await rec
@@ -494,6 +498,7 @@ export class MigrationEngine {
       if (manifest) mover.drop?.(manifest);
       await this.rollback(report, rec, peer, { checkpointed, restoreAsked, checkpointDir });
     } finally {
+      release();
       if (report.committed) report.outcome = 'committed';
       report.totalMs = rec.now();
       delete report.progress;

@@ -7,7 +7,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
-import type { Manifest } from '../core/chunks.js';
+import type { Digest, Manifest } from '../core/chunks.js';
 import { AlreadyExistsError, ErrorCode, FailedPreconditionError, NotFoundError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { ContainerRuntime } from '../core/runtime.js';
@@ -19,6 +19,16 @@ export interface IncomingState {
   completed(sessionId: string): Promise<Manifest | undefined>;
   /** Writes the manifest's tree into `dir` from the local chunk store. */
   materialize(manifest: Manifest, dir: string): Promise<void>;
+  /**
+   * Like `materialize`, while the chunks in `missing` are still arriving: reading one waits for
+   * it (or fails once `signal` aborts).
+   */
+  materializeArriving?(
+    manifest: Manifest,
+    dir: string,
+    missing: ReadonlySet<Digest>,
+    signal: AbortSignal,
+  ): Promise<void>;
   /** Keeps a manifest's chunks (reusable state) under `name`; drops the session's own hold. */
   keep(name: string, manifest: Manifest, sessionId: string): Promise<void>;
   /** Drops what a session holds (after an aborted migration). */
@@ -33,6 +43,8 @@ export interface IncomingOptions {
   transfer: { host: string; port: number };
   /** Working directory (`<state>/migrations/incoming`). */
   dir: string;
+  /** Held while a checkpoint is reassembled and restored, so background work waits. */
+  quiet?: { hold(): () => void };
   /** Where checkpoints are reassembled (`<scratch>/<id>/checkpoint`); default `dir`. */
   scratchDir?: string;
   log: Logger;
@@ -46,9 +58,24 @@ interface IncomingRecord {
   restored?: boolean;
 }
 
+/** How long an early reassembly may wait for its chunks. */
+const PREBUILD_TIMEOUT_MS = 15 * 60_000;
+
+/** A reassembly started when the final transfer was offered. */
+interface Prebuild {
+  manifest: Manifest;
+  done: Promise<{ ok: boolean; ms: number }>;
+  abort: AbortController;
+}
+
 /** Destination-side handling of incoming migrations. */
 export class IncomingMigrations {
   private readonly clock: Clock;
+  private readonly prebuilds = new Map<string, Prebuild>();
+  /** Restores in progress: `finish` waits for them before it decides what to remove. */
+  private readonly restoring = new Map<string, Promise<unknown>>();
+  /** Migrations finished here since the agent started: a late restore must not run. */
+  private readonly finished = new Set<string>();
 
   constructor(private readonly opts: IncomingOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -78,6 +105,32 @@ export class IncomingMigrations {
     return { transfer: this.opts.transfer };
   }
 
+  /**
+   * The transfer of migration `id`'s checkpoint was offered: start reassembling it now, while
+   * the `missing` chunks arrive (restore then waits for this instead of starting over). Only for
+   * a prepared migration, once; failures here are not errors (restore reassembles again).
+   */
+  offered(id: string, manifest: Manifest, missing: readonly Digest[]): void {
+    const materializeArriving = this.opts.state.materializeArriving;
+    if (!materializeArriving || this.prebuilds.has(id)) return;
+    const abort = new AbortController();
+    // A source that vanished without finishing leaves no reassembly waiting forever.
+    setTimeout(() => abort.abort(new Error('early reassembly timed out')), PREBUILD_TIMEOUT_MS).unref();
+    const dir = this.checkpointDir(id);
+    const done = (async (): Promise<{ ok: boolean; ms: number }> => {
+      const record = await this.record(id).catch(() => undefined);
+      if (!record || record.restored) return { ok: false, ms: 0 };
+      const t0 = this.clock.monotonic();
+      await rm(dir, { recursive: true, force: true });
+      await materializeArriving.call(this.opts.state, manifest, dir, new Set(missing), abort.signal);
+      return { ok: true, ms: this.clock.monotonic() - t0 };
+    })().catch((err: unknown) => {
+      if (!abort.signal.aborted) this.opts.log.warn('early reassembly failed', { id, err: String(err) });
+      return { ok: false, ms: 0 };
+    });
+    this.prebuilds.set(id, { manifest, done, abort });
+  }
+
   /** Reassembles the checkpoint from the completed transfer and restores it as `name`. */
   async restore(
     id: string,
@@ -98,11 +151,53 @@ export class IncomingMigrations {
         `the transfer of migration ${id} is not complete`,
       );
     }
+    if (this.finished.has(id) || this.restoring.has(id)) {
+      throw new FailedPreconditionError(
+        ErrorCode.InvalidState,
+        `migration ${id} is ${this.finished.has(id) ? 'already finished' : 'being restored'} here`,
+      );
+    }
+    const release = this.opts.quiet?.hold() ?? ((): void => undefined);
+    const run = this.reassembleAndRestore(id, name, record, manifest, tIn);
+    this.restoring.set(
+      id,
+      run.catch(() => undefined),
+    );
+    try {
+      return await run;
+    } finally {
+      this.restoring.delete(id);
+      release();
+    }
+  }
+
+  private async reassembleAndRestore(
+    id: string,
+    name: string,
+    record: IncomingRecord,
+    manifest: Manifest,
+    tIn: number,
+  ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
     const dir = this.checkpointDir(id);
-    await rm(dir, { recursive: true, force: true });
     const t0 = this.clock.monotonic();
-    await this.opts.state.materialize(manifest, dir);
+    // Reassembled already, while the last chunks arrived? Then only the wait counts here.
+    const pre = this.prebuilds.get(id);
+    const early = pre && pre.manifest === manifest ? await pre.done : undefined;
+    if (!early?.ok) {
+      pre?.abort.abort();
+      await pre?.done;
+      await rm(dir, { recursive: true, force: true });
+      await this.opts.state.materialize(manifest, dir);
+    }
+    this.prebuilds.delete(id);
     const materializeMs = this.clock.monotonic() - t0;
+    // The source may have given up meanwhile (finish): then nothing may start here.
+    if (this.finished.has(id)) {
+      throw new FailedPreconditionError(
+        ErrorCode.InvalidState,
+        `migration ${id} was finished during its restore`,
+      );
+    }
     const t1 = this.clock.monotonic();
     const res = await this.opts.runtime.restore({ dir, name });
     const restoreMs = this.clock.monotonic() - t1;
@@ -114,6 +209,7 @@ export class IncomingMigrations {
       restoreMs,
       runtimeRestoreMs: res.durationMs,
       materializeMs,
+      earlyReassemblyMs: early?.ok ? Math.round(early.ms) : undefined,
       lookupMs: t0 - tIn,
     });
     return { name, pid: res.pid, restoreMs, materializeMs };
@@ -125,6 +221,15 @@ export class IncomingMigrations {
    * restored it. Idempotent; an unknown id is fine (nothing to do).
    */
   async finish(id: string, committed: boolean): Promise<{ removedContainer: boolean }> {
+    this.finished.add(id);
+    const pre = this.prebuilds.get(id);
+    if (pre) {
+      pre.abort.abort();
+      await pre.done;
+      this.prebuilds.delete(id);
+    }
+    // A restore still running decides whether there is a container to remove: wait for it.
+    await this.restoring.get(id);
     const record = await this.record(id).catch(() => undefined);
     let removedContainer = false;
     if (record && !committed && record.restored) {

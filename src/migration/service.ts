@@ -7,7 +7,7 @@ import { readdir, rm, statfs } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AgentClient } from '../agent/client.js';
 import type { Route } from '../agent/server.js';
-import type { Manifest } from '../core/chunks.js';
+import type { Digest, Manifest } from '../core/chunks.js';
 import type { Logger } from '../core/logger.js';
 import type { ContainerRuntime } from '../core/runtime.js';
 import {
@@ -21,6 +21,8 @@ import { completedManifest, sendManifest, startTransferServer } from '../transfe
 import { MigrationEngine, type StateMover } from './engine.js';
 import { IncomingMigrations, type IncomingState } from './incoming.js';
 import { AgentMigrationPeer } from './peer.js';
+import { ArrivalStore } from './prebuild.js';
+import { QuietGate } from './quiet-gate.js';
 import { migrationRoutes } from './routes.js';
 
 /**
@@ -94,9 +96,10 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
   // chunks reach the disk in the background after commit; until then they are served from
   // memory, and if the agent stops first they are simply not kept (a cache, never the only copy).
   let flushing: Promise<void> = Promise.resolve();
+  const quiet = new QuietGate();
   const persist = (manifest: Manifest): void => {
     flushing = flushing
-      .then(() => store.flush(manifestDigests(manifest)))
+      .then(() => store.flush(manifestDigests(manifest), { pace: () => quiet.wait() }))
       .then(
         (r) => log.info('chunks persisted', { label: manifest.label, ...r }),
         (err: unknown) => log.warn('cannot persist chunks', { label: manifest.label, err: String(err) }),
@@ -142,6 +145,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     ...(scratch ? { scratchDir: join(scratch, 'out') } : {}),
     hostLabel: opts.hostLabel,
     log,
+    quiet,
     allowFaults: process.env['GODWIT_FAULT_INJECTION'] === '1',
   });
   // Migrations a killed agent left half-way are settled before this one serves anything.
@@ -150,7 +154,17 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
   let server: Awaited<ReturnType<typeof startTransferServer>> | undefined;
   let incoming: IncomingMigrations | undefined;
   if (opts.transferListen) {
-    server = await startTransferServer({ store, listen: opts.transferListen, dataDir: transferDataDir, log });
+    const arrivals = new ArrivalStore(store);
+    let onOffer: (sessionId: string, manifest: Manifest, missing: readonly Digest[]) => void = () =>
+      undefined;
+    server = await startTransferServer({
+      store: arrivals,
+      listen: opts.transferListen,
+      dataDir: transferDataDir,
+      log,
+      // A migration's checkpoint travels as the session named after it (rounds are `ID.rN`).
+      onOffer: (sessionId, manifest, missing) => onOffer(sessionId, manifest, missing),
+    });
     const transfer = server;
     // Pre-copy rounds of migration ID are transfer sessions `ID.rN`; they end with the migration.
     const dropRounds = async (sessionId: string, keep: ReadonlySet<string>): Promise<void> => {
@@ -168,6 +182,8 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     const state: IncomingState = {
       completed: (sessionId) => transfer.completed(sessionId),
       materialize: (manifest: Manifest, dir: string) => materialize(manifest, store, dir),
+      materializeArriving: (manifest, dir, missing, signal) =>
+        materialize(manifest, arrivals.awaiting(missing, signal), dir),
       keep: async (name, manifest, sessionId) => {
         await store.retain(name, manifest);
         persist(manifest);
@@ -188,9 +204,14 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       state,
       transfer: { host: server.address, port: server.port },
       dir: incomingDir,
+      quiet,
       ...(scratch ? { scratchDir: join(scratch, 'in') } : {}),
       log,
     });
+    const inc = incoming;
+    onOffer = (sessionId, manifest, missing) => {
+      if (!/\.r\d+$/.test(sessionId)) inc.offered(sessionId, manifest, missing);
+    };
   }
   const peers = new Map<string, AgentClient>();
   const routes = migrationRoutes({

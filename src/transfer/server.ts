@@ -63,6 +63,11 @@ export interface TransferServerOptions {
   maxOfferBytes?: number;
   /** Parallel connections per session. Default 16. */
   maxStreamsPerSession?: number;
+  /**
+   * Called once per session when its manifest is first known, with the chunks the store lacks
+   * (e.g. to start reassembling while they arrive). Must not throw.
+   */
+  onOffer?: (sessionId: string, manifest: Manifest, missing: readonly Digest[]) => void;
   clock?: Clock;
 }
 
@@ -213,6 +218,8 @@ class Session {
   storedSinks = new Set<Set<Digest>>();
   connections = new Set<ConnState>();
   complete = false;
+  /** `onOffer` was called. */
+  announced = false;
   finalizing: Promise<void> | undefined;
   chunksReceived = 0;
   rawBytesReceived = 0;
@@ -487,6 +494,10 @@ class Receiver {
     // Chunks from other connections stored while the store was asked are not missing.
     if (stored.size > 0) missing = missing.filter((d) => !stored.has(d));
     session.missing = new Set(missing);
+    if (!session.announced) {
+      session.announced = true;
+      this.opts.onOffer?.(session.id, session.manifest, missing);
+    }
     this.log.info('transfer offer', {
       sessionId: session.id,
       stream: state.stream,
@@ -514,7 +525,13 @@ class Receiver {
         `the base of the offered manifest delta, transfer session ${JSON.stringify(delta.base.slice(0, 130))}, is not complete here`,
       );
     }
-    return parseManifest(applyManifestDelta(delta, base), { maxChunkSize: this.maxChunkSize });
+    // A delta expands to no more references than a whole manifest within the offer limit
+    // could hold (each reference is at least ~64 bytes of JSON there).
+    const maxRefs = Math.floor(this.maxOfferBytes / 64);
+    return parseManifest(applyManifestDelta(delta, base, maxRefs), {
+      maxChunkSize: this.maxChunkSize,
+      maxChunkRefs: maxRefs,
+    });
   }
 
   private async onChunk(

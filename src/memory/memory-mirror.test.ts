@@ -1,0 +1,259 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface, type Interface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { PAGE_SIZE, type Manifest } from '../core/chunks.js';
+import { ErrorCode, NotFoundError } from '../core/errors.js';
+import { digestOf, isZero, manifestDigests, MemoryChunkStore, parseManifest } from '../chunks/index.js';
+import { MemoryMirror } from './memory-mirror.js';
+import { DecayedFrequencyPredictor, NoPredictor } from './predictor.js';
+import { containerProcesses, readProcessPages, type ContainerProcess } from './process-memory.js';
+
+const MiB = 1024 * 1024;
+const BUFFER_PAGES = (8 * MiB) / PAGE_SIZE;
+/** Every page of the child's buffer starts with this marker and its page number. */
+const MARKER = 'GODWIT-MIRROR-TEST-PAGE';
+
+/**
+ * The child: an 8 MiB buffer of distinct, non-zero pages (marker, page number, a fill byte);
+ * `dirty N` rewrites pages 0 … N−1 (marker and number kept, the rest new random bytes).
+ */
+const CHILD = `
+const { randomFillSync } = require('node:crypto');
+const PAGE = ${PAGE_SIZE};
+const buf = Buffer.alloc(${8 * MiB});
+for (let i = 0; i < ${BUFFER_PAGES}; i++) {
+  const p = buf.subarray(i * PAGE, (i + 1) * PAGE);
+  p.fill(1 + (i % 251));
+  p.write(${JSON.stringify(MARKER)}, 0, 'latin1');
+  p.writeUInt32LE(i, ${MARKER.length});
+}
+globalThis.keep = buf;
+const rl = require('node:readline').createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  const m = /^dirty (\\d+)$/.exec(line);
+  if (m) {
+    for (let i = 0; i < Number(m[1]); i++) randomFillSync(buf, i * PAGE + 64, PAGE - 64);
+  }
+  process.stdout.write('done\\n');
+});
+process.stdout.write('ready\\n');
+`;
+
+interface Child {
+  proc: ChildProcessWithoutNullStreams;
+  lines: Interface;
+  next(): Promise<string>;
+}
+
+async function startChild(): Promise<Child> {
+  const proc = spawn(process.execPath, ['-e', CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines = createInterface({ input: proc.stdout });
+  const queue: string[] = [];
+  const waiters: ((l: string) => void)[] = [];
+  lines.on('line', (l) => {
+    const w = waiters.shift();
+    if (w) w(l);
+    else queue.push(l);
+  });
+  const next = (): Promise<string> => {
+    const l = queue.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('child did not answer')), 5000);
+      waiters.push((x) => {
+        clearTimeout(timer);
+        resolve(x);
+      });
+    });
+  };
+  const child = { proc, lines, next };
+  assert.equal(await child.next(), 'ready');
+  return child;
+}
+
+async function dirty(child: Child, n: number): Promise<void> {
+  child.proc.stdin.write(`dirty ${n}\n`);
+  assert.equal(await child.next(), 'done');
+}
+
+async function stopChild(child: Child | undefined): Promise<void> {
+  if (child === undefined || child.proc.exitCode !== null || child.proc.signalCode !== null) return;
+  const exited = once(child.proc, 'exit');
+  child.proc.kill('SIGKILL');
+  await exited;
+}
+
+const MARKER_BYTES = Buffer.from(MARKER, 'latin1');
+
+/**
+ * The child's buffer as currently in its memory: for each of its logical pages n, the memory
+ * page holding n's marker, with that page's address and bytes. The buffer need not start on a
+ * page boundary (malloc puts a header before a large block), so the marker is looked for at
+ * any offset and a memory page also holds the tail of logical page n − 1.
+ */
+async function bufferPages(pid: number): Promise<Map<number, { vaddr: number; data: Buffer }>> {
+  const out = new Map<number, { vaddr: number; data: Buffer }>();
+  await readProcessPages(pid, (vaddr, data) => {
+    for (let off = 0; off < data.length; off += PAGE_SIZE) {
+      const page = data.subarray(off, off + PAGE_SIZE);
+      const at = page.indexOf(MARKER_BYTES);
+      if (at < 0 || at + 64 > PAGE_SIZE) continue;
+      const n = page.readUInt32LE(at + MARKER_BYTES.length);
+      // Bytes 27 … 63 of a logical page keep the fill byte even when rewritten: anything else
+      // holding the marker (V8's copy of the script source) is not a page of the buffer.
+      if (n < BUFFER_PAGES && page[at + 48] === 1 + (n % 251)) {
+        out.set(n, { vaddr: vaddr + off, data: Buffer.from(page) });
+      }
+    }
+  });
+  return out;
+}
+
+function memoryEntry(m: Manifest, vpid: number): Extract<Manifest['entries'][number], { type: 'file' }> {
+  const e = m.entries.find((x) => x.path === `memory/${vpid}`);
+  assert.ok(e !== undefined && e.type === 'file', `manifest has memory/${vpid}`);
+  return e;
+}
+
+describe('MemoryMirror on a live process', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, () => {
+  let child: Child | undefined;
+  let procs: ContainerProcess[];
+
+  before(async () => {
+    child = await startChild();
+    procs = await containerProcesses(child.proc.pid as number);
+  });
+  after(async () => {
+    await stopChild(child);
+  });
+
+  it('finds the process (vpid = pid outside a pid namespace)', () => {
+    assert.equal(procs.length, 1);
+    assert.equal(procs[0]?.pid, child?.proc.pid);
+    assert.ok(Number.isInteger(procs[0]?.vpid) && (procs[0]?.vpid ?? 0) > 0);
+  });
+
+  it('scans everything in round 0 and then only the dirtied pages; knows digests of exact bytes', async () => {
+    const c = child as Child;
+    const vpid = (procs[0] as ContainerProcess).vpid;
+    const mirror = new MemoryMirror('test', new NoPredictor());
+    const r0 = await mirror.scan(procs);
+    assert.equal(r0.round, 0);
+    assert.ok(r0.pagesScanned >= BUFFER_PAGES, `${r0.pagesScanned} pages scanned`);
+    assert.equal(r0.dirtyPages, r0.pagesScanned, 'round 0: every page is new');
+    assert.equal(r0.heldBackPages, 0);
+    assert.equal(mirror.pages, r0.pagesScanned);
+    assert.ok(r0.newChunks >= BUFFER_PAGES, `${r0.newChunks} new chunks`);
+    assert.equal(r0.newChunkBytes, r0.newChunks * PAGE_SIZE);
+    assert.equal(r0.manifest.label, 'test:round-0');
+    const e0 = memoryEntry(parseManifest(r0.manifest), vpid);
+    assert.equal(e0.size, r0.pagesScanned * PAGE_SIZE, 'every page is in the manifest');
+
+    // Every page of the buffer was seen, at its address, with its digest.
+    const pages = await bufferPages(c.proc.pid as number);
+    assert.equal(pages.size, BUFFER_PAGES);
+    const p500 = pages.get(500);
+    assert.ok(p500);
+    assert.equal(mirror.knownDigest(vpid, p500.vaddr, p500.data), digestOf(p500.data));
+    assert.ok(manifestDigests(r0.manifest).includes(digestOf(p500.data)));
+    const changed = Buffer.from(p500.data);
+    changed.writeUInt8(changed.readUInt8(PAGE_SIZE - 1) ^ 0xff, PAGE_SIZE - 1);
+    assert.equal(mirror.knownDigest(vpid, p500.vaddr, changed), undefined);
+    assert.equal(mirror.knownDigest(vpid + 1_000_000, p500.vaddr, p500.data), undefined, 'unknown process');
+    assert.equal(mirror.knownDigest(vpid, p500.vaddr + PAGE_SIZE, p500.data), undefined, 'another page');
+
+    // Dirty 100 pages of the buffer: the next scan finds them (and a little of Node's own heap).
+    await dirty(c, 100);
+    const r1 = await mirror.scan(procs);
+    assert.equal(r1.round, 1);
+    assert.ok(r1.dirtyPages >= 100 && r1.dirtyPages < 2000, `${r1.dirtyPages} dirty pages`);
+    assert.ok(r1.newChunks >= 100 && r1.newChunks <= r1.dirtyPages, `${r1.newChunks} new chunks`);
+    assert.equal(r1.heldBackPages, 0);
+    assert.equal(r1.unsentPages, 0);
+    const after1 = await bufferPages(c.proc.pid as number);
+    const p0old = pages.get(0);
+    const p0 = after1.get(0);
+    assert.ok(p0 && p0old);
+    assert.equal(p0.vaddr, p0old.vaddr);
+    assert.notDeepEqual(p0.data, p0old.data, 'page 0 was rewritten');
+    assert.equal(mirror.knownDigest(vpid, p0.vaddr, p0.data), digestOf(p0.data), 'the new content');
+    assert.equal(mirror.knownDigest(vpid, p0old.vaddr, p0old.data), undefined, 'not the old content');
+    const p99 = after1.get(99);
+    const p101 = after1.get(101);
+    assert.ok(p99 && p101);
+    assert.notDeepEqual(p99.data, pages.get(99)?.data);
+    // (The memory page of logical page 100 may hold the rewritten tail of page 99.)
+    assert.deepEqual(p101.data, pages.get(101)?.data, 'page 101 was not touched');
+    assert.equal(mirror.knownDigest(vpid, p101.vaddr, p101.data), digestOf(p101.data));
+    const m1 = manifestDigests(r1.manifest);
+    assert.ok(m1.includes(digestOf(p0.data)));
+    assert.ok(!m1.includes(digestOf(p0old.data)), 'the old content of page 0 left the manifest');
+
+    // chunkSource: the last round's chunks, and `missing` lists only what it lacks.
+    const source = mirror.chunkSource();
+    const d0 = digestOf(p0.data);
+    assert.deepEqual(await source.get(d0), p0.data);
+    assert.equal(await source.has(d0), true);
+    for (const d of m1.slice(0, 50)) assert.equal(digestOf(await source.get(d)), d);
+    const unknown = digestOf(Buffer.from('not a page of the child'));
+    const old = digestOf(p0old.data);
+    assert.deepEqual(await source.missing([d0, unknown, m1[1] as string, unknown, old]), [unknown, old]);
+    assert.deepEqual(await source.missing(m1), []);
+    assert.equal(await source.has(unknown), false);
+    await assert.rejects(
+      source.get(unknown),
+      (err: unknown) => err instanceof NotFoundError && err.code === ErrorCode.ChunkNotFound,
+    );
+    const usage = await source.usage();
+    assert.equal(usage.chunks, m1.length);
+    // With a fallback store, chunks the mirror lacks come from there.
+    const fallback = new MemoryChunkStore();
+    const extra = Buffer.from('fallback chunk');
+    await fallback.put(digestOf(extra), extra);
+    const layered = mirror.chunkSource(fallback);
+    assert.deepEqual(await layered.get(digestOf(extra)), extra);
+    assert.deepEqual(await layered.missing([d0, digestOf(extra), unknown]), [unknown]);
+    assert.deepEqual(await layered.get(d0), p0.data);
+
+    // Zero pages are zero runs, never chunks.
+    const entry = memoryEntry(r1.manifest, vpid);
+    for (const ref of entry.chunks ?? []) {
+      if ('digest' in ref) assert.equal(isZero(await source.get(ref.digest)), false);
+    }
+  });
+
+  it('holds back pages dirtied every round with a DecayedFrequencyPredictor, and not with holdBack: false', async () => {
+    const c = child as Child;
+    const vpid = (procs[0] as ContainerProcess).vpid;
+    const mirror = new MemoryMirror('predict', new DecayedFrequencyPredictor());
+    const r0 = await mirror.scan(procs);
+    assert.equal(r0.heldBackPages, 0);
+    const held: number[] = [];
+    for (let round = 1; round <= 4; round++) {
+      await dirty(c, 100);
+      const r = await mirror.scan(procs);
+      assert.ok(r.dirtyPages >= 100, `round ${round}: ${r.dirtyPages} dirty`);
+      held.push(r.heldBackPages);
+    }
+    // Round 1 has no history yet; by the last round the 100 pages written every round are held.
+    assert.equal(held[0], 0, `held back per round: ${held.join(', ')}`);
+    assert.ok((held[3] ?? 0) >= 50, `held back per round: ${held.join(', ')}`);
+    // A held-back page is not in the round's manifest, and the mirror does not claim it.
+    const pages = await bufferPages(c.proc.pid as number);
+    const p0 = pages.get(0);
+    assert.ok(p0);
+    assert.equal(mirror.knownDigest(vpid, p0.vaddr, p0.data), undefined, 'page 0 was held back');
+
+    await dirty(c, 100);
+    const all = await mirror.scan(procs, { holdBack: false });
+    assert.equal(all.heldBackPages, 0);
+    assert.ok(all.dirtyPages >= 100);
+    const now = await bufferPages(c.proc.pid as number);
+    const q0 = now.get(0);
+    assert.ok(q0);
+    assert.equal(mirror.knownDigest(vpid, q0.vaddr, q0.data), digestOf(q0.data), 'page 0 is sent now');
+    assert.equal(memoryEntry(all.manifest, vpid).size, all.pagesScanned * PAGE_SIZE, 'nothing held back');
+  });
+});
