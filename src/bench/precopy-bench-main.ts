@@ -3,11 +3,13 @@
  *
  * On a fresh 2-host testbed with a client, a memload service holding MIB MiB (30 % zero, 30 %
  * repeated, 40 % random pages) rewrites DIRTY MB/s within a HOT MiB hot set while the client
- * probes it. Each repetition measures, in this order, with the probe running:
- *  - the floor: a local checkpoint + restore of the same container on its host (no transfer);
- *  - cold migration to the other host;
- *  - pre-copy with prediction off, back;
- *  - pre-copy with prediction on, over again;
+ * probes it. Each repetition measures, in this order, with the probe running, each on a fresh
+ * service (a new seed, so new memory content: every move is a first trip, the destination holds
+ * none of it):
+ *  - the floor: a local checkpoint + restore of the same kind of container on h1 (no transfer);
+ *  - cold migration h1 → h2;
+ *  - pre-copy with prediction off, h1 → h2;
+ *  - pre-copy with prediction on, h1 → h2;
  * so the strategies alternate and machine drift hits all of them. After every move memload
  * verifies its whole memory. Then one pre-copy of a service dirtying faster than the link
  * (--fast-dirty MB/s, default 30) shows where the rounds stop and why.
@@ -67,9 +69,11 @@ interface Sample {
   floor?: { checkpointMs: number; restoreMs: number };
 }
 
-function memloadArgs(dirty: number): string[] {
+function memloadArgs(dirty: number, seed: number): string[] {
   return [
     '/usr/local/bin/godwit-memload',
+    '--seed',
+    String(seed),
     '--mib',
     String(mib),
     '--mix',
@@ -133,33 +137,42 @@ try {
   });
   const hosts = tb.hosts as [TestbedHost, TestbedHost];
   const client = tb.client as { netns: string };
-  const agents = hosts.map((h) => new AgentClient({ socketPath: h.socket }));
+  const agents = hosts.map((h) => new AgentClient({ socketPath: h.socket })) as [AgentClient, AgentClient];
   try {
-    const info = await (agents[0] as AgentClient).run({
-      name: 'w',
-      image: 'busybox',
-      args: memloadArgs(Number(values.dirty)),
-      env: {},
-    });
-    const target = `${info.network?.ip ?? '?'}:8080`;
-    while (!/listening/.test(await (agents[0] as AgentClient).logs('w'))) await sleep(100);
-    let at = 0;
+    // Every measurement starts a fresh service (a new seed: new memory content) on h1, so every
+    // move is a first trip: the destination holds none of its memory yet.
+    let seed = 0;
+    const fresh = async (dirty = Number(values.dirty)): Promise<{ cname: string; target: string }> => {
+      seed++;
+      const cname = `w${seed}`;
+      const info = await agents[0].run({
+        name: cname,
+        image: 'busybox',
+        args: memloadArgs(dirty, seed),
+        env: {},
+      });
+      while (!/listening/.test(await agents[0].logs(cname))) await sleep(100);
+      await sleep(1000);
+      return { cname, target: `${info.network?.ip ?? '?'}:8080` };
+    };
     const migrate = async (
       kind: Kind,
       rep: number,
       req: Omit<MigrationRequest, 'name' | 'to'>,
     ): Promise<void> => {
-      const [from, to] = [hosts[at] as TestbedHost, hosts[1 - at] as TestbedHost];
+      const [from, to] = hosts;
+      const { cname, target } = await fresh();
       log(`-- rep ${rep} ${kind} ${from.name} → ${to.name}`);
       const [report, probe] = await withProbe(client.netns, target, () =>
-        migrateThrough(agents[at] as AgentClient, {
-          name: 'w',
+        migrateThrough(agents[0], {
+          name: cname,
           to: { host: to.address, port: to.port, label: to.name },
           ...req,
         }),
       );
-      if (report.outcome === 'committed') at = 1 - at;
-      const ok = await verify(agents[at] as AgentClient, 'w');
+      const at = report.outcome === 'committed' ? agents[1] : agents[0];
+      const ok = await verify(at, cname);
+      await at.remove(cname, { force: true });
       samples.push({
         kind,
         rep,
@@ -182,19 +195,21 @@ try {
       );
     };
     for (let rep = 1; rep <= reps; rep++) {
-      const host = hosts[at] as TestbedHost;
-      const agent = agents[at] as AgentClient;
+      const host = hosts[0];
+      const agent = agents[0];
       log(`-- rep ${rep} floor on ${host.name}`);
+      const { cname, target } = await fresh();
       const cpDir = `/dev/shm/${name}-floor`;
       const [floor, probe] = await withProbe(client.netns, target, async () => {
         const t0 = performance.now();
-        const cp = await agent.checkpoint('w', { dir: cpDir });
-        await agent.remove('w', { force: true });
-        const rs = await agent.restore({ dir: cpDir, name: 'w' });
+        const cp = await agent.checkpoint(cname, { dir: cpDir });
+        await agent.remove(cname, { force: true });
+        const rs = await agent.restore({ dir: cpDir, name: cname });
         return { checkpointMs: cp.durationMs, restoreMs: rs.durationMs, totalMs: performance.now() - t0 };
       });
       await rm(cpDir, { recursive: true, force: true });
-      const ok = await verify(agent, 'w');
+      const ok = await verify(agent, cname);
+      await agent.remove(cname, { force: true });
       samples.push({
         kind: 'floor',
         rep,
@@ -218,14 +233,10 @@ try {
     // A service that dirties faster than the link: the rounds must stop by rule.
     const fast = Number(values['fast-dirty']);
     log(`-- pre-copy of a service dirtying ${fast} MB/s`);
-    const a = agents[at] as AgentClient;
-    await a.remove('w', { force: true });
-    await a.run({ name: 'f', image: 'busybox', args: memloadArgs(fast), env: {} });
-    while (!/listening/.test(await a.logs('f'))) await sleep(100);
-    const to = hosts[1 - at] as TestbedHost;
-    fastRun = await migrateThrough(a, {
-      name: 'f',
-      to: { host: to.address, port: to.port, label: to.name },
+    const f = await fresh(fast);
+    fastRun = await migrateThrough(agents[0], {
+      name: f.cname,
+      to: { host: hosts[1].address, port: hosts[1].port, label: hosts[1].name },
       strategy: 'precopy',
     });
     log(

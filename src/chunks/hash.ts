@@ -54,10 +54,13 @@ export function digestHex(digest: Digest): string {
 }
 
 const ZERO = Buffer.alloc(1 << 20);
+/** A page of zeros (the common case: no view is made per call). */
+const ZERO_PAGE = ZERO.subarray(0, 4096);
 
 /** True when every byte of `buf` is zero (an empty buffer is all zero). */
 export function isZero(buf: Buffer): boolean {
   const len = buf.length;
+  if (len === ZERO_PAGE.length) return buf.equals(ZERO_PAGE);
   for (let off = 0; off < len; off += ZERO.length) {
     const n = Math.min(ZERO.length, len - off);
     const part = off === 0 && n === len ? buf : buf.subarray(off, off + n);

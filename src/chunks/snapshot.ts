@@ -301,6 +301,10 @@ class Chunker {
           addZero(piece.length);
           continue;
         }
+        if (piece.length <= PAGE_SIZE) {
+          addData(piece, start + off);
+          continue;
+        }
         // Zero pages are recognised page by page, also inside a chunk window: a window is cut
         // into its runs of non-zero pages (chunks) and zero pages (zero runs). Windows stay
         // aligned, so the same content at the same offset always gives the same chunks.

@@ -1,7 +1,8 @@
 /**
- * The live-migration demo: a testbed of two hosts on a shaped link with a client; the
- * counter service runs on h1 while the client probes it; godwit migrates it to h2; the
- * migration report is shown next to what the client saw. Everything is torn down after.
+ * The live-migration demo: a testbed of two hosts on a shaped link with a client; a stateful
+ * service (godwit-memload, or the counter service) runs on h1 while the client probes it;
+ * godwit migrates it to h2 cold and back with pre-copy, and both are shown side by side with
+ * what the client saw. Everything is torn down after.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,26 +10,42 @@ import { join } from 'node:path';
 import { AgentClient } from '../agent/client.js';
 import { migrateThrough } from '../migration/client.js';
 import type { LinkSpec } from '../core/testbed.js';
-import type { MigrationReport } from '../core/migration.js';
+import type { MigrationReport, MigrationStrategy, RoundReport } from '../core/migration.js';
+import type { TestbedHost } from '../core/testbed.js';
+import { formatRoundLine } from '../migration/format.js';
 import { probeInNetns } from '../bench/manual-migration.js';
 import type { ProbeReport } from '../probe/probe.js';
 import { testbedDown, testbedUp } from '../testbed/testbed.js';
+
+/** One move of the demo: the migration report and what the client saw during it. */
+export interface DemoMove {
+  migration: MigrationReport;
+  probe: ProbeReport;
+  /** memload's own check of its whole memory after the move (undefined for counterd). */
+  memoryVerified?: boolean;
+}
 
 /** What the demo measured. */
 export interface MigrationDemoReport {
   link: LinkSpec;
   target: string;
-  migration: MigrationReport;
-  probe: ProbeReport;
-  /** The service answered after the migration, from h2, with its counter continued. */
+  memoryMiB: number;
+  /** h1 → h2 cold, then h2 → h1 with pre-copy. */
+  moves: { cold: DemoMove; precopy: DemoMove };
+  /** Both moves committed, the counter never went back, and memory verified exact after each. */
   ok: boolean;
 }
 
-/** Runs the demo; `godwitBin` is bin/godwit.js (agents and the probe run it). */
+/**
+ * Runs the demo; `godwitBin` is bin/godwit.js (agents and the probe run it). With memoryMiB > 0
+ * the service is godwit-memload holding that much memory and rewriting `dirtyMBps` MB/s of a
+ * hot set (a quarter of it, at most 32 MiB); with 0 it is the counter service.
+ */
 export async function runMigrationDemo(opts: {
   godwitBin: string;
   link: LinkSpec;
   memoryMiB?: number;
+  dirtyMBps?: number;
   onStep?: (line: string) => void;
 }): Promise<MigrationDemoReport> {
   const step = opts.onStep ?? (() => undefined);
@@ -48,49 +65,102 @@ export async function runMigrationDemo(opts: {
     });
     const [h1, h2] = tb.hosts;
     if (!h1 || !h2 || !tb.client) throw new Error('testbed came up without two hosts and a client');
-    const src = new AgentClient({ socketPath: h1.socket });
+    const agents = [new AgentClient({ socketPath: h1.socket }), new AgentClient({ socketPath: h2.socket })];
     try {
       const mib = opts.memoryMiB ?? 0;
+      const dirty = opts.dirtyMBps ?? 2;
+      const hot = Math.max(1, Math.min(32, Math.floor(mib / 4)));
       const args =
         mib > 0
-          ? ['/usr/local/bin/godwit-memload', '--mib', String(mib), '--mix', '30:30:40', '--port', '8080']
+          ? [
+              '/usr/local/bin/godwit-memload',
+              ...['--mib', String(mib), '--mix', '30:30:40', '--pattern', 'hotset'],
+              ...['--hot-mib', String(hot), '--dirty-mib-per-s', String(dirty), '--interval-ms', '100'],
+              ...['--verify-interval-ms', '0', '--port', '8080'],
+            ]
           : ['/usr/local/bin/godwit-counterd', '--port', '8080'];
-      const info = await src.run({ name: 'web', image: 'busybox', args, env: {} });
+      const info = await (agents[0] as AgentClient).run({ name: 'web', image: 'busybox', args, env: {} });
       const target = `${info.network?.ip ?? '?'}:8080`;
       step(
-        `web runs on h1 at ${target}${mib > 0 ? ` holding ${mib} MiB` : ''}; the client probes it every 5 ms`,
+        `web runs on h1 at ${target}` +
+          (mib > 0 ? `, holding ${mib} MiB and rewriting ${dirty} MB/s of a ${hot} MiB hot set` : '') +
+          '; the client probes it every 5 ms',
       );
-      if (mib > 0) await waitFor(async () => /ready mib/.test(await src.logs('web')), 120_000);
-      const probeMs = 4000 + mib * 120;
-      const probe = probeInNetns({
-        bin: opts.godwitBin,
-        netns: tb.client.netns,
+      await waitFor(
+        async () => /listening|ready/.test(await (agents[0] as AgentClient).logs('web')),
+        120_000,
+      );
+      const move = async (from: number, strategy: MigrationStrategy): Promise<DemoMove> => {
+        const to = tb.hosts[1 - from] as TestbedHost;
+        const stop = new AbortController();
+        const probe = probeInNetns({
+          bin: opts.godwitBin,
+          netns: (tb.client as { netns: string }).netns,
+          target,
+          durationMs: 600_000,
+          signal: stop.signal,
+        });
+        probe.catch(() => undefined);
+        await sleep(1500);
+        step(`migrating web h${from + 1} → ${to.name} (${strategy})`);
+        let rounds = 0;
+        const migration = await migrateThrough(
+          agents[from] as AgentClient,
+          { name: 'web', to: { host: to.address, port: to.port, label: to.name }, strategy },
+          {
+            onReport: (r) => {
+              for (; rounds < r.rounds.length; rounds++)
+                step(`  ${formatRoundLine(r.rounds[rounds] as RoundReport)}`);
+            },
+          },
+        );
+        await sleep(1500);
+        stop.abort();
+        const seen = await probe;
+        step(
+          `  ${migration.outcome}: downtime ${migration.downtimeMs ?? '-'} ms, client gap ${seen.longLived.maxGapMs} ms`,
+        );
+        const at = migration.outcome === 'committed' ? 1 - from : from;
+        const memoryVerified = mib > 0 ? await verifyMemory(agents[at] as AgentClient, 'web') : undefined;
+        return { migration, probe: seen, ...(memoryVerified === undefined ? {} : { memoryVerified }) };
+      };
+      const cold = await move(0, 'cold');
+      const precopy = await move(1, 'precopy');
+      const good = (m: DemoMove): boolean =>
+        m.migration.outcome === 'committed' &&
+        m.probe.longLived.counterResets === 0 &&
+        m.probe.fresh.counterResets === 0 &&
+        m.probe.fresh.ok > 0 &&
+        m.memoryVerified !== false;
+      return {
+        link: opts.link,
         target,
-        durationMs: probeMs,
-      });
-      probe.catch(() => undefined);
-      await sleep(1500);
-      step('migrating web h1 → h2 (cold)');
-      const migration = await migrateThrough(src, {
-        name: 'web',
-        to: { host: h2.address, port: h2.port, label: h2.name },
-        strategy: 'cold',
-      });
-      step(`migration ${migration.outcome}; waiting for the probe to finish`);
-      const report = await probe;
-      const ok =
-        migration.outcome === 'committed' &&
-        report.longLived.counterResets === 0 &&
-        report.fresh.counterResets === 0 &&
-        report.fresh.ok > 0;
-      return { link: opts.link, target, migration, probe: report, ok };
+        memoryMiB: mib,
+        moves: { cold, precopy },
+        ok: good(cold) && good(precopy),
+      };
     } finally {
-      src.close();
+      for (const a of agents) a.close();
     }
   } finally {
     step('tearing the testbed down');
     await testbedDown({ name, dir }).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Asks memload for a verify pass (SIGUSR1) and waits for its verdict line. */
+export async function verifyMemory(agent: AgentClient, name: string, timeoutMs = 60_000): Promise<boolean> {
+  const verdicts = async (): Promise<string[]> =>
+    (await agent.logs(name)).split('\n').filter((l) => l.startsWith('verify'));
+  const before = (await verdicts()).length;
+  await agent.exec(name, ['kill', '-USR1', '1']);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const now = await verdicts();
+    if (now.length > before) return /^verify ok/.test(now[now.length - 1] ?? '');
+    if (Date.now() > deadline) return false;
+    await sleep(100);
   }
 }
 

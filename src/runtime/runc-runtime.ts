@@ -7,6 +7,7 @@
  * container's changes live in `upper/`, which is what a checkpoint carries along.
  */
 import { spawn } from 'node:child_process';
+import { currentSpawner } from '../system/spawner.js';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
@@ -452,7 +453,9 @@ export class RuncRuntime implements ContainerRuntime {
       const res = await runCommand('umount', [rootfs]);
       if (res.code !== 0) await runCommand('umount', ['-l', rootfs]);
     }
-    await rm(this.state.containerDir(name), { recursive: true, force: true });
+    // The shim may still be writing its last log lines here as the container dies: retried
+    // on ENOTEMPTY (seen once in eight create/checkpoint/restore/remove cycles).
+    await rm(this.state.containerDir(name), { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
 
   private async readRecord(name: string): Promise<ContainerRecord> {
@@ -554,7 +557,30 @@ export class RuncRuntime implements ContainerRuntime {
       this.tools.criu,
       ...runcArgs,
     ];
-    const status = await new Promise<string>((resolvePromise, reject) => {
+    const helper = currentSpawner();
+    const status = helper
+      ? await helper
+          .run({ file: this.tools.shim, args: argv, detached: true, timeoutMs: RUNC_TIMEOUT_MS })
+          .then((r) => {
+            if (r.spawnError) {
+              throw new FailedPreconditionError(
+                ErrorCode.ToolMissing,
+                `cannot run ${this.tools.shim}: ${r.spawnError.message}`,
+                { hint: 'run `godwit setup`' },
+              );
+            }
+            if (r.stderr.trim()) this.log.warn('shim stderr', { name, stderr: r.stderr.trim() });
+            return r.stdout.trim();
+          })
+      : await this.spawnShim(name, argv);
+    const ok = /^ok 0$/m.test(status);
+    const output = ok ? '' : await readFile(this.state.outputLog(name), 'utf8').catch(() => status);
+    return { ok, output };
+  }
+
+  /** Starts the shim from this process; resolves with what it reported once it closed its stdout. */
+  private spawnShim(name: string, argv: string[]): Promise<string> {
+    return new Promise<string>((resolvePromise, reject) => {
       const child = spawn(this.tools.shim, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       let out = '';
       let err = '';
@@ -577,9 +603,6 @@ export class RuncRuntime implements ContainerRuntime {
       });
       child.unref();
     });
-    const ok = /^ok 0$/m.test(status);
-    const output = ok ? '' : await readFile(this.state.outputLog(name), 'utf8').catch(() => status);
-    return { ok, output };
   }
 
   /** Copies a log to `<state>/logs/` so it survives the cleanup of a failed operation. */

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { ErrorCode, FailedPreconditionError, UnavailableError } from '../core/errors.js';
+import { currentSpawner, spawnFailure } from './spawner.js';
 
 /** Outcome of a finished command. */
 export interface CommandResult {
@@ -35,6 +36,35 @@ export function runCommand(
   opts: RunCommandOptions = {},
 ): Promise<CommandResult> {
   const started = performance.now();
+  // In a process that uses a spawn helper (the agent), plain captured runs go through it.
+  const helper = opts.inherit || opts.onOutput ? undefined : currentSpawner();
+  if (helper) {
+    return helper
+      .run({
+        file,
+        args,
+        ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+        ...(opts.env === undefined ? {} : { env: opts.env }),
+        ...(opts.input === undefined ? {} : { input: opts.input }),
+        ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+      })
+      .then((r) => {
+        if (r.spawnError) throw spawnFailure(file, r.spawnError);
+        if (r.timedOut) {
+          throw new UnavailableError(
+            ErrorCode.Timeout,
+            `${file} ${args.join(' ')}: timed out after ${opts.timeoutMs} ms`,
+          );
+        }
+        return {
+          code: r.code ?? 128,
+          signal: r.signal,
+          stdout: r.stdout,
+          stderr: r.stderr,
+          durationMs: performance.now() - started,
+        };
+      });
+  }
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       cwd: opts.cwd,

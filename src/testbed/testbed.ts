@@ -8,6 +8,7 @@
  * processes by the namespace they are in, state directories by their marker file and by the
  * agents' `--state-dir`, cgroups by the hosts' ids, mounts by path.
  */
+import { scratchDirFor } from '../migration/scratch.js';
 import { createHash } from 'node:crypto';
 import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -353,7 +354,14 @@ export async function testbedDown(opts: TestbedDownOptions = {}): Promise<Testbe
     report.namespaces.push(n);
   }
 
-  // 5. Directories and the record.
+  // 5. Directories (the hosts' checkpoint scratch directories too) and the record.
+  for (const sd of ownStateDirs) {
+    const scratch = await scratchDirFor(sd);
+    if (scratch !== undefined && existsSync(scratch)) {
+      await rm(scratch, { recursive: true, force: true });
+      report.dirs.push(scratch);
+    }
+  }
   for (const d of [...bases, rd]) {
     if (existsSync(d)) {
       await rm(d, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { ErrorCode, FailedPreconditionError, InvalidArgumentError, errorMessage 
 import type { Logger } from '../../core/logger.js';
 import type { AddressAllocator, NetworkProvider } from '../../core/network.js';
 import { startMigrationService } from '../../migration/service.js';
+import { useSpawner } from '../../system/spawner.js';
 import { JsonFileLogger } from '../../system/file-logger.js';
 import type { CliContext } from '../context.js';
 import { exitCodeFor } from '../exit-codes.js';
@@ -76,6 +77,9 @@ export function registerAgentCommand(
             hint: 'e.g. --listen 127.0.0.1:7070 or --listen [::1]:7070',
           });
         }
+        // Commands are spawned from a small helper started now, while this process is small:
+        // forking from an agent that holds chunks in memory costs up to tens of ms per command.
+        useSpawner();
         const { state } = await ctx().localHost();
         const fileLog = new JsonFileLogger(join(state.logsDir, 'agent.log'), { pid: process.pid });
         const log: Logger = o.jsonLogs
