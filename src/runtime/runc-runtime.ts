@@ -8,6 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { currentSpawner } from '../system/spawner.js';
+import { freezeCgroup } from './freezer.js';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
@@ -38,7 +39,7 @@ import {
 import { criuLogPathFromRunc, criuVersionFromLog, decisiveLines, parseRuncStderr } from '../criu/log.js';
 import { lastLines, runCommand, type CommandResult } from '../system/exec.js';
 import type { ImageStore } from './image-store.js';
-import { buildOciConfig } from './oci-config.js';
+import { buildOciConfig, cgroupsPathFor } from './oci-config.js';
 import {
   CHECKPOINT_FORMAT,
   parseCheckpointManifest,
@@ -253,10 +254,17 @@ export class RuncRuntime implements ContainerRuntime {
 
     await writeFile(this.state.criuConfig(name), criuConfigText({ skipInFlight: opts.skipInFlight ?? true }));
     const started = this.clock.monotonic();
+    // Frozen here, CRIU skips its 100 ms freezer poll (see freezer.ts). Not with --leave-running:
+    // CRIU leaves a cgroup it found frozen frozen.
+    const frozen = opts.leaveRunning
+      ? undefined
+      : await freezeCgroup(cgroupsPathFor(this.state.hostId, name));
     const res = await this.runc(args);
     const durationMs = this.clock.monotonic() - started;
     const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
     if (res.code !== 0) {
+      // The dump failed: the container keeps running.
+      await frozen?.thaw();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
       if (createdDir) await rm(dir, { recursive: true, force: true });
       else await rm(criuDir, { recursive: true, force: true });
