@@ -86,7 +86,11 @@ export interface RestoreOptions {
   dir: string;
   /** Name of the restored container; must not exist. */
   name: string;
-  /** Restore with lazy pages served by a page server (post-copy). */
+  /**
+   * Restore memory lazily: the processes run before their pages are copied in, and a CRIU
+   * lazy-pages daemon started by the runtime fills them from the checkpoint's own images
+   * (userfaultfd). The container is not checkpointed again before the fill has ended.
+   */
   lazyPages?: boolean;
   /** Network namespace to restore into; default the one recorded in the checkpoint, or a new one. */
   netnsPath?: string;

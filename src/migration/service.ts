@@ -202,6 +202,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       transfer: { host: server.address, port: server.port },
       dir: incomingDir,
       quiet,
+      lazyRestore: process.env['GODWIT_LAZY_RESTORE'] !== '0',
       ...(scratch ? { scratchDir: join(scratch, 'in') } : {}),
       log,
     });

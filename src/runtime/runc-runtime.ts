@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { currentSpawner } from '../system/spawner.js';
 import { freezeCgroup } from './freezer.js';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import {
@@ -84,11 +84,24 @@ export const CHECKPOINT_FILES = {
 
 /** How long runc and CRIU may take for one call before godwit gives up. */
 const RUNC_TIMEOUT_MS = 120_000;
+/** Longest a lazy-pages daemon may take to fill a restored container's memory. */
+const LAZY_FILL_TIMEOUT_MS = 600_000;
+
+async function pathExists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** ContainerRuntime implemented with runc and CRIU on one godwit host. */
 export class RuncRuntime implements ContainerRuntime {
   private readonly state: StateDir;
   private readonly tools: RuncTools;
+  /** Lazily restored containers whose memory is still being filled, by name. */
+  private readonly lazyFills = new Map<string, Promise<void>>();
   private readonly images: ImageStore;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -237,6 +250,9 @@ export class RuncRuntime implements ContainerRuntime {
   async checkpoint(name: string, opts: CheckpointOptions): Promise<CheckpointResult> {
     const record = await this.readRecord(name);
     await this.requireRunning(name);
+    // A lazily restored container is dumped only once all its memory is in place.
+    await this.lazyFills.get(name);
+    this.lazyFills.delete(name);
     const dir = resolve(opts.dir);
     const createdDir = await prepareEmptyDir(dir);
     const criuDir = join(dir, CHECKPOINT_FILES.criuDir);
@@ -377,7 +393,16 @@ export class RuncRuntime implements ContainerRuntime {
       args.push('--bundle', this.state.bundleDir(opts.name), opts.name);
 
       const started = this.clock.monotonic();
+      // Lazy: a CRIU lazy-pages daemon serves the memory from the checkpoint's own images after
+      // the processes run again (userfaultfd); the restore returns without copying it.
+      const fill = opts.lazyPages
+        ? await this.startLazyPages(opts.name, join(dir, CHECKPOINT_FILES.criuDir), workDir)
+        : undefined;
       const res = await this.startWithShim(opts.name, args);
+      if (fill) {
+        if (res.ok) this.lazyFills.set(opts.name, fill.done);
+        else await fill.done;
+      }
       const durationMs = this.clock.monotonic() - started;
       if (!res.ok) {
         const logPath = criuLogPathFromRunc(res.output) ?? join(workDir, 'restore.log');
@@ -447,6 +472,53 @@ export class RuncRuntime implements ContainerRuntime {
       annotations: { 'org.criu.config': this.state.criuConfig(name) },
     });
     await writeFile(join(this.state.bundleDir(name), 'config.json'), JSON.stringify(config, null, 2));
+  }
+
+  /**
+   * Starts `criu lazy-pages` on a checkpoint's images, its socket in `workDir` (where the lazy
+   * restore looks for it). Resolves once the daemon listens, with a promise of its end (it exits
+   * when every page is in place); throws when it does not come up.
+   */
+  private async startLazyPages(
+    name: string,
+    criuDir: string,
+    workDir: string,
+  ): Promise<{ done: Promise<void> }> {
+    const socket = join(workDir, 'lazy-pages.socket');
+    await rm(socket, { force: true });
+    const t0 = this.clock.monotonic();
+    let exitedEarly = false;
+    const run = runCommand(
+      this.tools.criu,
+      ['lazy-pages', '--images-dir', criuDir, '--work-dir', workDir, '--log-file', 'lazy-pages.log', '-v2'],
+      { timeoutMs: LAZY_FILL_TIMEOUT_MS },
+    ).finally(() => {
+      exitedEarly = true;
+    });
+    for (let waited = 0; !(await pathExists(socket)); waited++) {
+      if (exitedEarly || waited > 3000) {
+        const r = await run.catch((err: unknown) => ({ code: -1, stderr: errorMessage(err) }));
+        throw new UnavailableError(ErrorCode.CriuRestoreFailed, `criu lazy-pages did not start for ${name}`, {
+          details: [`exit ${r.code}`, ...lastLines(r.stderr, 3)],
+          hint: `see ${join(workDir, 'lazy-pages.log')}`,
+        });
+      }
+      await this.clock.sleep(1);
+    }
+    const done = run.then(
+      (r) => {
+        const fillMs = Math.round(this.clock.monotonic() - t0);
+        if (r.code === 0) this.log.info('lazy pages filled', { name, fillMs });
+        else
+          this.log.warn('criu lazy-pages failed', {
+            name,
+            code: r.code,
+            log: join(workDir, 'lazy-pages.log'),
+          });
+      },
+      (err: unknown) => this.log.warn('criu lazy-pages failed', { name, err: errorMessage(err) }),
+    );
+    return { done };
   }
 
   /** Removes everything of a container: runc state, mount, directory. Never throws for what is already gone. */
