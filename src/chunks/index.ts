@@ -23,6 +23,7 @@ export {
   DEFAULT_INLINE_MAX,
   materialize,
   snapshotDirectory,
+  type KnownPage,
   type MaterializeOptions,
   type SnapshotOptions,
 } from './snapshot.js';

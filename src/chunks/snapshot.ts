@@ -52,6 +52,9 @@ const WRITE_BATCH_BYTES = 1024 * 1024;
 /** Recently fetched chunks kept while materializing (repeated content is fetched once). */
 const CHUNK_CACHE_ENTRIES = 64;
 
+/** A page the caller already knows: its digest, or `zero`; undefined: unknown. */
+export type KnownPage = Digest | 'zero' | undefined;
+
 /** Options of `snapshotDirectory`. */
 export interface SnapshotOptions {
   /** What the snapshot is of (e.g. `checkpoint:web`); printable, at most 256 bytes. */
@@ -65,12 +68,13 @@ export interface SnapshotOptions {
    */
   chunkSizeFor?: (relPath: string) => number | undefined;
   /**
-   * A chunk's digest when the caller already knows it for exactly these bytes (e.g. a page
-   * pre-copy sent and found unchanged), by path, byte offset in the file and data; undefined
-   * to hash it. Known chunks are neither hashed nor stored here: the caller guarantees they
-   * are held elsewhere (the destination has them, the caller can serve them).
+   * What the caller already knows about the pages of a file cut into page-sized chunks, asked
+   * once per read batch: for each page of `data` (read at byte `offset` of `relPath`), its digest
+   * when the caller holds exactly these bytes under it, `zero` when it knows the page is all
+   * zeros, or undefined to look at it here. Known pages are neither hashed nor stored: the caller
+   * guarantees they are held elsewhere (the destination has them, the caller can serve them).
    */
-  knownChunk?: (relPath: string, offset: number, data: Buffer) => Digest | undefined;
+  knownPages?: (relPath: string, offset: number, data: Buffer) => readonly KnownPage[] | undefined;
   /** Files up to this size are carried inline. Default 4096, at most 64 KiB. */
   inlineMax?: number;
   /** Called with the bytes of file content processed so far (monotonic). */
@@ -181,7 +185,7 @@ class Chunker {
     private readonly inlineMax: number,
     private readonly onProgress: ((bytesDone: number) => void) | undefined,
     private readonly chunkSizeFor: ((relPath: string) => number | undefined) | undefined = undefined,
-    private readonly knownChunk: SnapshotOptions['knownChunk'] = undefined,
+    private readonly knownPages: SnapshotOptions['knownPages'] = undefined,
   ) {}
 
   private progress(n: number): void {
@@ -253,7 +257,7 @@ class Chunker {
   }
 
   private async chunkFile(fd: number, size: number, cs: number, rel: string): Promise<ChunkRef[]> {
-    const known = this.knownChunk;
+    const knownPages = cs === PAGE_SIZE ? this.knownPages : undefined;
     const batchSize = Math.min(cs * Math.max(1, Math.floor(READ_SIZE / cs)), Math.ceil(size / cs) * cs);
     const ring = Array.from({ length: Math.min(RING, Math.ceil(size / batchSize)) }, () =>
       Buffer.allocUnsafe(batchSize),
@@ -282,12 +286,7 @@ class Chunker {
         if (last !== undefined && 'zero' in last) last.zero += len;
         else refs.push({ zero: len });
       };
-      const addData = (data: Buffer, offset: number): void => {
-        const hint = known?.(rel, offset, data);
-        if (hint !== undefined) {
-          refs.push({ digest: hint, size: data.length });
-          return;
-        }
+      const addData = (data: Buffer): void => {
         const digest = digestOf(data);
         refs.push({ digest, size: data.length });
         if (!this.ensured.has(digest)) {
@@ -295,14 +294,24 @@ class Chunker {
           fresh.push({ digest, data });
         }
       };
+      const hints = knownPages?.(rel, start, buf.subarray(0, n));
       for (let off = 0; off < n; off += cs) {
+        const hint = hints?.[off / cs];
+        if (hint === 'zero') {
+          addZero(Math.min(cs, n - off));
+          continue;
+        }
+        if (hint !== undefined && n - off >= cs) {
+          refs.push({ digest: hint, size: cs });
+          continue;
+        }
         const piece = buf.subarray(off, Math.min(off + cs, n));
         if (isZero(piece)) {
           addZero(piece.length);
           continue;
         }
         if (piece.length <= PAGE_SIZE) {
-          addData(piece, start + off);
+          addData(piece);
           continue;
         }
         // Zero pages are recognised page by page, also inside a chunk window: a window is cut
@@ -312,11 +321,11 @@ class Chunker {
         for (let p = 0; p < piece.length; p += PAGE_SIZE) {
           const page = piece.subarray(p, Math.min(p + PAGE_SIZE, piece.length));
           if (!isZero(page)) continue;
-          if (p > runStart) addData(piece.subarray(runStart, p), start + off + runStart);
+          if (p > runStart) addData(piece.subarray(runStart, p));
           addZero(page.length);
           runStart = p + page.length;
         }
-        if (runStart < piece.length) addData(piece.subarray(runStart), start + off + runStart);
+        if (runStart < piece.length) addData(piece.subarray(runStart));
       }
       busy[slot] = this.storeBatch(fresh);
       this.progress(n);
@@ -364,7 +373,7 @@ export async function snapshotDirectory(
     inlineMax,
     opts.onProgress,
     opts.chunkSizeFor,
-    opts.knownChunk,
+    opts.knownPages,
   );
   const files = items.filter((it) => it.st.isFile());
   const fileEntries = await mapLimit(files, FILE_CONCURRENCY, (it) => chunker.file(it));

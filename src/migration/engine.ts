@@ -60,7 +60,7 @@ export interface StateMover {
   snapshot(
     dir: string,
     label: string,
-    opts?: { knownChunk?: SnapshotOptions['knownChunk'] },
+    opts?: { knownPages?: SnapshotOptions['knownPages'] },
   ): Promise<{ manifest: Manifest; stats: ManifestStats }>;
   send(opts: {
     host: string;
@@ -389,11 +389,11 @@ export class MigrationEngine {
         async (r) => {
           fault(MigrationPhase.Snapshot);
           const snapStart = this.clock.monotonic();
-          const knownChunk = precopy ? await precopy.knownChunk(checkpointDir) : undefined;
+          const knownPages = precopy ? await precopy.knownPages(checkpointDir) : undefined;
           const s = await mover.snapshot(
             checkpointDir,
             `checkpoint:${name}`,
-            knownChunk ? { knownChunk } : undefined,
+            knownPages ? { knownPages } : undefined,
           );
           report.timings.snapshotMs = Math.round(this.clock.monotonic() - snapStart);
           r.detail = {

@@ -9,7 +9,8 @@
  */
 import { join } from 'node:path';
 import type { Clock } from '../core/clock.js';
-import type { ChunkStore, Digest, Manifest } from '../core/chunks.js';
+import { PAGE_SIZE, type ChunkStore, type Manifest } from '../core/chunks.js';
+import type { KnownPage, SnapshotOptions } from '../chunks/index.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import type { RoundReport } from '../core/migration.js';
 import type { ContainerRuntime } from '../core/runtime.js';
@@ -50,10 +51,8 @@ export interface PrecopyResult {
   moved: MoveStats[];
   /** The last round's manifest, as the destination names it (the final offer's base). */
   base: { name: string; manifest: Manifest } | undefined;
-  /** Snapshot hook: the digest the destination already holds for a page of the final dump. */
-  knownChunk: (
-    checkpointDir: string,
-  ) => Promise<(rel: string, offset: number, data: Buffer) => Digest | undefined>;
+  /** Snapshot hook: what the destination already holds for the pages of the final dump. */
+  knownPages: (checkpointDir: string) => Promise<NonNullable<SnapshotOptions['knownPages']>>;
   /** Chunk source for the final send: the mirror's pages, then `fallback`. */
   source(fallback: ChunkStore): ChunkStore;
 }
@@ -140,25 +139,28 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
     stopReason,
     moved,
     base,
-    knownChunk: async (checkpointDir) => {
+    knownPages: async (checkpointDir) => {
       const layouts = await readPagesLayouts(join(checkpointDir, 'criu'));
       const byFile = new Map(layouts.map((l) => [`criu/${l.file}`, l]));
       return (rel, offset, data) => {
         const l = byFile.get(rel);
         if (l === undefined) return undefined;
-        // Runs ascend by file offset: binary search for the last run starting at or before offset.
-        let lo = 0;
-        let hi = l.runs.length - 1;
-        while (lo < hi) {
-          const mid = (lo + hi + 1) >> 1;
-          if ((l.runs[mid] as { fileOffset: number }).fileOffset <= offset) lo = mid;
-          else hi = mid - 1;
+        const out: KnownPage[] = new Array<KnownPage>(data.length / PAGE_SIZE);
+        const end = offset + data.length;
+        // The runs that overlap [offset, end): each maps file bytes to one contiguous address range.
+        for (const run of l.runs) {
+          const runEnd = run.fileOffset + run.nrPages * PAGE_SIZE;
+          if (runEnd <= offset || run.fileOffset >= end) continue;
+          const from = Math.max(offset, run.fileOffset);
+          const to = Math.min(end, runEnd);
+          const got = mirror.knownPages(
+            l.vpid,
+            run.vaddr + (from - run.fileOffset),
+            data.subarray(from - offset, to - offset),
+          );
+          got.forEach((k, i) => (out[(from - offset) / PAGE_SIZE + i] = k));
         }
-        const run = l.runs[lo];
-        if (run === undefined || offset < run.fileOffset) return undefined;
-        const rel0 = offset - run.fileOffset;
-        if (rel0 >= run.nrPages * 4096) return undefined;
-        return mirror.knownDigest(l.vpid, run.vaddr + rel0, data);
+        return out;
       };
     },
     source: (fallback) => mirror.chunkSource(fallback),

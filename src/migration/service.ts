@@ -109,7 +109,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       snapshotDirectory(dir, store, {
         label,
         chunkSizeFor: chunkSizeForCheckpoint,
-        ...(o?.knownChunk ? { knownChunk: o.knownChunk } : {}),
+        ...(o?.knownPages ? { knownPages: o.knownPages } : {}),
       }),
     send: async (o) => {
       const st = await sendManifest({
