@@ -37,6 +37,7 @@ import { DEFAULT_CONVERGENCE_LIMITS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_MAX_ROUNDS
 import { ContainerStatus, type ContainerRuntime } from '../core/runtime.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import type { MigrationPeer } from './peer.js';
+import { collectGarbage } from '../system/gc.js';
 import { PhaseRecorder } from './phase-recorder.js';
 import { runPrecopyRounds, type PrecopyResult } from './precopy.js';
 
@@ -503,11 +504,16 @@ export class MigrationEngine {
       report.totalMs = rec.now();
       delete report.progress;
       await save();
+      precopy = undefined;
+      manifest = undefined;
+      // Now, not in the next migration's stopped phase (see collectGarbage).
+      const gcMs = collectGarbage();
       log.info('migration ended', {
         id: report.id,
         name,
         outcome: report.outcome,
         downtimeMs: report.downtimeMs,
+        gcMs: gcMs === undefined ? undefined : Math.round(gcMs),
       });
     }
     return report;

@@ -12,6 +12,7 @@ import { AlreadyExistsError, ErrorCode, FailedPreconditionError, NotFoundError }
 import type { Logger } from '../core/logger.js';
 import type { ContainerRuntime } from '../core/runtime.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
+import { collectGarbage } from '../system/gc.js';
 
 /** What the destination needs from the chunk layer. */
 export interface IncomingState {
@@ -260,7 +261,13 @@ export class IncomingMigrations {
     }
     await rm(join(this.opts.dir, id), { recursive: true, force: true });
     if (this.opts.scratchDir) await rm(join(this.opts.scratchDir, id), { recursive: true, force: true });
-    this.opts.log.info('incoming migration finished', { id, committed, removedContainer });
+    const gcMs = collectGarbage();
+    this.opts.log.info('incoming migration finished', {
+      id,
+      committed,
+      removedContainer,
+      gcMs: gcMs === undefined ? undefined : Math.round(gcMs),
+    });
     return { removedContainer };
   }
 
