@@ -174,6 +174,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         if (manifest) store.discard(manifestDigests(manifest).filter((d) => !keep.has(d)));
         await store.release(`session:${r}`);
         await rm(join(transferDataDir, r), { recursive: true, force: true });
+        transfer.forget(r);
       }
     };
     const state: IncomingState = {
@@ -187,6 +188,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         await store.release(`session:${sessionId}`);
         await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
         await dropRounds(sessionId, new Set(manifestDigests(manifest)));
+        transfer.forget(sessionId);
       },
       discard: async (sessionId) => {
         const manifest = await completedManifest(transferDataDir, sessionId).catch(() => undefined);
@@ -194,6 +196,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         await store.release(`session:${sessionId}`);
         await rm(join(transferDataDir, sessionId), { recursive: true, force: true });
         await dropRounds(sessionId, new Set());
+        transfer.forget(sessionId);
       },
     };
     incoming = new IncomingMigrations({
@@ -212,6 +215,9 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         inc.offered(sessionId, manifest, missing);
         return;
       }
+      // Rounds before the previous one are no longer a delta base: drop them from memory.
+      const m = /^(.*)\.r(\d+)$/.exec(sessionId);
+      if (m) for (let k = Number(m[2]) - 2; k >= 0; k--) transfer.forget(`${m[1]}.r${k}`);
       // A pre-copy round: what this host already had on disk (an earlier trip) is read into
       // memory now, so that the final reassembly does not read it from disk while stopped.
       if (sessionId.endsWith('.r0')) {
