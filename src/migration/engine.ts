@@ -12,7 +12,7 @@
  * checkpoint, and the report says how to restore it: never two copies, never lost.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { ChunkStore, Manifest, ManifestStats } from '../core/chunks.js';
@@ -484,6 +484,10 @@ export class MigrationEngine {
           MigrationPhase.Cleanup,
           async () => {
             if (manifest) await mover.keep(`container:${name}`, manifest);
+            // CRIU's dump log stays with the report: the stopped phase's timeline, for diagnosis.
+            await copyFile(join(checkpointDir, 'work', 'dump.log'), join(workDir, 'dump.log')).catch(
+              () => undefined,
+            );
             await removeCheckpoint(checkpointDir, workDir);
             await peer.finish(report.id, true);
           },
