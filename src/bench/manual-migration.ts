@@ -119,3 +119,30 @@ export function probeInNetns(opts: {
     });
   });
 }
+
+/** Time the probe runs before and after the measured work, so both sides of a gap are seen. */
+const PROBE_MARGIN_MS = 1500;
+
+/**
+ * Runs `work` while `godwit probe` watches `target` from namespace `netns`: the probe starts
+ * PROBE_MARGIN_MS before, and is stopped PROBE_MARGIN_MS after `work` has resolved. Resolves with
+ * what `work` returned and the probe's report; the probe is stopped when `work` throws too.
+ */
+export async function probeDuring<T>(
+  opts: { bin: string; netns: string; target: string; intervalMs?: number },
+  work: () => Promise<T>,
+): Promise<[T, ProbeReport]> {
+  const stop = new AbortController();
+  const probe = probeInNetns({ ...opts, durationMs: 600_000, signal: stop.signal });
+  probe.catch(() => undefined);
+  const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  try {
+    await pause(PROBE_MARGIN_MS);
+    const out = await work();
+    await pause(PROBE_MARGIN_MS);
+    stop.abort();
+    return [out, await probe];
+  } finally {
+    stop.abort();
+  }
+}

@@ -25,11 +25,11 @@ import { formatBytes, formatMs, table } from '../cli/format.js';
 import type { MigrationReport } from '../core/migration.js';
 import type { TestbedHost } from '../core/testbed.js';
 import { migrateThrough, type MigrationRequest } from '../migration/client.js';
-import type { ProbeReport } from '../probe/probe.js';
 import { projectRoot } from '../system/tools.js';
 import { parseLinkSpec } from '../testbed/profiles.js';
 import { testbedDown, testbedUp } from '../testbed/testbed.js';
-import { probeInNetns } from './manual-migration.js';
+import { verifyMemory } from '../demo/migration-demo.js';
+import { probeDuring } from './manual-migration.js';
 
 const { values } = parseArgs({
   options: {
@@ -93,30 +93,9 @@ function memloadArgs(dirty: number, seed: number): string[] {
   ];
 }
 
-/** Asks memload for a verify pass (SIGUSR1) and waits for its verdict line. */
+/** memload's own check of its whole memory, now. */
 async function verify(agent: AgentClient, name: string): Promise<boolean> {
-  const before = (await agent.logs(name)).split('\n').filter((l) => l.startsWith('verify')).length;
-  await agent.exec(name, ['kill', '-USR1', '1']);
-  for (let i = 0; i < 600; i++) {
-    const lines = (await agent.logs(name)).split('\n').filter((l) => l.startsWith('verify'));
-    if (lines.length > before) return /^verify ok/.test(lines[lines.length - 1] ?? '');
-    await sleep(100);
-  }
-  return false;
-}
-
-async function withProbe<T>(netns: string, target: string, fn: () => Promise<T>): Promise<[T, ProbeReport]> {
-  const stop = new AbortController();
-  const probe = probeInNetns({ bin, netns, target, durationMs: 600_000, signal: stop.signal });
-  probe.catch(() => undefined);
-  await sleep(1500);
-  try {
-    const out = await fn();
-    await sleep(1500);
-    return [out, await (stop.abort(), probe)];
-  } finally {
-    stop.abort();
-  }
+  return /^verify ok/.test((await verifyMemory(agent, name)) ?? '');
 }
 
 const name = `gwp${process.pid % 10000}`;
@@ -163,7 +142,7 @@ try {
       const [from, to] = hosts;
       const { cname, target } = await fresh();
       log(`-- rep ${rep} ${kind} ${from.name} → ${to.name}`);
-      const [report, probe] = await withProbe(client.netns, target, () =>
+      const [report, probe] = await probeDuring({ bin, netns: client.netns, target }, () =>
         migrateThrough(agents[0], {
           name: cname,
           to: { host: to.address, port: to.port, label: to.name },
@@ -200,7 +179,7 @@ try {
       log(`-- rep ${rep} floor on ${host.name}`);
       const { cname, target } = await fresh();
       const cpDir = `/dev/shm/${name}-floor`;
-      const [floor, probe] = await withProbe(client.netns, target, async () => {
+      const [floor, probe] = await probeDuring({ bin, netns: client.netns, target }, async () => {
         const t0 = performance.now();
         const cp = await agent.checkpoint(cname, { dir: cpDir });
         await agent.remove(cname, { force: true });

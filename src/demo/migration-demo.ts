@@ -13,7 +13,7 @@ import type { LinkSpec } from '../core/testbed.js';
 import type { MigrationReport, MigrationStrategy, RoundReport } from '../core/migration.js';
 import type { TestbedHost } from '../core/testbed.js';
 import { formatRoundLine } from '../migration/format.js';
-import { probeInNetns } from '../bench/manual-migration.js';
+import { probeDuring } from '../bench/manual-migration.js';
 import type { ProbeReport } from '../probe/probe.js';
 import { testbedDown, testbedUp } from '../testbed/testbed.js';
 
@@ -92,36 +92,31 @@ export async function runMigrationDemo(opts: {
       );
       const move = async (from: number, strategy: MigrationStrategy): Promise<DemoMove> => {
         const to = tb.hosts[1 - from] as TestbedHost;
-        const stop = new AbortController();
-        const probe = probeInNetns({
-          bin: opts.godwitBin,
-          netns: (tb.client as { netns: string }).netns,
-          target,
-          durationMs: 600_000,
-          signal: stop.signal,
-        });
-        probe.catch(() => undefined);
-        await sleep(1500);
-        step(`migrating web h${from + 1} → ${to.name} (${strategy})`);
         let rounds = 0;
-        const migration = await migrateThrough(
-          agents[from] as AgentClient,
-          { name: 'web', to: { host: to.address, port: to.port, label: to.name }, strategy },
-          {
-            onReport: (r) => {
-              for (; rounds < r.rounds.length; rounds++)
-                step(`  ${formatRoundLine(r.rounds[rounds] as RoundReport)}`);
-            },
+        const [migration, seen] = await probeDuring(
+          { bin: opts.godwitBin, netns: (tb.client as { netns: string }).netns, target },
+          () => {
+            step(`migrating web h${from + 1} → ${to.name} (${strategy})`);
+            return migrateThrough(
+              agents[from] as AgentClient,
+              { name: 'web', to: { host: to.address, port: to.port, label: to.name }, strategy },
+              {
+                onReport: (r) => {
+                  for (; rounds < r.rounds.length; rounds++)
+                    step(`  ${formatRoundLine(r.rounds[rounds] as RoundReport)}`);
+                },
+              },
+            );
           },
         );
-        await sleep(1500);
-        stop.abort();
-        const seen = await probe;
         step(
           `  ${migration.outcome}: downtime ${migration.downtimeMs ?? '-'} ms, client gap ${seen.longLived.maxGapMs} ms`,
         );
         const at = migration.outcome === 'committed' ? 1 - from : from;
-        const memoryVerified = mib > 0 ? await verifyMemory(agents[at] as AgentClient, 'web') : undefined;
+        const memoryVerified =
+          mib > 0
+            ? /^verify ok/.test((await verifyMemory(agents[at] as AgentClient, 'web')) ?? '')
+            : undefined;
         return { migration, probe: seen, ...(memoryVerified === undefined ? {} : { memoryVerified }) };
       };
       const cold = await move(0, 'cold');
@@ -149,8 +144,15 @@ export async function runMigrationDemo(opts: {
   }
 }
 
-/** Asks memload for a verify pass (SIGUSR1) and waits for its verdict line. */
-export async function verifyMemory(agent: AgentClient, name: string, timeoutMs = 60_000): Promise<boolean> {
+/**
+ * Asks memload for a verify pass now (SIGUSR1) and returns the verdict line it then prints
+ * (`verify ok …` or `verify FAILED …`), or undefined when none came within `timeoutMs`.
+ */
+export async function verifyMemory(
+  agent: AgentClient,
+  name: string,
+  timeoutMs = 60_000,
+): Promise<string | undefined> {
   const verdicts = async (): Promise<string[]> =>
     (await agent.logs(name)).split('\n').filter((l) => l.startsWith('verify'));
   const before = (await verdicts()).length;
@@ -158,8 +160,8 @@ export async function verifyMemory(agent: AgentClient, name: string, timeoutMs =
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const now = await verdicts();
-    if (now.length > before) return /^verify ok/.test(now[now.length - 1] ?? '');
-    if (Date.now() > deadline) return false;
+    if (now.length > before) return now[now.length - 1];
+    if (Date.now() > deadline) return undefined;
     await sleep(100);
   }
 }

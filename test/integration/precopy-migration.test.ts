@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AgentClient } from '../../src/agent/client.js';
-import { probeInNetns } from '../../src/bench/manual-migration.js';
+import { probeDuring } from '../../src/bench/manual-migration.js';
+import { verifyMemory } from '../../src/demo/migration-demo.js';
 import type { MigrationReport } from '../../src/core/migration.js';
 import { ContainerStatus } from '../../src/core/runtime.js';
 import type { TestbedHost, TestbedInfo } from '../../src/core/testbed.js';
@@ -87,19 +88,11 @@ describe('pre-copy migration', { skip }, () => {
     return `${info.network!.ip}:8080`;
   }
 
-  /** Asks memload for a verify pass now (SIGUSR1) and returns its verdict line. */
+  /** memload's verdict on its whole memory, asked for now. */
   async function verifyNow(i: number, cname: string): Promise<string> {
-    const lines = async (): Promise<string[]> =>
-      (await host(i).a.logs(cname)).split('\n').filter((l) => l.startsWith('verify'));
-    const before = (await lines()).length;
-    await host(i).a.exec(cname, ['kill', '-USR1', '1']);
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const now = await lines();
-      if (now.length > before) return now[now.length - 1]!;
-      if (Date.now() > deadline) throw new Error(`${cname} on h${i + 1} gave no verdict`);
-      await sleep(100);
-    }
+    const line = await verifyMemory(host(i).a, cname, 30_000);
+    if (line === undefined) throw new Error(`${cname} on h${i + 1} gave no verdict`);
+    return line;
   }
 
   async function runningOn(cname: string): Promise<number[]> {
@@ -123,21 +116,10 @@ describe('pre-copy migration', { skip }, () => {
 
   it('moves a service dirtying a hot set in rounds; the client keeps its connection and the memory is exact', async () => {
     const target = await start(0, 'pc', memload(64, 2, 16));
-    const stop = new AbortController();
-    const probe = probeInNetns({
-      bin: resolve('bin/godwit.js'),
-      netns: tb.client!.netns,
-      target,
-      durationMs: 120_000,
-      intervalMs: 10,
-      signal: stop.signal,
-    });
-    probe.catch(() => undefined);
-    await sleep(1500);
-    const r = await migrate(0, 1, { name: 'pc', strategy: 'precopy' });
-    await sleep(1500);
-    stop.abort();
-    const seen = await probe;
+    const [r, seen] = await probeDuring(
+      { bin: resolve('bin/godwit.js'), netns: tb.client!.netns, target, intervalMs: 10 },
+      () => migrate(0, 1, { name: 'pc', strategy: 'precopy' }),
+    );
     assert.equal(r.outcome, 'committed', JSON.stringify(r.error ?? r.warnings));
     assert.deepEqual(await runningOn('pc'), [1], 'exactly one copy, on h2');
     assert.match(await verifyNow(1, 'pc'), /^verify ok/);
