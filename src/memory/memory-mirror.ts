@@ -5,7 +5,7 @@
  * (exact, no hashing of unchanged pages); only pages whose content changed are hashed.
  *
  * Contract: a slot's `digest`, when set, is the digest of its `data`, and the destination holds
- * that chunk once the round's manifest has been transferred. `knownDigest` answers only for an
+ * that chunk once the round's manifest has been transferred. `knownPages` answers only for an
  * exact byte match, so the final phase never names a page by a digest of other content.
  */
 import type { ChunkStore, Digest, Manifest, ManifestEntry, ChunkRef } from '../core/chunks.js';
@@ -198,9 +198,9 @@ export class MemoryMirror {
    * one for exactly these bytes; otherwise undefined.
    */
   knownDigest(vpid: number, vaddr: number, data: Buffer): Digest | undefined {
-    const s = this.procs.get(vpid)?.get(vaddr / PAGE_SIZE);
-    if (s === undefined || s.digest === undefined || s.digest === ZERO) return undefined;
-    return s.data.equals(data) ? s.digest : undefined;
+    if (data.length !== PAGE_SIZE) return undefined;
+    const k = this.knownPages(vpid, vaddr, data)[0];
+    return k === 'zero' ? undefined : k;
   }
 
   /**

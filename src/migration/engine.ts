@@ -343,15 +343,7 @@ export class MigrationEngine {
               roundRec.detail = { ...r, pendingBytes: d.pendingBytes };
             }
             report.rounds.push(r);
-            addBytes(report, {
-              logicalBytes: 0,
-              zeroBytes: 0,
-              dedupBytes: 0,
-              rawBytesSent: r.bytesSent,
-              wireBytes: r.bytesWire,
-              durationMs: r.transferMs,
-              reconnects: 0,
-            });
+            addBytes(report, r.bytesSent, r.bytesWire);
           },
         }).catch((err: unknown) => {
           if (roundRec && roundRec.endMs === undefined) {
@@ -430,7 +422,7 @@ export class MigrationEngine {
               };
             },
           });
-          addBytes(report, st);
+          addBytes(report, st.rawBytesSent, st.wireBytes);
           report.bytes.logical = st.logicalBytes;
           report.bytes.zero = st.zeroBytes;
           report.bytes.dedup = st.dedupBytes;
@@ -582,10 +574,10 @@ async function removeCheckpoint(checkpointDir: string, workDir: string): Promise
   if (dirname(checkpointDir) !== workDir) await rm(dirname(checkpointDir), { recursive: true, force: true });
 }
 
-/** Adds one transfer's sent and wire bytes to the report's totals. */
-function addBytes(report: MigrationReport, st: MoveStats): void {
-  report.bytes.sent += st.rawBytesSent;
-  report.bytes.wire += st.wireBytes;
+/** Adds one transfer's sent (uncompressed) and wire bytes to the report's totals. */
+function addBytes(report: MigrationReport, sent: number, wire: number): void {
+  report.bytes.sent += sent;
+  report.bytes.wire += wire;
 }
 
 function round1(n: number): number {

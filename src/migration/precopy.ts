@@ -25,7 +25,7 @@ import {
 import { readPagesLayouts } from '../memory/criu-pagemap.js';
 import { MemoryMirror } from '../memory/memory-mirror.js';
 import { containerProcesses } from '../memory/process-memory.js';
-import type { MoveStats, StateMover } from './engine.js';
+import type { StateMover } from './engine.js';
 
 /** What the rounds need from the engine. */
 export interface PrecopyContext {
@@ -47,8 +47,6 @@ export interface PrecopyContext {
 export interface PrecopyResult {
   rounds: RoundReport[];
   stopReason: string;
-  /** Byte totals of the rounds. */
-  moved: MoveStats[];
   /** The last round's manifest, as the destination names it (the final offer's base). */
   base: { name: string; manifest: Manifest } | undefined;
   /** Snapshot hook: what the destination already holds for the pages of the final dump. */
@@ -66,7 +64,6 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
   );
   const rounds: RoundReport[] = [];
   const history: RoundStats[] = [];
-  const moved: MoveStats[] = [];
   let base: PrecopyResult['base'];
   const t0 = ctx.clock.monotonic();
   let stopReason = '';
@@ -94,7 +91,6 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
     });
     const transferMs = ctx.clock.monotonic() - tx0;
     base = { name: sessionId, manifest: scan.manifest };
-    moved.push(st);
     const durationMs = ctx.clock.monotonic() - started;
     const considered = scan.dirtyPages + scan.unsentPages;
     history.push({
@@ -137,7 +133,6 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
   return {
     rounds,
     stopReason,
-    moved,
     base,
     knownPages: async (checkpointDir) => {
       const layouts = await readPagesLayouts(join(checkpointDir, 'criu'));
