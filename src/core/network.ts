@@ -31,8 +31,14 @@ export interface NetworkProvider {
    * chain dropping everything but CRIU's own marked packets), as the source's namespace is
    * after a dump with established TCP connections: until a restore unlocks it, the kernel
    * answers nothing, so no RST reaches a client whose connection is about to be restored.
+   * `prestage`: made ahead of a restore; the next attach of the same key, identity and lock
+   * takes it as it is (without re-checking or rebuilding it).
    */
-  attach(key: string, net: ContainerNetwork, opts?: { locked?: boolean }): Promise<string>;
+  attach(
+    key: string,
+    net: ContainerNetwork,
+    opts?: { locked?: boolean; prestage?: boolean },
+  ): Promise<string>;
   /** Removes the namespace of `key` and its interfaces. Idempotent. */
   detach(key: string): Promise<void>;
 }

@@ -43,6 +43,8 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
   private readonly last: number;
   private readonly subnet: number;
   private readonly mask: number;
+  /** Namespaces attached ahead of a restore by this process: key → identity and lock. */
+  private readonly prestaged = new Map<string, string>();
 
   constructor(
     /** The testbed's name (prefix of the containers' namespaces). */
@@ -100,8 +102,19 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
    * and sends a gratuitous ARP. Returns the namespace's path. Idempotent for the same key and
    * identity; AddressInUse when another key holds the IP; InvalidState when `key` holds another.
    */
-  async attach(key: string, net: ContainerNetwork, opts: { locked?: boolean } = {}): Promise<string> {
+  async attach(
+    key: string,
+    net: ContainerNetwork,
+    opts: { locked?: boolean; prestage?: boolean } = {},
+  ): Promise<string> {
     this.validate(key, net);
+    const want = `${JSON.stringify(net)} locked=${Boolean(opts.locked)}`;
+    if (!opts.prestage && this.prestaged.get(key) === want) {
+      // Built by this process for this restore moments ago (and announced): take it as it is.
+      this.prestaged.delete(key);
+      if (await netnsExists(this.netnsName(key))) return netnsPath(this.netnsName(key));
+    }
+    this.prestaged.delete(key);
     const leases = await this.leases();
     for (const [leasedIp, holder] of leases) {
       if (holder === key && leasedIp !== net.ip) {
@@ -124,6 +137,7 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
         await this.removeNetns(key);
       }
       await this.create(key, ns, net, Boolean(opts.locked));
+      if (opts.prestage) this.prestaged.set(key, want);
       return netnsPath(ns);
     } catch (err) {
       await this.removeNetns(key).catch(() => undefined);
@@ -135,6 +149,7 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
   /** Removes `key`'s namespace (and so its veth) and releases its lease. Idempotent. */
   async detach(key: string): Promise<void> {
     if (!CONTAINER_KEY.test(key)) throw invalidKey(key);
+    this.prestaged.delete(key);
     await this.removeNetns(key);
     for (const [leasedIp, holder] of await this.leases()) {
       if (holder === key) await rm(join(this.info.leaseDir, leasedIp), { force: true });
