@@ -48,4 +48,50 @@ describe('snapshotDirectory with knownPages', () => {
     const distinct = new Set(unknownNonZero.map((p) => (p % 251) + 1)).size;
     assert.equal(usage.chunks, distinct);
   });
+
+  it('records holes as zero runs without reading or storing them (and with knownPages for the rest)', async () => {
+    // A 6 MiB file: more than one read batch, so whole batches are skipped and one is split.
+    const big = Buffer.alloc(1536 * PAGE_SIZE);
+    for (let p = 0; p < 1536; p++) big.fill((p % 200) + 1, p * PAGE_SIZE, p * PAGE_SIZE + 64);
+    const d = await mkdtemp(join(tmpdir(), 'godwit-holes-'));
+    try {
+      await mkdir(join(d, 'criu'));
+      await writeFile(join(d, 'criu', 'pages-2.img'), big);
+      const holes = [
+        { offset: 0, length: 1100 * PAGE_SIZE },
+        { offset: 1200 * PAGE_SIZE, length: 10 * PAGE_SIZE },
+      ];
+      const store = new MemoryChunkStore();
+      const askedAt: number[] = [];
+      const r = await snapshotDirectory(d, store, {
+        ...opts,
+        holes: (rel) => (rel === 'criu/pages-2.img' ? holes : undefined),
+        knownPages: (_rel, offset) => {
+          askedAt.push(offset);
+          return undefined;
+        },
+      });
+      const e = r.manifest.entries.find((x) => x.type === 'file' && x.path === 'criu/pages-2.img');
+      assert.ok(e && e.type === 'file');
+      assert.equal(e.size, big.length);
+      const refs = e.chunks ?? [];
+      assert.deepEqual(refs[0], { zero: 1100 * PAGE_SIZE });
+      // The batch wholly inside the first hole was not even offered to knownPages.
+      assert.ok(!askedAt.includes(0), `asked at ${askedAt.join(',')}`);
+      let at = 0;
+      for (const c of refs) {
+        const len = 'zero' in c ? c.zero : c.size;
+        const inHole = holes.some((h) => at >= h.offset && at + len <= h.offset + h.length);
+        if (!('zero' in c)) assert.ok(!inHole, `a chunk at ${at} lies in a hole`);
+        at += len;
+      }
+      // Stored: the distinct pages outside the holes only.
+      const outside = Array.from({ length: 1536 }, (_, p) => p).filter(
+        (p) => p >= 1100 && (p < 1200 || p >= 1210),
+      );
+      assert.equal((await store.usage()).chunks, new Set(outside.map((p) => (p % 200) + 1)).size);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
 });

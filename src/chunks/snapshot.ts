@@ -75,6 +75,12 @@ export interface SnapshotOptions {
    * guarantees they are held elsewhere (the destination has them, the caller can serve them).
    */
   knownPages?: (relPath: string, offset: number, data: Buffer) => readonly KnownPage[] | undefined;
+  /**
+   * Page-aligned byte ranges of a file cut into page-sized chunks that the snapshot records as
+   * zero runs without reading them (sorted, not overlapping): bytes the caller keeps elsewhere and
+   * hands over by other means (post-copy leaves lazy memory on the source). Undefined: none.
+   */
+  holes?: (relPath: string) => readonly { offset: number; length: number }[] | undefined;
   /** Files up to this size are carried inline. Default 4096, at most 64 KiB. */
   inlineMax?: number;
   /** Called with the bytes of file content processed so far (monotonic). */
@@ -186,6 +192,7 @@ class Chunker {
     private readonly onProgress: ((bytesDone: number) => void) | undefined,
     private readonly chunkSizeFor: ((relPath: string) => number | undefined) | undefined = undefined,
     private readonly knownPages: SnapshotOptions['knownPages'] = undefined,
+    private readonly holes: SnapshotOptions['holes'] = undefined,
   ) {}
 
   private progress(n: number): void {
@@ -258,6 +265,20 @@ class Chunker {
 
   private async chunkFile(fd: number, size: number, cs: number, rel: string): Promise<ChunkRef[]> {
     const knownPages = cs === PAGE_SIZE ? this.knownPages : undefined;
+    const holes = (cs === PAGE_SIZE ? this.holes?.(rel) : undefined) ?? [];
+    /** The hole that holds all of [from, to), if one does. */
+    const holeOver = (from: number, to: number): boolean => {
+      let lo = 0;
+      let hi = holes.length - 1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        const h = holes[mid] as { offset: number; length: number };
+        if (from < h.offset) hi = mid - 1;
+        else if (from >= h.offset + h.length) lo = mid + 1;
+        else return to <= h.offset + h.length;
+      }
+      return false;
+    };
     const batchSize = Math.min(cs * Math.max(1, Math.floor(READ_SIZE / cs)), Math.ceil(size / cs) * cs);
     const ring = Array.from({ length: Math.min(RING, Math.ceil(size / batchSize)) }, () =>
       Buffer.allocUnsafe(batchSize),
@@ -265,8 +286,10 @@ class Chunker {
     const busy: Promise<void>[] = ring.map(() => Promise.resolve());
     const refs: ChunkRef[] = [];
     const readInto = async (slot: number, pos: number): Promise<number> => {
+      const len = Math.min(batchSize, size - pos);
+      if (holeOver(pos, pos + len)) return len; // not read: recorded as a zero run below
       await busy[slot];
-      return readFull(fd, ring[slot] as Buffer, Math.min(batchSize, size - pos), pos);
+      return readFull(fd, ring[slot] as Buffer, len, pos);
     };
     let pos = 0;
     let slot = 0;
@@ -294,7 +317,20 @@ class Chunker {
           fresh.push({ digest, data });
         }
       };
-      const hints = knownPages?.(rel, start, buf.subarray(0, n));
+      if (holes.length > 0 && holeOver(start, start + n)) {
+        addZero(n);
+        this.progress(n);
+        if (!more) break;
+        slot = nextSlot;
+        continue;
+      }
+      let hints = knownPages?.(rel, start, buf.subarray(0, n));
+      if (holes.length > 0) {
+        const h: KnownPage[] = hints ? [...hints] : new Array<KnownPage>(Math.ceil(n / cs));
+        for (let off = 0; off < n; off += cs)
+          if (holeOver(start + off, start + off + cs)) h[off / cs] = 'zero';
+        hints = h;
+      }
       for (let off = 0; off < n; off += cs) {
         const hint = hints?.[off / cs];
         if (hint === 'zero') {
@@ -374,6 +410,7 @@ export async function snapshotDirectory(
     opts.onProgress,
     opts.chunkSizeFor,
     opts.knownPages,
+    opts.holes,
   );
   const files = items.filter((it) => it.st.isFile());
   const fileEntries = await mapLimit(files, FILE_CONCURRENCY, (it) => chunker.file(it));

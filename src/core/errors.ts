@@ -176,6 +176,10 @@ export const ErrorCode = {
   ProcessMemoryUnreadable: 'GODWIT_PROCESS_MEMORY_UNREADABLE',
   ManifestBaseNotFound: 'GODWIT_MANIFEST_BASE_NOT_FOUND',
   FaultInjected: 'GODWIT_FAULT_INJECTED',
+  PageNotHeld: 'GODWIT_PAGE_NOT_HELD',
+  PageProtocol: 'GODWIT_PAGE_PROTOCOL',
+  PageSourceLost: 'GODWIT_PAGE_SOURCE_LOST',
+  MemoryLost: 'GODWIT_MEMORY_LOST',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -5,10 +5,10 @@
  */
 
 /** Strategies by name. */
-export type MigrationStrategy = 'cold' | 'precopy';
+export type MigrationStrategy = 'cold' | 'precopy' | 'postcopy' | 'hybrid';
 
 /** Every strategy, for flag validation and help. */
-export const MIGRATION_STRATEGIES: readonly MigrationStrategy[] = ['cold', 'precopy'];
+export const MIGRATION_STRATEGIES: readonly MigrationStrategy[] = ['cold', 'precopy', 'postcopy', 'hybrid'];
 
 /** The phases a migration can pass through, in order. Strategies run a subset. */
 export enum MigrationPhase {
@@ -26,6 +26,11 @@ export enum MigrationPhase {
   Restore = 'restore',
   /** Point of no return: the destination runs the container; the source lets go. */
   Commit = 'commit',
+  /**
+   * Post-copy and hybrid, after commit: the restored container runs while the pages that stayed
+   * on the source are fetched (on faults and in the background); ends when none is left there.
+   */
+  Fill = 'fill',
   /** Release what the migration held (source record, temp files). Failures only warn. */
   Cleanup = 'cleanup',
   /** Resume the source after a failure before commit. */
@@ -111,6 +116,36 @@ export interface MigrationTimings {
   restoreMs?: number;
 }
 
+/**
+ * The lazy half of post-copy and hybrid: how the restored container got the memory that stayed
+ * on the source. Windows are ms from the end of the restore.
+ */
+export interface LazyMemoryReport {
+  /** `filled`: every page arrived; `lost`: the source or link died first and the container was stopped. */
+  outcome: 'filled' | 'lost';
+  /** Pages that stayed on the source at the restore. */
+  pagesRemote: number;
+  /** Remote pages fetched because a fault waited for them, and by the background fill. */
+  pagesOnDemand: number;
+  pagesPushed: number;
+  /** Pages the restored processes received that the destination held from the start (hybrid: pre-copy). */
+  pagesLocal: number;
+  /** Pages the restored processes received in all. */
+  pagesServed: number;
+  /** Page faults that reached godwit's page server, and how long they waited (ms). */
+  faults: number;
+  faultWaitMs: { p50: number; p99: number; max: number };
+  /** Restore end → every remote page at the destination (the source is released). */
+  sourceWindowMs?: number;
+  /** Restore end → every page in the processes (the degradation window). */
+  degradationWindowMs?: number;
+  /** Bytes received from the source for the remote pages. */
+  bytesWire: number;
+  /** When lost: how many pages never arrived. */
+  missingPages?: number;
+  error?: string;
+}
+
 /** What a migration did, for people, the ledger and the simulator. */
 export interface MigrationReport {
   id: string;
@@ -142,6 +177,8 @@ export interface MigrationReport {
   /** wire bytes / transfer time. */
   rateBps?: number;
   progress?: MigrationProgress;
+  /** Post-copy and hybrid: the memory that stayed on the source and how it arrived. */
+  lazy?: LazyMemoryReport;
   /** Where the source's checkpoint is written (kept there when a migration fails). */
   checkpointDir?: string;
   /** Why it did not commit, or what went wrong after commit. */

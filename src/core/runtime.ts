@@ -92,6 +92,11 @@ export interface RestoreOptions {
    * (userfaultfd). The container is not checkpointed again before the fill has ended.
    */
   lazyPages?: boolean;
+  /**
+   * With `lazyPages`: the daemon asks this page server (CRIU's page-server protocol) for the
+   * lazy pages instead of reading them from the checkpoint's own images.
+   */
+  lazyPageServer?: { address: string; port: number };
   /** Network namespace to restore into; default the one recorded in the checkpoint, or a new one. */
   netnsPath?: string;
   /** Restore established TCP connections. */
@@ -147,6 +152,19 @@ export interface ContainerRuntime {
   checkpoint(name: string, opts: CheckpointOptions): Promise<CheckpointResult>;
   /** Restores a checkpoint as a new container. On failure nothing is left behind. */
   restore(opts: RestoreOptions): Promise<RestoreResult>;
+  /**
+   * Optional head start for a restore of checkpoint `checkpointJson` (its `checkpoint.json`) as
+   * `name`, while the rest of the checkpoint is still arriving: sets up what does not depend on
+   * the images (the service-network namespace, locked until the restore). Best effort: on failure
+   * the restore does it again. `cancelRestore` undoes it when the restore will not come.
+   */
+  prepareRestore?(name: string, checkpointJson: Buffer): Promise<void>;
+  cancelRestore?(name: string): Promise<void>;
+  /**
+   * For a container restored with lazy pages: settles when its lazy-pages daemon has ended
+   * (`ok`: every page is in place), `fillMs` after the restore started. Undefined otherwise.
+   */
+  lazyFill?(name: string): Promise<{ ok: boolean; fillMs: number }> | undefined;
   /** Everything the container has written to stdout and stderr so far. */
   logs(name: string): Promise<string>;
 }

@@ -341,16 +341,16 @@ describe('readPagesLayouts', () => {
         file: 'pages-1.img',
         vpid: 1,
         runs: [
-          { vaddr: 0x400000, nrPages: 2, fileOffset: 0 },
-          { vaddr: 0x600000, nrPages: 3, fileOffset: 2 * PAGE_SIZE },
-          { vaddr: 0x800000, nrPages: 2, fileOffset: 5 * PAGE_SIZE },
-          { vaddr: 0x7ff003600000, nrPages: 5, fileOffset: 7 * PAGE_SIZE },
+          { vaddr: 0x400000, nrPages: 2, fileOffset: 0, lazy: false },
+          { vaddr: 0x600000, nrPages: 3, fileOffset: 2 * PAGE_SIZE, lazy: false },
+          { vaddr: 0x800000, nrPages: 2, fileOffset: 5 * PAGE_SIZE, lazy: true },
+          { vaddr: 0x7ff003600000, nrPages: 5, fileOffset: 7 * PAGE_SIZE, lazy: false },
         ],
       },
       {
         file: 'pages-2.img',
         vpid: 7,
-        runs: [{ vaddr: 0x20000, nrPages: 10, fileOffset: 0 }],
+        runs: [{ vaddr: 0x20000, nrPages: 10, fileOffset: 0, lazy: false }],
       },
     ]);
   });

@@ -38,8 +38,11 @@ export interface PagesFileLayout {
   file: string;
   /** The process's pid inside its pid namespace (the N of `pagemap-N.img`). */
   vpid: number;
-  /** Runs of pages present in the file, each at `fileOffset` (bytes) for `nrPages` pages. */
-  runs: { vaddr: number; nrPages: number; fileOffset: number }[];
+  /**
+   * Runs of pages present in the file, each at `fileOffset` (bytes) for `nrPages` pages; `lazy`
+   * when CRIU may restore them lazily (userfaultfd: private anonymous memory).
+   */
+  runs: { vaddr: number; nrPages: number; fileOffset: number; lazy: boolean }[];
 }
 
 function bad(message: string): InvalidArgumentError {
@@ -132,7 +135,7 @@ export async function readPagesLayouts(criuDir: string): Promise<PagesFileLayout
     const runs: PagesFileLayout['runs'] = [];
     for (const e of img.entries) {
       if ((e.flags & PE_PRESENT) === 0) continue;
-      runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, fileOffset: offset });
+      runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, fileOffset: offset, lazy: (e.flags & PE_LAZY) !== 0 });
       offset += e.nrPages * PAGE_SIZE;
     }
     out.push({ file: `pages-${img.pagesId}.img`, vpid, runs });

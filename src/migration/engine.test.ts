@@ -39,6 +39,9 @@ class FakePeer implements MigrationPeer {
     }
     return { pid: info.pid ?? 1, restoreMs: 1, materializeMs: 1 };
   }
+  async fill(): Promise<never> {
+    throw new UnavailableError(ErrorCode.NotImplemented, 'no lazy restores here');
+  }
   async finish(_id: string, committed: boolean) {
     this.calls.push(`finish ${committed}`);
     if (this.failAt === 'finish') throw new UnavailableError(ErrorCode.AgentUnavailable, 'peer down');

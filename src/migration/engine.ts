@@ -40,6 +40,9 @@ import type { MigrationPeer } from './peer.js';
 import { collectGarbage } from '../system/gc.js';
 import { PhaseRecorder } from './phase-recorder.js';
 import { runPrecopyRounds, type PrecopyResult } from './precopy.js';
+import { planLazyPages } from './lazy-plan.js';
+import { startPageSource, type PageSource } from '../pages/page-fetch.js';
+import type { RemoteRun } from '../pages/lazy-page-broker.js';
 
 /** Transfer outcome the engine accounts for. */
 export interface MoveStats {
@@ -61,7 +64,7 @@ export interface StateMover {
   snapshot(
     dir: string,
     label: string,
-    opts?: { knownPages?: SnapshotOptions['knownPages'] },
+    opts?: { knownPages?: SnapshotOptions['knownPages']; holes?: SnapshotOptions['holes'] },
   ): Promise<{ manifest: Manifest; stats: ManifestStats }>;
   send(opts: {
     host: string;
@@ -86,6 +89,18 @@ export interface FaultPlan {
   failRound?: number;
   /** Fail when this phase is about to start. */
   failPhase?: MigrationPhase;
+  /** Post-copy, hybrid: the source's page source drops its connections after serving this many pages. */
+  dropPagesAfter?: number;
+}
+
+/** Strategies whose final phase leaves memory on the source, fetched after the restore. */
+function isLazy(strategy: MigrationStrategy): boolean {
+  return strategy === 'postcopy' || strategy === 'hybrid';
+}
+
+/** Strategies that run pre-copy rounds. */
+function hasRounds(strategy: MigrationStrategy): boolean {
+  return strategy === 'precopy' || strategy === 'hybrid';
 }
 
 /** What a caller asks for. */
@@ -123,6 +138,11 @@ export interface MigrationEngineOptions {
   quiet?: { hold(): () => void };
   /** Accept `faults` in requests (tests; the agent enables it with GODWIT_FAULT_INJECTION=1). */
   allowFaults?: boolean;
+  /**
+   * The address destinations reach this host at, where post-copy and hybrid serve the pages they
+   * keep back (a port is picked per migration). Without it those strategies are refused.
+   */
+  pageSourceHost?: string;
 }
 
 /** Source-side migration orchestrator. */
@@ -155,6 +175,13 @@ export class MigrationEngine {
         );
       }
     }
+    if (isLazy(req.strategy) && this.opts.pageSourceHost === undefined) {
+      throw new FailedPreconditionError(
+        ErrorCode.NotImplemented,
+        `${req.strategy} needs an agent that listens on the link (it serves the pages it keeps back)`,
+        { hint: 'start the agent with --listen ADDR:PORT' },
+      );
+    }
     if (req.faults && !this.opts.allowFaults) {
       throw new InvalidArgumentError(
         ErrorCode.InvalidFlag,
@@ -176,7 +203,7 @@ export class MigrationEngine {
       timings: {},
       warnings: [],
     };
-    if (req.strategy === 'precopy') {
+    if (hasRounds(req.strategy)) {
       report.options = {
         maxDowntimeMs: req.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
         maxRounds: req.maxRounds ?? DEFAULT_MAX_ROUNDS,
@@ -298,6 +325,9 @@ export class MigrationEngine {
     let downtimeStart = 0;
     let manifest: Manifest | undefined;
     let precopy: PrecopyResult | undefined;
+    let pageSource: PageSource | undefined;
+    let remote: RemoteRun[] | undefined;
+    let memoryLost = false;
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
 
     try {
@@ -310,7 +340,7 @@ export class MigrationEngine {
         enter(MigrationPhase.Prepare),
       );
 
-      if (req.strategy === 'precopy') {
+      if (hasRounds(req.strategy)) {
         const opts = report.options ?? {};
         const roundsStart = rec.now();
         let roundRec: PhaseRecord | undefined;
@@ -382,14 +412,18 @@ export class MigrationEngine {
         async (r) => {
           fault(MigrationPhase.Snapshot);
           const snapStart = this.clock.monotonic();
-          const knownPages = precopy ? await precopy.knownPages(checkpointDir) : undefined;
-          const s = await mover.snapshot(
-            checkpointDir,
-            `checkpoint:${name}`,
-            knownPages ? { knownPages } : undefined,
-          );
+          let knownPages = precopy ? await precopy.knownPages(checkpointDir) : undefined;
+          // Post-copy, hybrid: lazy pages the destination lacks stay here (holes in the snapshot).
+          const plan = isLazy(req.strategy) ? await planLazyPages(checkpointDir, knownPages) : undefined;
+          if (plan) knownPages = plan.hook;
+          const s = await mover.snapshot(checkpointDir, `checkpoint:${name}`, {
+            ...(knownPages ? { knownPages } : {}),
+            ...(plan?.holes ? { holes: plan.holes } : {}),
+          });
           report.timings.snapshotMs = Math.round(this.clock.monotonic() - snapStart);
+          remote = plan?.remote();
           r.detail = {
+            ...(remote ? { remotePages: remote.reduce((n, x) => n + x.nrPages, 0) } : {}),
             files: s.stats.files,
             logicalBytes: s.stats.logicalBytes,
             uniqueChunks: s.stats.uniqueChunks,
@@ -440,8 +474,25 @@ export class MigrationEngine {
         MigrationPhase.Restore,
         async (r) => {
           fault(MigrationPhase.Restore);
+          let lazy: Parameters<MigrationPeer['restore']>[2];
+          if (remote) {
+            const token = randomBytes(16);
+            pageSource = await startPageSource({
+              host: this.opts.pageSourceHost as string,
+              criuDir: join(checkpointDir, 'criu'),
+              token,
+              log,
+              ...(req.faults?.dropPagesAfter !== undefined
+                ? { dropAfterPages: req.faults.dropPagesAfter }
+                : {}),
+            });
+            lazy = {
+              source: { host: pageSource.address, port: pageSource.port, token: token.toString('hex') },
+              remote,
+            };
+          }
           restoreAsked = true;
-          const res = await peer.restore(report.id, name);
+          const res = await peer.restore(report.id, name, lazy);
           r.detail = {
             pid: res.pid,
             restoreMs: Math.round(res.restoreMs),
@@ -471,10 +522,45 @@ export class MigrationEngine {
           report.warnings.push(`commit: cannot remove the source record: ${errorMessage(err)}`),
         );
 
+      if (pageSource) {
+        // The container runs on the destination; it fetches what stayed here until none is left.
+        const source = pageSource;
+        await rec
+          .run(
+            MigrationPhase.Fill,
+            async (r) => {
+              const lazy = await peer.fill(report.id);
+              report.lazy = lazy;
+              const st = source.stats();
+              addBytes(report, st.bytesRaw, st.bytesWire);
+              r.detail = { ...lazy };
+              if (lazy.outcome === 'lost') {
+                memoryLost = true;
+                report.error = {
+                  code: ErrorCode.MemoryLost,
+                  message: `${report.to} lost the source before ${lazy.missingPages ?? '?'} pages arrived: the container was stopped there`,
+                };
+                report.warnings.push(
+                  `the container was stopped on ${report.to} (memory incomplete); this host keeps the checkpoint it was moved from in ${checkpointDir} ` +
+                    `(an older state: godwit restore ${checkpointDir} --name ${name})`,
+                );
+              }
+            },
+            enter(MigrationPhase.Fill),
+          )
+          .catch((err: unknown) => report.warnings.push(`fill: ${errorMessage(err)}`));
+        await source.close();
+        pageSource = undefined;
+      }
+
       await rec
         .run(
           MigrationPhase.Cleanup,
           async () => {
+            if (memoryLost) {
+              await peer.finish(report.id, true);
+              return;
+            }
             if (manifest) await mover.keep(`container:${name}`, manifest);
             // CRIU's dump log stays with the report: the stopped phase's timeline, for diagnosis.
             await copyFile(join(checkpointDir, 'work', 'dump.log'), join(workDir, 'dump.log')).catch(
@@ -493,10 +579,12 @@ export class MigrationEngine {
       };
       log.warn('migration failed before commit', { id: report.id, name, err: errorMessage(err) });
       if (manifest) mover.drop?.(manifest);
+      await pageSource?.close();
+      pageSource = undefined;
       await this.rollback(report, rec, peer, { checkpointed, restoreAsked, checkpointDir });
     } finally {
       release();
-      if (report.committed) report.outcome = 'committed';
+      if (report.committed) report.outcome = memoryLost ? 'failed' : 'committed';
       report.totalMs = rec.now();
       delete report.progress;
       await save();

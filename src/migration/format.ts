@@ -1,6 +1,6 @@
 /** Human rendering of migration reports and progress. Pure. */
 import { formatBytes, formatMs, table } from '../cli/format.js';
-import type { MigrationProgress, MigrationReport, RoundReport } from '../core/migration.js';
+import type { LazyMemoryReport, MigrationProgress, MigrationReport, RoundReport } from '../core/migration.js';
 
 /** The report as a table of phases plus a summary block. */
 export function formatMigrationReport(r: MigrationReport): string {
@@ -49,9 +49,23 @@ export function formatMigrationReport(r: MigrationReport): string {
       `${r.compressionRatio ? `, compression ${r.compressionRatio}×` : ''}${r.dedupRatio ? `, logical/sent ${r.dedupRatio}×` : ''})`,
     `rate         ${r.rateBps === undefined ? '-' : `${formatBytes(r.rateBps)}/s`}`,
   ];
+  if (r.lazy) lines.push(...formatLazy(r.lazy));
   if (r.error) lines.push(`error        ${r.error.code}: ${r.error.message}`);
   for (const w of r.warnings) lines.push(`warning      ${w}`);
   return lines.join('\n');
+}
+
+/** The lazy half of post-copy and hybrid: where the memory came from, and how long it took. */
+function formatLazy(l: LazyMemoryReport): string[] {
+  const w = l.faultWaitMs;
+  return [
+    `memory       ${l.pagesServed} pages after the restore: ${l.pagesLocal} held here already, ` +
+      `${l.pagesRemote} left on the source (${l.pagesOnDemand} fetched on faults, ${l.pagesPushed} in the background)` +
+      (l.outcome === 'lost' ? `; LOST ${l.missingPages ?? '?'} pages` : ''),
+    `faults       ${l.faults} (wait p50 ${formatMs(w.p50)}, p99 ${formatMs(w.p99)}, max ${formatMs(w.max)})`,
+    `degraded     ${l.degradationWindowMs === undefined ? '-' : formatMs(l.degradationWindowMs)} (restore → every page in place); ` +
+      `source released after ${l.sourceWindowMs === undefined ? '-' : formatMs(l.sourceWindowMs)}`,
+  ];
 }
 
 /** One line per pre-copy round, for the terminal while a migration runs. */

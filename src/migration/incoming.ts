@@ -11,8 +11,27 @@ import type { Digest, Manifest } from '../core/chunks.js';
 import { AlreadyExistsError, ErrorCode, FailedPreconditionError, NotFoundError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { ContainerRuntime } from '../core/runtime.js';
+import type { LazyMemoryReport } from '../core/migration.js';
+import { percentile, startCriuPageServer, type CriuPageServer } from '../pages/criu-page-server.js';
+import { LazyPageBroker, type RemoteRun } from '../pages/lazy-page-broker.js';
+import { PageFetcher } from '../pages/page-fetch.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import { collectGarbage } from '../system/gc.js';
+
+/** Memory the source kept back (post-copy, hybrid), as the source describes it in `restore`. */
+export interface LazyRestoreRequest {
+  /** The source's page source and the migration's token (32 hex digits). */
+  source: { host: string; port: number; token: string };
+  /** Pages that stayed there: holes in the transferred pages files. */
+  remote: RemoteRun[];
+}
+
+/** A lazily restored container being filled. */
+interface LazyFill {
+  result: Promise<LazyMemoryReport>;
+  /** Stops serving at once (rollback). */
+  abort(): void;
+}
 
 /** What the destination needs from the chunk layer. */
 export interface IncomingState {
@@ -79,6 +98,10 @@ export class IncomingMigrations {
   private readonly restoring = new Map<string, Promise<unknown>>();
   /** Migrations finished here since the agent started: a late restore must not run. */
   private readonly finished = new Set<string>();
+  /** Restores prepared ahead (their network), by migration: the restore waits for it. */
+  private readonly prepared = new Map<string, Promise<void>>();
+  /** Post-copy fills in progress or ended, by migration. */
+  private readonly fills = new Map<string, LazyFill>();
 
   constructor(private readonly opts: IncomingOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -123,6 +146,7 @@ export class IncomingMigrations {
     const done = (async (): Promise<{ ok: boolean; ms: number }> => {
       const record = await this.record(id).catch(() => undefined);
       if (!record || record.restored) return { ok: false, ms: 0 };
+      this.prepareRestore(id, record.name, manifest);
       const t0 = this.clock.monotonic();
       await rm(dir, { recursive: true, force: true });
       await materializeArriving.call(this.opts.state, manifest, dir, new Set(missing), abort.signal);
@@ -134,10 +158,28 @@ export class IncomingMigrations {
     this.prebuilds.set(id, { manifest, done, abort });
   }
 
+  /**
+   * Gives the runtime its head start on restoring `name` (its network) from the checkpoint's
+   * `checkpoint.json`, carried inline in the offered manifest. Best effort, in the background.
+   */
+  private prepareRestore(id: string, name: string, manifest: Manifest): void {
+    const prepare = this.opts.runtime.prepareRestore;
+    const e = manifest.entries.find((x) => x.type === 'file' && x.path === 'checkpoint.json');
+    if (!prepare || !e || e.type !== 'file' || e.inline === undefined) return;
+    const json = Buffer.from(e.inline, 'base64');
+    this.prepared.set(
+      id,
+      prepare.call(this.opts.runtime, name, json).catch((err: unknown) => {
+        this.opts.log.warn('cannot prepare the restore ahead', { id, name, err: String(err) });
+      }),
+    );
+  }
+
   /** Reassembles the checkpoint from the completed transfer and restores it as `name`. */
   async restore(
     id: string,
     name: string,
+    lazy?: LazyRestoreRequest,
   ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
     const tIn = this.clock.monotonic();
     const record = await this.record(id);
@@ -161,7 +203,7 @@ export class IncomingMigrations {
       );
     }
     const release = this.opts.quiet?.hold() ?? ((): void => undefined);
-    const run = this.reassembleAndRestore(id, name, record, manifest, tIn);
+    const run = this.reassembleAndRestore(id, name, record, manifest, tIn, lazy);
     this.restoring.set(
       id,
       run.catch(() => undefined),
@@ -180,6 +222,7 @@ export class IncomingMigrations {
     record: IncomingRecord,
     manifest: Manifest,
     tIn: number,
+    remote?: LazyRestoreRequest,
   ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
     const dir = this.checkpointDir(id);
     const t0 = this.clock.monotonic();
@@ -194,6 +237,8 @@ export class IncomingMigrations {
     }
     this.prebuilds.delete(id);
     const materializeMs = this.clock.monotonic() - t0;
+    await this.prepared.get(id);
+    this.prepared.delete(id);
     // The source may have given up meanwhile (finish): then nothing may start here.
     if (this.finished.has(id)) {
       throw new FailedPreconditionError(
@@ -201,6 +246,7 @@ export class IncomingMigrations {
         `migration ${id} was finished during its restore`,
       );
     }
+    if (remote) return this.restoreRemoteLazy(id, name, record, dir, remote, materializeMs);
     const t1 = this.clock.monotonic();
     // Lazily: the container runs again before its memory is copied in; CRIU's lazy-pages daemon
     // fills it from the reassembled images right after (256 MiB: restore 0.20 s instead of 0.32–0.45 s,
@@ -231,6 +277,156 @@ export class IncomingMigrations {
   }
 
   /**
+   * Restores with the memory that stayed on the source served by godwit: CRIU's lazy-pages daemon
+   * asks godwit's page server, which reads the local images and fetches the remote pages from the
+   * source (on faults first, and in the background). No plain fallback: the images have holes.
+   */
+  private async restoreRemoteLazy(
+    id: string,
+    name: string,
+    record: IncomingRecord,
+    dir: string,
+    req: LazyRestoreRequest,
+    materializeMs: number,
+  ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
+    const { runtime, log } = this.opts;
+    const t1 = this.clock.monotonic();
+    const lap: Record<string, number> = {};
+    const mark = (k: string): void => void (lap[k] = Math.round(this.clock.monotonic() - t1));
+    const fetcher = await PageFetcher.connect({
+      host: req.source.host,
+      port: req.source.port,
+      token: Buffer.from(req.source.token, 'hex'),
+    });
+    let broker: LazyPageBroker | undefined;
+    let server: CriuPageServer | undefined;
+    try {
+      mark('connectMs');
+      broker = await LazyPageBroker.open({
+        criuDir: join(dir, 'criu'),
+        remote: req.remote,
+        fetcher,
+        clock: this.clock,
+        log,
+      });
+      mark('brokerMs');
+      server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
+      mark('serverMs');
+      const res = await runtime.restore({
+        dir,
+        name,
+        lazyPages: true,
+        lazyPageServer: { address: server.address, port: server.port },
+      });
+      const restoreMs = this.clock.monotonic() - t1;
+      // The background fill starts once the container runs: not competing with the restore for CPU.
+      broker.start();
+      await this.saveRecord({ ...record, restored: true });
+      this.fills.set(id, this.trackFill(id, name, fetcher, broker, server));
+      log.info('incoming migration restored lazily', {
+        id,
+        name,
+        pid: res.pid,
+        restoreMs,
+        ...lap,
+        runtimeRestoreMs: Math.round(res.durationMs),
+        remotePages: broker.stats().pagesRemote,
+      });
+      return { name, pid: res.pid, restoreMs, materializeMs };
+    } catch (err) {
+      server?.abort('restore failed');
+      await server?.close().catch(() => undefined);
+      fetcher.close();
+      await broker?.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Follows a lazily restored container until every page is in place. If the source is lost
+   * first, the container is killed before the daemon can give up on its pages (a process must
+   * never run on with memory missing), and the report says how many pages were lost.
+   */
+  private trackFill(
+    id: string,
+    name: string,
+    fetcher: PageFetcher,
+    broker: LazyPageBroker,
+    server: CriuPageServer,
+  ): LazyFill {
+    const { runtime, log } = this.opts;
+    const t0 = this.clock.monotonic();
+    const since = (): number => Math.round(this.clock.monotonic() - t0);
+    const daemon = (runtime.lazyFill?.(name) ?? Promise.resolve({ ok: true, fillMs: 0 })).then((r) => ({
+      ...r,
+      at: since(),
+    }));
+    const result = (async (): Promise<LazyMemoryReport> => {
+      const source = await broker.complete.then(
+        () => ({ ok: true as const, at: since() }),
+        (err: unknown) => ({ ok: false as const, at: since(), err }),
+      );
+      let outcome: LazyMemoryReport['outcome'] = 'filled';
+      let error: string | undefined;
+      if (source.ok) {
+        // Nothing is left on the source: let it go.
+        fetcher.close();
+      } else {
+        outcome = 'lost';
+        const missing = broker.stats().pagesMissing;
+        error = `the source was lost with ${missing} pages not yet here: ${String(source.err)}`;
+        log.error('lazy restore lost its source: stopping the container', { id, name, missing });
+        await runtime
+          .kill(name, 'SIGKILL')
+          .catch((err: unknown) => log.warn('cannot kill', { name, err: String(err) }));
+        server.abort('the source was lost');
+      }
+      const d = await daemon;
+      await server.close().catch(() => undefined);
+      await broker.close();
+      const st = broker.stats();
+      const ps = server.stats();
+      const waits = ps.faultLatenciesMs;
+      const report: LazyMemoryReport = {
+        outcome,
+        pagesRemote: st.pagesRemote,
+        pagesOnDemand: st.pagesOnDemand,
+        pagesPushed: st.pagesPushed,
+        pagesLocal: st.pagesServedLocal,
+        pagesServed: st.pagesServed,
+        faults: ps.faultRequests,
+        faultWaitMs: {
+          p50: round1(percentile(waits, 50) ?? 0),
+          p99: round1(percentile(waits, 99) ?? 0),
+          max: round1(waits.length ? Math.max(...waits) : 0),
+        },
+        bytesWire: fetcher.bytesWire,
+        ...(source.ok ? { sourceWindowMs: source.at } : { missingPages: st.pagesMissing }),
+        ...(outcome === 'filled' && d.ok ? { degradationWindowMs: Math.max(d.at, source.at) } : {}),
+        ...(error ? { error } : !d.ok ? { error: 'the lazy-pages daemon failed (see its log)' } : {}),
+      };
+      log.info('lazy restore ended', { id, name, ...report });
+      return report;
+    })();
+    result.catch(() => undefined);
+    return {
+      result,
+      abort: () => {
+        server.abort('migration aborted');
+        fetcher.close();
+      },
+    };
+  }
+
+  /** The fill of a lazily restored migration: resolves when it has ended (every page here, or lost). */
+  async fill(id: string): Promise<LazyMemoryReport> {
+    const f = this.fills.get(id);
+    if (!f)
+      throw new NotFoundError(ErrorCode.MigrationNotFound, `no lazy restore of migration ${id} on this host`);
+    return f.result;
+  }
+
+  /**
    * Ends a migration here. `committed`: keep the container, drop temp files, keep the chunks
    * for later trips. Not committed (rollback): also remove the container if this migration
    * restored it. Idempotent; an unknown id is fine (nothing to do).
@@ -245,7 +441,20 @@ export class IncomingMigrations {
     }
     // A restore still running decides whether there is a container to remove: wait for it.
     await this.restoring.get(id);
+    const fill = this.fills.get(id);
+    if (fill) {
+      if (!committed) fill.abort();
+      await fill.result.catch(() => undefined);
+      this.fills.delete(id);
+    }
     const record = await this.record(id).catch(() => undefined);
+    const prepared = this.prepared.get(id);
+    if (prepared) {
+      await prepared;
+      this.prepared.delete(id);
+      if (record && !record.restored)
+        await this.opts.runtime.cancelRestore?.(record.name).catch(() => undefined);
+    }
     let removedContainer = false;
     if (record && !committed && record.restored) {
       await this.opts.runtime.remove(record.name, { force: true }).catch((err: unknown) => {
@@ -286,4 +495,8 @@ export class IncomingMigrations {
   private async saveRecord(r: IncomingRecord): Promise<void> {
     await writeJsonAtomic(join(this.opts.dir, r.id, 'incoming.json'), r);
   }
+}
+
+function round1(n: number): number {
+  return Math.round(n * 10) / 10;
 }

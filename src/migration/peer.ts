@@ -4,9 +4,13 @@
  * the engine can be tested against a fake peer.
  */
 import type { AgentClient } from '../agent/client.js';
-import { boolean, integer, number, object, optional, string } from '../agent/schema.js';
+import { boolean, integer, number, object, oneOf, optional, string } from '../agent/schema.js';
+import type { LazyMemoryReport } from '../core/migration.js';
+import type { LazyRestoreRequest } from './incoming.js';
 
 const text = string({ maxLength: 4096 });
+/** Longest the source waits for a destination to fetch every page it kept back. */
+const FILL_TIMEOUT_MS = 30 * 60_000;
 const keep = { unknownFields: 'keep' } as const;
 
 /** Answer of `POST /v1/migrations/incoming`. */
@@ -26,6 +30,29 @@ export const incomingRestoreResponse = object(
   keep,
 );
 
+const count = integer(0, Number.MAX_SAFE_INTEGER);
+const ms = number(0, Number.MAX_VALUE);
+
+/** Answer of `GET /v1/migrations/incoming/:id/fill`. */
+export const fillResponse = object(
+  {
+    outcome: oneOf(['filled', 'lost'] as const),
+    pagesRemote: count,
+    pagesOnDemand: count,
+    pagesPushed: count,
+    pagesLocal: count,
+    pagesServed: count,
+    faults: count,
+    faultWaitMs: object({ p50: ms, p99: ms, max: ms }, keep),
+    sourceWindowMs: optional(ms),
+    degradationWindowMs: optional(ms),
+    bytesWire: count,
+    missingPages: optional(count),
+    error: optional(text),
+  },
+  keep,
+);
+
 /** Answer of `DELETE /v1/migrations/incoming/:id`. */
 export const abortResponse = object({ removedContainer: boolean() }, keep);
 
@@ -35,8 +62,17 @@ export interface MigrationPeer {
   readonly label: string;
   /** Checks the name is free there and returns the destination's transfer endpoint. */
   prepare(id: string, name: string): Promise<{ transfer: { host: string; port: number } }>;
-  /** Reassembles the transferred checkpoint and restores it; resolves once it runs. */
-  restore(id: string, name: string): Promise<{ pid: number; restoreMs: number; materializeMs: number }>;
+  /**
+   * Reassembles the transferred checkpoint and restores it; resolves once it runs. With `lazy`,
+   * the pages listed there stayed on the source and are fetched from it after the restore.
+   */
+  restore(
+    id: string,
+    name: string,
+    lazy?: LazyRestoreRequest,
+  ): Promise<{ pid: number; restoreMs: number; materializeMs: number }>;
+  /** After a lazy restore: resolves once every page has arrived (or the source was lost). */
+  fill(id: string): Promise<LazyMemoryReport>;
   /** After commit: drop temp files. Before commit: also remove a container this migration restored. */
   finish(id: string, committed: boolean): Promise<{ removedContainer: boolean }>;
 }
@@ -52,10 +88,26 @@ export class AgentMigrationPeer implements MigrationPeer {
     return this.client.call('POST', '/v1/migrations/incoming', prepareResponse, { id, name }, 30_000);
   }
 
-  restore(id: string, name: string): Promise<{ pid: number; restoreMs: number; materializeMs: number }> {
+  restore(
+    id: string,
+    name: string,
+    lazy?: LazyRestoreRequest,
+  ): Promise<{ pid: number; restoreMs: number; materializeMs: number }> {
     return this.client.call('POST', `/v1/migrations/incoming/${id}/restore`, incomingRestoreResponse, {
       name,
+      ...(lazy ? { lazy } : {}),
     });
+  }
+
+  async fill(id: string): Promise<LazyMemoryReport> {
+    const r = await this.client.call(
+      'GET',
+      `/v1/migrations/incoming/${id}/fill`,
+      fillResponse,
+      undefined,
+      FILL_TIMEOUT_MS,
+    );
+    return r as LazyMemoryReport;
   }
 
   finish(id: string, committed: boolean): Promise<{ removedContainer: boolean }> {

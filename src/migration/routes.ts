@@ -6,7 +6,17 @@
 import type { Call, Route } from '../agent/server.js';
 import { containerName } from '../agent/api.js';
 import { API_VERSION } from '../agent/api.js';
-import { boolean, integer, invalid, object, oneOf, optional, string } from '../agent/schema.js';
+import {
+  array,
+  boolean,
+  integer,
+  invalid,
+  object,
+  oneOf,
+  optional,
+  refine,
+  string,
+} from '../agent/schema.js';
 import { MIGRATION_STRATEGIES, MigrationPhase } from '../core/migration.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import type { MigrationEngine } from './engine.js';
@@ -30,6 +40,7 @@ export const migrateRequest = object({
     object({
       failRound: optional(integer(0, 1000)),
       failPhase: optional(oneOf(Object.values(MigrationPhase))),
+      dropPagesAfter: optional(integer(0, Number.MAX_SAFE_INTEGER)),
     }),
   ),
 });
@@ -37,8 +48,32 @@ export const migrateRequest = object({
 /** Body of `POST /v1/migrations/incoming`. */
 export const prepareRequest = object({ id: containerName, name: containerName });
 
+/** Most remote runs a lazy restore may list (each a contiguous range of one process's pages). */
+const MAX_REMOTE_RUNS = 100_000;
+
 /** Body of `POST /v1/migrations/incoming/:id/restore`. */
-export const incomingRestoreRequest = object({ name: containerName });
+export const incomingRestoreRequest = object({
+  name: containerName,
+  lazy: optional(
+    object({
+      source: object({
+        host: string({ minLength: 1, maxLength: 253, pattern: /^[A-Za-z0-9.:-]+$/, expected: 'an address' }),
+        port: integer(1, 65_535),
+        token: string({ minLength: 32, maxLength: 32, pattern: /^[0-9a-f]{32}$/, expected: '32 hex digits' }),
+      }),
+      remote: array(
+        object({
+          vpid: integer(1, 2 ** 31 - 1),
+          vaddr: refine(integer(0, Number.MAX_SAFE_INTEGER), (v, path) => {
+            if (v % 4096 !== 0) throw invalid(path, 'expected a page-aligned address');
+          }),
+          nrPages: integer(1, 2 ** 31 - 1),
+        }),
+        { maxItems: MAX_REMOTE_RUNS },
+      ),
+    }),
+  ),
+});
 
 /** The routes, given the engine (source side), the incoming handler and how to reach a peer agent. */
 export function migrationRoutes(deps: {
@@ -75,8 +110,14 @@ export function migrationRoutes(deps: {
       methods: {
         POST: async (c: Call) => {
           const b = await c.body(incomingRestoreRequest);
-          return { status: 200, json: await needIncoming().restore(first(c), b.name) };
+          return { status: 200, json: await needIncoming().restore(first(c), b.name, b.lazy) };
         },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations/incoming/${id}/fill$`),
+      methods: {
+        GET: async (c: Call) => ({ status: 200, json: await needIncoming().fill(first(c)) }),
       },
     },
     {

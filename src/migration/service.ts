@@ -110,6 +110,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         label,
         chunkSizeFor: chunkSizeForCheckpoint,
         ...(o?.knownPages ? { knownPages: o.knownPages } : {}),
+        ...(o?.holes ? { holes: o.holes } : {}),
       }),
     send: async (o) => {
       const st = await sendManifest({
@@ -144,6 +145,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     log,
     quiet,
     allowFaults: process.env['GODWIT_FAULT_INJECTION'] === '1',
+    ...(opts.transferListen ? { pageSourceHost: opts.transferListen.host } : {}),
   });
   // Migrations a killed agent left half-way are settled before this one serves anything.
   await engine.recover();

@@ -101,7 +101,7 @@ export class RuncRuntime implements ContainerRuntime {
   private readonly state: StateDir;
   private readonly tools: RuncTools;
   /** Lazily restored containers whose memory is still being filled, by name. */
-  private readonly lazyFills = new Map<string, Promise<void>>();
+  private readonly lazyFills = new Map<string, Promise<{ ok: boolean; fillMs: number }>>();
   private readonly images: ImageStore;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -238,6 +238,34 @@ export class RuncRuntime implements ContainerRuntime {
     this.log.info('container removed', { name });
   }
 
+  async prepareRestore(name: string, checkpointJson: Buffer): Promise<void> {
+    validateName(name);
+    const manifest = parseCheckpointManifest(
+      JSON.parse(checkpointJson.toString('utf8')) as unknown,
+      CHECKPOINT_FILES.manifest,
+    );
+    const t0 = this.clock.monotonic();
+    // A first restore on this host builds the image: not while the container is stopped.
+    await this.images.ensure(manifest.spec.image);
+    const net = manifest.spec.network;
+    if (!net || !this.network) return;
+    await this.network.attach(this.netKey(name), net, { locked: manifest.tcpEstablished, prestage: true });
+    this.log.info('restore prepared: service network attached', {
+      name,
+      ms: Math.round(this.clock.monotonic() - t0),
+    });
+  }
+
+  async cancelRestore(name: string): Promise<void> {
+    validateName(name);
+    if (await pathExists(this.state.containerDir(name))) return; // a restore made it: not ours to undo
+    await this.network?.detach(this.netKey(name));
+  }
+
+  lazyFill(name: string): Promise<{ ok: boolean; fillMs: number }> | undefined {
+    return this.lazyFills.get(name);
+  }
+
   async logs(name: string): Promise<string> {
     await this.readRecord(name);
     try {
@@ -328,6 +356,9 @@ export class RuncRuntime implements ContainerRuntime {
 
   async restore(opts: RestoreOptions): Promise<RestoreResult> {
     validateName(opts.name);
+    const t0 = this.clock.monotonic();
+    const lap: Record<string, number> = {};
+    const mark = (k: string): void => void (lap[k] = Math.round(this.clock.monotonic() - t0));
     const dir = resolve(opts.dir);
     const manifest = await readCheckpoint(dir);
     const image = await this.images.ensure(manifest.spec.image);
@@ -365,6 +396,7 @@ export class RuncRuntime implements ContainerRuntime {
           locked: opts.tcpEstablished ?? manifest.tcpEstablished,
         });
       }
+      mark('networkMs');
       await mkdir(this.state.upperDir(opts.name), { recursive: true });
       if (manifest.hasRootfsDiff) {
         await runChecked([
@@ -377,7 +409,9 @@ export class RuncRuntime implements ContainerRuntime {
           join(dir, CHECKPOINT_FILES.rootfsDiff),
         ]);
       }
+      mark('rootfsMs');
       await this.prepareBundle(record);
+      mark('bundleMs');
       await writeJsonAtomic(this.state.containerRecord(opts.name), record);
       await mkdir(workDir, { recursive: true });
       const args = [
@@ -396,7 +430,12 @@ export class RuncRuntime implements ContainerRuntime {
       // Lazy: a CRIU lazy-pages daemon serves the memory from the checkpoint's own images after
       // the processes run again (userfaultfd); the restore returns without copying it.
       const fill = opts.lazyPages
-        ? await this.startLazyPages(opts.name, join(dir, CHECKPOINT_FILES.criuDir), workDir)
+        ? await this.startLazyPages(
+            opts.name,
+            join(dir, CHECKPOINT_FILES.criuDir),
+            workDir,
+            opts.lazyPageServer,
+          )
         : undefined;
       const res = await this.startWithShim(opts.name, args);
       if (fill) {
@@ -424,7 +463,7 @@ export class RuncRuntime implements ContainerRuntime {
           `${opts.name} is ${info.status} right after restore`,
         );
       }
-      this.log.info('container restored', { name: opts.name, from: dir, durationMs });
+      this.log.info('container restored', { name: opts.name, from: dir, durationMs, ...lap });
       return { name: opts.name, pid: info.pid, durationMs };
     } catch (err) {
       await this.destroy(opts.name);
@@ -483,14 +522,27 @@ export class RuncRuntime implements ContainerRuntime {
     name: string,
     criuDir: string,
     workDir: string,
-  ): Promise<{ done: Promise<void> }> {
+    pageServer?: { address: string; port: number },
+  ): Promise<{ done: Promise<{ ok: boolean; fillMs: number }> }> {
     const socket = join(workDir, 'lazy-pages.socket');
     await rm(socket, { force: true });
     const t0 = this.clock.monotonic();
     let exitedEarly = false;
     const run = runCommand(
       this.tools.criu,
-      ['lazy-pages', '--images-dir', criuDir, '--work-dir', workDir, '--log-file', 'lazy-pages.log', '-v2'],
+      [
+        'lazy-pages',
+        '--images-dir',
+        criuDir,
+        '--work-dir',
+        workDir,
+        '--log-file',
+        'lazy-pages.log',
+        '-v2',
+        ...(pageServer
+          ? ['--page-server', '--address', pageServer.address, '--port', String(pageServer.port)]
+          : []),
+      ],
       { timeoutMs: LAZY_FILL_TIMEOUT_MS },
     ).finally(() => {
       exitedEarly = true;
@@ -515,8 +567,12 @@ export class RuncRuntime implements ContainerRuntime {
             code: r.code,
             log: join(workDir, 'lazy-pages.log'),
           });
+        return { ok: r.code === 0, fillMs };
       },
-      (err: unknown) => this.log.warn('criu lazy-pages failed', { name, err: errorMessage(err) }),
+      (err: unknown) => {
+        this.log.warn('criu lazy-pages failed', { name, err: errorMessage(err) });
+        return { ok: false, fillMs: Math.round(this.clock.monotonic() - t0) };
+      },
     );
     return { done };
   }

@@ -23,20 +23,25 @@ export function registerMigrateCommand(
     .description(
       'move a running container to another host\n' +
         '  cold:    stop, copy what the destination lacks, restore\n' +
-        '  precopy: copy memory in rounds while it runs, then stop briefly for the rest',
+        '  precopy: copy memory in rounds while it runs, then stop briefly for the rest\n' +
+        '  postcopy: stop briefly, run on the destination at once, fetch memory after (on faults and in the background)\n' +
+        '  hybrid:  pre-copy rounds, then post-copy for the pages that changed since the last round',
     )
     .argument('<name>', 'container name')
     .requiredOption('--to <host>', 'destination: a testbed host name or the agent ADDR:PORT')
     .option('--strategy <strategy>', `migration strategy: ${MIGRATION_STRATEGIES.join('|')}`, 'cold')
     .option(
       '--max-downtime <ms>',
-      `precopy: stop the rounds once the memory left for the stopped phase is predicted to cross in this time (default ${DEFAULT_MAX_DOWNTIME_MS})`,
+      `precopy, hybrid: stop the rounds once the memory left for the stopped phase is predicted to cross in this time (default ${DEFAULT_MAX_DOWNTIME_MS})`,
     )
     .option(
       '--max-rounds <n>',
-      `precopy: most rounds, the first full copy included (default ${DEFAULT_MAX_ROUNDS})`,
+      `precopy, hybrid: most rounds, the first full copy included (default ${DEFAULT_MAX_ROUNDS})`,
     )
-    .option('--predict <on|off>', 'precopy: hold back pages predicted to be written again (default on)')
+    .option(
+      '--predict <on|off>',
+      'precopy, hybrid: hold back pages predicted to be written again (default on)',
+    )
     .option('--json', 'print the report as JSON')
     .action(async (name: string, o: MigrateFlags) => {
       const req = parseMigrateFlags(o);
@@ -96,7 +101,7 @@ function flagInt(flag: string, v: string | undefined, min: number, max: number):
   return n;
 }
 
-/** Validates the strategy flags; precopy-only flags are refused with another strategy. */
+/** Validates the strategy flags; round flags are refused with a strategy without rounds. */
 export function parseMigrateFlags(o: MigrateFlags): Omit<MigrationRequest, 'name' | 'to'> {
   const strategy = MIGRATION_STRATEGIES.find((s) => s === o.strategy);
   if (strategy === undefined) {
@@ -110,10 +115,14 @@ export function parseMigrateFlags(o: MigrateFlags): Omit<MigrationRequest, 'name
   }
   const maxDowntimeMs = flagInt('--max-downtime', o.maxDowntime, 1, 3_600_000);
   const maxRounds = flagInt('--max-rounds', o.maxRounds, 1, 1000);
-  if (strategy !== 'precopy' && (maxDowntimeMs ?? maxRounds ?? o.predict) !== undefined) {
+  if (
+    strategy !== 'precopy' &&
+    strategy !== 'hybrid' &&
+    (maxDowntimeMs ?? maxRounds ?? o.predict) !== undefined
+  ) {
     throw new InvalidArgumentError(
       ErrorCode.InvalidFlag,
-      '--max-downtime, --max-rounds and --predict apply to --strategy precopy',
+      '--max-downtime, --max-rounds and --predict apply to --strategy precopy and hybrid',
     );
   }
   return {

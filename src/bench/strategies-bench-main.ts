@@ -1,33 +1,39 @@
 /**
- * `npm run bench:precopy -- [--link edge] [--mib 256] [--dirty 2] [--hot 32] [--reps 5] [--out FILE]`
+ * `npm run bench:strategies -- [--link edge] [--mib 256] [--dirty 2] [--hot 32] [--reps 5]
+ *   [--kinds floor,cold,precopy-off,precopy-on,postcopy,hybrid] [--fast-dirty 30|0] [--out FILE]
+ *   [--logs DIR]` (`--logs` keeps the agents' logs)
+ * (`bench:precopy` is the same command).
  *
  * On a fresh 2-host testbed with a client, a memload service holding MIB MiB (30 % zero, 30 %
  * repeated, 40 % random pages) rewrites DIRTY MB/s within a HOT MiB hot set while the client
  * probes it. Each repetition measures, in this order, with the probe running, each on a fresh
  * service (a new seed, so new memory content: every move is a first trip, the destination holds
- * none of it):
- *  - the floor: a local checkpoint + restore of the same kind of container on h1 (no transfer);
+ * none of it), the kinds asked for:
+ *  - floor: a local checkpoint + restore of the same kind of container on h1 (no transfer);
  *  - cold migration h1 → h2;
- *  - pre-copy with prediction off, h1 → h2;
- *  - pre-copy with prediction on, h1 → h2;
+ *  - precopy-off / precopy-on: pre-copy with prediction off / on, h1 → h2;
+ *  - postcopy: stop, move all but the lazy memory, run on h2, fetch the rest after;
+ *  - hybrid: pre-copy rounds, then post-copy for what changed since the last round;
  * so the strategies alternate and machine drift hits all of them. After every move memload
- * verifies its whole memory. Then one pre-copy of a service dirtying faster than the link
- * (--fast-dirty MB/s, default 30) shows where the rounds stop and why.
+ * verifies its whole memory (post-copy and hybrid: once every page has arrived). Then one
+ * pre-copy of a service dirtying faster than the link (--fast-dirty MB/s, default 30; 0 skips
+ * it) shows where the rounds stop and why.
  * Client-perceived downtime is the probe's longest gap between replies on its long-lived
  * connection. Benchmarks measure and write numbers; they assert nothing.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AgentClient } from '../agent/client.js';
 import { formatBytes, formatMs, table } from '../cli/format.js';
-import type { MigrationReport } from '../core/migration.js';
+import type { LazyMemoryReport, MigrationReport } from '../core/migration.js';
 import type { TestbedHost } from '../core/testbed.js';
 import { migrateThrough, type MigrationRequest } from '../migration/client.js';
 import { projectRoot } from '../system/tools.js';
 import { parseLinkSpec } from '../testbed/profiles.js';
 import { testbedDown, testbedUp } from '../testbed/testbed.js';
+import { agentOutFile } from '../testbed/agents.js';
 import { verifyMemory } from '../demo/migration-demo.js';
 import { probeDuring } from './manual-migration.js';
 
@@ -38,6 +44,8 @@ const { values } = parseArgs({
     dirty: { type: 'string', default: '2' },
     hot: { type: 'string', default: '32' },
     'fast-dirty': { type: 'string', default: '30' },
+    kinds: { type: 'string', default: 'floor,cold,precopy-off,precopy-on,postcopy,hybrid' },
+    logs: { type: 'string' },
     reps: { type: 'string', default: '5' },
     out: { type: 'string' },
   },
@@ -49,7 +57,12 @@ const bin = resolve(projectRoot(), 'bin/godwit.js');
 const log = (l: string): void => void process.stderr.write(l + '\n');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-type Kind = 'floor' | 'cold' | 'precopy-off' | 'precopy-on';
+const KINDS = ['floor', 'cold', 'precopy-off', 'precopy-on', 'postcopy', 'hybrid'] as const;
+type Kind = (typeof KINDS)[number];
+const wanted = new Set((values.kinds ?? '').split(',').map((k) => k.trim()));
+for (const k of wanted)
+  if (!(KINDS as readonly string[]).includes(k)) throw new Error(`--kinds: unknown ${k}`);
+const kinds: Kind[] = KINDS.filter((k) => wanted.has(k));
 interface Sample {
   kind: Kind;
   rep: number;
@@ -67,6 +80,8 @@ interface Sample {
   memoryVerified: boolean;
   report?: MigrationReport;
   floor?: { checkpointMs: number; restoreMs: number };
+  /** Post-copy, hybrid: the memory fetched after the restore. */
+  lazy?: LazyMemoryReport;
 }
 
 function memloadArgs(dirty: number, seed: number): string[] {
@@ -166,14 +181,45 @@ try {
         stopReason: report.stopReason ?? '-',
         memoryVerified: ok,
         report,
+        ...(report.lazy ? { lazy: report.lazy } : {}),
       });
       log(
         `   ${report.outcome}: client ${probe.longLived.maxGapMs} ms, runtime ${report.downtimeMs} ms, ` +
           `total ${report.totalMs} ms, wire ${formatBytes(report.bytes.wire)}, rounds ${report.rounds.length} ` +
-          `(${report.stopReason}), memory ${ok ? 'verified' : 'NOT verified'}`,
+          `(${report.stopReason}), memory ${ok ? 'verified' : 'NOT verified'}` +
+          (report.lazy
+            ? `; degraded ${report.lazy.degradationWindowMs} ms, ${report.lazy.pagesLocal} pages local, ` +
+              `${report.lazy.pagesRemote} remote (${report.lazy.pagesOnDemand} on faults), faults ${report.lazy.faults} ` +
+              `p50 ${report.lazy.faultWaitMs.p50} p99 ${report.lazy.faultWaitMs.p99} ms`
+            : ''),
+      );
+      const t = report.timings;
+      log(
+        `   phases: checkpoint ${t.checkpointMs}, snapshot ${t.snapshotMs}, final transfer ${t.finalTransferMs}, ` +
+          `materialize ${t.materializeMs}, restore ${t.restoreMs} ms`,
       );
     };
+    const measure = (k: Kind, rep: number): Promise<void> => {
+      switch (k) {
+        case 'cold':
+          return migrate(k, rep, { strategy: 'cold' });
+        case 'precopy-off':
+          return migrate(k, rep, { strategy: 'precopy', predict: false });
+        case 'precopy-on':
+          return migrate(k, rep, { strategy: 'precopy', predict: true });
+        case 'postcopy':
+          return migrate(k, rep, { strategy: 'postcopy' });
+        case 'hybrid':
+          return migrate(k, rep, { strategy: 'hybrid' });
+        case 'floor':
+          return Promise.resolve();
+      }
+    };
     for (let rep = 1; rep <= reps; rep++) {
+      if (!wanted.has('floor')) {
+        for (const k of kinds) await measure(k, rep);
+        continue;
+      }
       const host = hosts[0];
       const agent = agents[0];
       log(`-- rep ${rep} floor on ${host.name}`);
@@ -205,24 +251,34 @@ try {
         floor: { checkpointMs: floor.checkpointMs, restoreMs: floor.restoreMs },
       });
       log(`   client ${probe.longLived.maxGapMs} ms, checkpoint + restore ${Math.round(floor.totalMs)} ms`);
-      await migrate('cold', rep, { strategy: 'cold' });
-      await migrate('precopy-off', rep, { strategy: 'precopy', predict: false });
-      await migrate('precopy-on', rep, { strategy: 'precopy', predict: true });
+      for (const k of kinds) if (k !== 'floor') await measure(k, rep);
     }
     // A service that dirties faster than the link: the rounds must stop by rule.
     const fast = Number(values['fast-dirty']);
-    log(`-- pre-copy of a service dirtying ${fast} MB/s`);
-    const f = await fresh(fast);
-    fastRun = await migrateThrough(agents[0], {
-      name: f.cname,
-      to: { host: hosts[1].address, port: hosts[1].port, label: hosts[1].name },
-      strategy: 'precopy',
-    });
-    log(
-      `   ${fastRun.outcome}: ${fastRun.rounds.length} rounds, stopped by ${fastRun.stopReason}, downtime ${fastRun.downtimeMs} ms`,
-    );
+    if (fast > 0) {
+      log(`-- pre-copy of a service dirtying ${fast} MB/s`);
+      const f = await fresh(fast);
+      fastRun = await migrateThrough(agents[0], {
+        name: f.cname,
+        to: { host: hosts[1].address, port: hosts[1].port, label: hosts[1].name },
+        strategy: 'precopy',
+      });
+      log(
+        `   ${fastRun.outcome}: ${fastRun.rounds.length} rounds, stopped by ${fastRun.stopReason}, downtime ${fastRun.downtimeMs} ms`,
+      );
+    }
   } finally {
     for (const c of agents) c.close();
+    // --logs DIR: keep the agents' logs (their phase timings) before the testbed goes.
+    if (values.logs) {
+      await mkdir(values.logs, { recursive: true });
+      for (const h of hosts) {
+        await copyFile(agentOutFile(h), join(values.logs, `${h.name}.agent.out`)).catch(() => undefined);
+        await copyFile(join(h.stateDir, 'logs', 'agent.log'), join(values.logs, `${h.name}.agent.log`)).catch(
+          () => undefined,
+        );
+      }
+    }
   }
 } finally {
   await testbedDown({ name, dir }).catch(() => undefined);
@@ -234,7 +290,6 @@ const median = (xs: number[]): number => {
   const m = s.length >> 1;
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 };
-const kinds: Kind[] = ['floor', 'cold', 'precopy-off', 'precopy-on'];
 const stat = (k: Kind, f: (s: Sample) => number): { median: number; min: number; max: number } => {
   const xs = samples.filter((s) => s.kind === k).map(f);
   return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
@@ -246,30 +301,47 @@ interface KindSummary {
   totalMs: Stat;
   wireBytes: Stat;
   rounds: Stat;
+  /** Post-copy, hybrid: restore → every page in place; fault waits; where the pages came from. */
+  degradationWindowMs?: Stat;
+  faultP50Ms?: Stat;
+  faultP99Ms?: Stat;
+  pagesLocal?: Stat;
+  pagesRemote?: Stat;
+  pagesOnDemand?: Stat;
   verified: number;
   runs: number;
 }
-const summarize = (k: Kind): KindSummary => ({
-  clientDowntimeMs: stat(k, (s) => s.clientDowntimeMs),
-  downtimeMs: stat(k, (s) => s.downtimeMs),
-  totalMs: stat(k, (s) => s.totalMs),
-  wireBytes: stat(k, (s) => s.wireBytes),
-  rounds: stat(k, (s) => s.rounds),
-  verified: samples.filter((s) => s.kind === k && s.memoryVerified).length,
-  runs: samples.filter((s) => s.kind === k).length,
-});
-const summary: Record<Kind, KindSummary> = {
-  floor: summarize('floor'),
-  cold: summarize('cold'),
-  'precopy-off': summarize('precopy-off'),
-  'precopy-on': summarize('precopy-on'),
+const summarize = (k: Kind): KindSummary => {
+  const lazy = samples.some((s) => s.kind === k && s.lazy);
+  const l = (f: (x: LazyMemoryReport) => number): Stat => stat(k, (s) => (s.lazy ? f(s.lazy) : Number.NaN));
+  return {
+    clientDowntimeMs: stat(k, (s) => s.clientDowntimeMs),
+    downtimeMs: stat(k, (s) => s.downtimeMs),
+    totalMs: stat(k, (s) => s.totalMs),
+    wireBytes: stat(k, (s) => s.wireBytes),
+    rounds: stat(k, (s) => s.rounds),
+    ...(lazy
+      ? {
+          degradationWindowMs: l((x) => x.degradationWindowMs ?? Number.NaN),
+          faultP50Ms: l((x) => x.faultWaitMs.p50),
+          faultP99Ms: l((x) => x.faultWaitMs.p99),
+          pagesLocal: l((x) => x.pagesLocal),
+          pagesRemote: l((x) => x.pagesRemote),
+          pagesOnDemand: l((x) => x.pagesOnDemand),
+        }
+      : {}),
+    verified: samples.filter((s) => s.kind === k && s.memoryVerified).length,
+    runs: samples.filter((s) => s.kind === k).length,
+  };
 };
+const summary: Partial<Record<Kind, KindSummary>> = Object.fromEntries(kinds.map((k) => [k, summarize(k)]));
 const resident = mib * 1024 * 1024;
-const floorMs = summary.floor.clientDowntimeMs.median;
+const med = (k: Kind): number | undefined => summary[k]?.clientDowntimeMs.median;
+const floorMs = med('floor');
 const fmt = (v: { median: number; min: number; max: number }, f: (n: number) => string): string =>
   `${f(v.median)} (${f(v.min)}–${f(v.max)})`;
 const rows = kinds.map((k) => {
-  const s = summary[k];
+  const s = summary[k] as KindSummary;
   return [
     k,
     fmt(s.clientDowntimeMs, formatMs),
@@ -278,24 +350,42 @@ const rows = kinds.map((k) => {
     fmt(s.wireBytes, formatBytes),
     (s.wireBytes.median / resident).toFixed(2),
     String(s.rounds.median),
+    s.degradationWindowMs ? fmt(s.degradationWindowMs, formatMs) : '-',
+    s.faultP50Ms && s.faultP99Ms
+      ? `${formatMs(s.faultP50Ms.median)} / ${formatMs(s.faultP99Ms.median)}`
+      : '-',
+    s.pagesLocal && s.pagesRemote && s.pagesOnDemand
+      ? `${s.pagesLocal.median} / ${s.pagesRemote.median} / ${s.pagesOnDemand.median}`
+      : '-',
     `${s.verified}/${s.runs}`,
   ];
 });
+const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
+  a === undefined || b === undefined ? undefined : a / b;
+const minus = (a: number | undefined, b: number | undefined): number | undefined =>
+  a === undefined || b === undefined ? undefined : a - b;
+const checks = {
+  precopyDowntimeMinusFloorMs: minus(med('precopy-on'), floorMs),
+  precopyOffDowntimeMinusFloorMs: minus(med('precopy-off'), floorMs),
+  coldOverPrecopyDowntime: ratio(med('cold'), med('precopy-on')),
+  precopyWireOverResident: ratio(summary['precopy-on']?.wireBytes.median, resident),
+  predictionByteCut:
+    summary['precopy-on'] && summary['precopy-off']
+      ? 1 - summary['precopy-on'].wireBytes.median / summary['precopy-off'].wireBytes.median
+      : undefined,
+  postcopyDowntimeMinusFloorMs: minus(med('postcopy'), floorMs),
+  coldOverPostcopyDowntime: ratio(med('cold'), med('postcopy')),
+  hybridDowntimeMinusFloorMs: minus(med('hybrid'), floorMs),
+};
 const out = {
   link,
   mib,
   dirtyMBps: Number(values.dirty),
   hotMiB: Number(values.hot),
   reps,
+  kinds,
   summary,
-  checks: {
-    precopyDowntimeMinusFloorMs: summary['precopy-on'].clientDowntimeMs.median - floorMs,
-    precopyOffDowntimeMinusFloorMs: summary['precopy-off'].clientDowntimeMs.median - floorMs,
-    coldOverPrecopyDowntime:
-      summary.cold.clientDowntimeMs.median / summary['precopy-on'].clientDowntimeMs.median,
-    precopyWireOverResident: summary['precopy-on'].wireBytes.median / resident,
-    predictionByteCut: 1 - summary['precopy-on'].wireBytes.median / summary['precopy-off'].wireBytes.median,
-  },
+  checks,
   fastDirty: fastRun
     ? {
         dirtyMBps: Number(values['fast-dirty']),
@@ -307,6 +397,8 @@ const out = {
     : undefined,
   samples,
 };
+const line = (label: string, v: number | undefined, f: (n: number) => string): string =>
+  v === undefined ? '' : `${label}: ${f(v)}`;
 const text = [
   `link ${link.name}, memload ${mib} MiB, ${values.dirty} MB/s on a ${values.hot} MiB hot set, ${reps} reps (median (min–max))`,
   table(
@@ -318,16 +410,25 @@ const text = [
       'WIRE',
       'WIRE/RESIDENT',
       'ROUNDS',
+      'DEGRADED',
+      'FAULT P50/P99',
+      'PAGES LOCAL/REMOTE/ON FAULT',
       'VERIFIED',
     ],
     rows,
   ),
-  `pre-copy (predict on) client downtime − floor: ${formatMs(out.checks.precopyDowntimeMinusFloorMs)}; off: ${formatMs(out.checks.precopyOffDowntimeMinusFloorMs)}`,
-  `cold / pre-copy client downtime: ${out.checks.coldOverPrecopyDowntime.toFixed(1)}×`,
-  `prediction cut bytes on the wire by ${(100 * out.checks.predictionByteCut).toFixed(1)} %`,
+  line('pre-copy (predict on) client downtime − floor', checks.precopyDowntimeMinusFloorMs, formatMs),
+  line('pre-copy (predict off) client downtime − floor', checks.precopyOffDowntimeMinusFloorMs, formatMs),
+  line('cold / pre-copy client downtime', checks.coldOverPrecopyDowntime, (x) => `${x.toFixed(1)}×`),
+  line('prediction cut bytes on the wire by', checks.predictionByteCut, (x) => `${(100 * x).toFixed(1)} %`),
+  line('post-copy client downtime − floor', checks.postcopyDowntimeMinusFloorMs, formatMs),
+  line('cold / post-copy client downtime', checks.coldOverPostcopyDowntime, (x) => `${x.toFixed(1)}×`),
+  line('hybrid client downtime − floor', checks.hybridDowntimeMinusFloorMs, formatMs),
   fastRun
     ? `dirtying ${values['fast-dirty']} MB/s: ${fastRun.rounds.length} rounds, stopped by ${fastRun.stopReason}, ${fastRun.outcome}`
     : '',
-].join('\n');
+]
+  .filter(Boolean)
+  .join('\n');
 process.stdout.write(text + '\n');
 if (values.out) await writeFile(values.out, JSON.stringify(out, null, 2) + '\n');

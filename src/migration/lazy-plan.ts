@@ -1,0 +1,88 @@
+/**
+ * Which pages of a checkpoint stay on the source in a lazy final phase (post-copy, hybrid).
+ * CRIU restores private anonymous memory lazily (pagemap flag PE_LAZY); of those pages, the ones
+ * the destination does not already hold stay behind: the snapshot records them as holes and they
+ * are listed as remote runs, to be fetched after the restore. Everything else (non-lazy pages,
+ * pages pre-copy rounds brought and the frozen dump proves unchanged) crosses before it, as usual.
+ */
+import { join } from 'node:path';
+import { PAGE_SIZE } from '../core/chunks.js';
+import type { KnownPage, SnapshotOptions } from '../chunks/index.js';
+import { readPagesLayouts } from '../memory/criu-pagemap.js';
+import type { RemoteRun } from '../pages/lazy-page-broker.js';
+
+type KnownPagesHook = NonNullable<SnapshotOptions['knownPages']>;
+
+/** A plan for the final snapshot: its hooks, then the remote runs it found. */
+export interface LazyPagesPlan {
+  /** Hybrid: says per page read whether the destination holds it. */
+  hook?: KnownPagesHook;
+  /** Post-copy: the file ranges left unread (every lazy page stays on the source). */
+  holes?: NonNullable<SnapshotOptions['holes']>;
+  /** The remote runs, coalesced, once the snapshot has run. */
+  remote(): RemoteRun[];
+}
+
+/**
+ * Plans the lazy final phase of the checkpoint in `checkpointDir` (its CRIU images under
+ * `criu/`). `known` (hybrid) says which pages the destination already holds; without it
+ * (post-copy) every lazy page stays on the source.
+ */
+export async function planLazyPages(checkpointDir: string, known?: KnownPagesHook): Promise<LazyPagesPlan> {
+  const layouts = await readPagesLayouts(join(checkpointDir, 'criu'));
+  if (!known) {
+    // Post-copy: no page needs reading to know it stays behind.
+    const holes = new Map(
+      layouts.map((l) => [
+        `criu/${l.file}`,
+        l.runs.filter((r) => r.lazy).map((r) => ({ offset: r.fileOffset, length: r.nrPages * PAGE_SIZE })),
+      ]),
+    );
+    const runs = layouts.flatMap((l) =>
+      l.runs.filter((r) => r.lazy).map((r) => ({ vpid: l.vpid, vaddr: r.vaddr, nrPages: r.nrPages })),
+    );
+    return { holes: (rel) => holes.get(rel), remote: () => runs };
+  }
+  const byFile = new Map(layouts.map((l) => [`criu/${l.file}`, l]));
+  // Remote pages per process, as page numbers in the order the snapshot meets them.
+  const remote = new Map<number, number[]>();
+  const hook: KnownPagesHook = (rel, offset, data) => {
+    const l = byFile.get(rel);
+    if (l === undefined) return known(rel, offset, data);
+    const n = data.length / PAGE_SIZE;
+    const base = known(rel, offset, data);
+    const out: KnownPage[] = base ? [...base] : new Array<KnownPage>(n);
+    const end = offset + data.length;
+    for (const run of l.runs) {
+      if (!run.lazy) continue;
+      const runEnd = run.fileOffset + run.nrPages * PAGE_SIZE;
+      if (runEnd <= offset || run.fileOffset >= end) continue;
+      const from = Math.max(offset, run.fileOffset);
+      const to = Math.min(end, runEnd);
+      let pages = remote.get(l.vpid);
+      if (!pages) remote.set(l.vpid, (pages = []));
+      for (let b = from; b < to; b += PAGE_SIZE) {
+        const i = (b - offset) / PAGE_SIZE;
+        if (out[i] !== undefined) continue; // the destination holds it
+        out[i] = 'zero'; // a hole there, filled from the source after the restore
+        pages.push((run.vaddr + (b - run.fileOffset)) / PAGE_SIZE);
+      }
+    }
+    return out;
+  };
+  return {
+    hook,
+    remote: () => {
+      const runs: RemoteRun[] = [];
+      for (const [vpid, pages] of [...remote].sort((a, b) => a[0] - b[0])) {
+        pages.sort((a, b) => a - b);
+        let last: RemoteRun | undefined;
+        for (const pg of pages) {
+          if (last && last.vaddr / PAGE_SIZE + last.nrPages === pg) last.nrPages++;
+          else runs.push((last = { vpid, vaddr: pg * PAGE_SIZE, nrPages: 1 }));
+        }
+      }
+      return runs;
+    },
+  };
+}

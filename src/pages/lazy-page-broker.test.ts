@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { PAGE_SIZE } from '../core/chunks.js';
+import { systemClock } from '../core/clock.js';
+import { ErrorCode, GodwitError, UnavailableError } from '../core/errors.js';
+import { nullLogger } from '../core/logger.js';
+import { LazyPageBroker, type PageFetchClient, type RemoteRun } from './lazy-page-broker.js';
+import { fakePage, writeFakeCriuImages } from './testing.js';
+
+const A = 0x7f0000000000;
+
+/** A source that serves the fake pages, records what was asked, and can be held or killed. */
+class FakeFetcher implements PageFetchClient {
+  calls: { vpid: number; vaddr: number; nrPages: number }[] = [];
+  held: (() => void)[] = [];
+  hold = false;
+  private failed: ((e: GodwitError) => void)[] = [];
+  private dead: GodwitError | undefined;
+  async fetch(vpid: number, vaddr: number, nrPages: number): Promise<Buffer> {
+    this.calls.push({ vpid, vaddr, nrPages });
+    if (this.hold) await new Promise<void>((r) => this.held.push(r));
+    if (this.dead) throw this.dead;
+    return Buffer.concat(Array.from({ length: nrPages }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE)));
+  }
+  onFailed(fn: (e: GodwitError) => void): void {
+    this.failed.push(fn);
+  }
+  release(): void {
+    for (const r of this.held.splice(0)) r();
+  }
+  kill(): void {
+    this.dead = new UnavailableError(ErrorCode.PageSourceLost, 'source gone');
+    for (const f of this.failed) f(this.dead);
+    this.release();
+  }
+}
+
+describe('LazyPageBroker', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'godwit-broker-'));
+    await writeFakeCriuImages(dir, [
+      {
+        vpid: 1,
+        pagesId: 1,
+        runs: [
+          { vaddr: A, nrPages: 64, lazy: true },
+          { vaddr: A + 0x100000, nrPages: 4, lazy: true },
+        ],
+      },
+    ]);
+  });
+  afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+  /** Punches the remote pages out of the local file, as the reassembly leaves them (holes). */
+  async function holes(remote: RemoteRun[]): Promise<void> {
+    const path = join(dir, 'pages-1.img');
+    const buf = await readFile(path);
+    for (const r of remote) {
+      const off = r.vaddr >= A + 0x100000 ? 64 * PAGE_SIZE + (r.vaddr - A - 0x100000) : r.vaddr - A;
+      buf.fill(0, off, off + r.nrPages * PAGE_SIZE);
+    }
+    await writeFile(path, buf);
+  }
+
+  const open = (fetcher: PageFetchClient, remote: RemoteRun[]): Promise<LazyPageBroker> =>
+    LazyPageBroker.open({
+      criuDir: dir,
+      remote,
+      fetcher,
+      clock: systemClock,
+      log: nullLogger,
+      batchPages: 8,
+    });
+
+  it('serves local pages from the images and never asks the source for them', async () => {
+    const f = new FakeFetcher();
+    const remote = [{ vpid: 1, vaddr: A + 32 * PAGE_SIZE, nrPages: 32 }];
+    await holes(remote);
+    const b = await open(f, remote);
+    const got = await b.read(1, A, 64, { fault: false });
+    // Only the local prefix: the remote pages are not there yet and the background has not started.
+    assert.equal(got.length, 32 * PAGE_SIZE);
+    assert.ok(
+      got.equals(Buffer.concat(Array.from({ length: 32 }, (_, i) => fakePage(1, A + i * PAGE_SIZE)))),
+    );
+    assert.equal(f.calls.length, 0);
+    assert.equal(b.stats().pagesServedLocal, 32);
+    await b.close();
+  });
+
+  it('a fault fetches the aligned group around the page, at once, and serves the exact bytes', async () => {
+    const f = new FakeFetcher();
+    const remote = [{ vpid: 1, vaddr: A, nrPages: 64 }];
+    await holes(remote);
+    const b = await open(f, remote);
+    const page = A + 13 * PAGE_SIZE;
+    const got = await b.read(1, page, 1, { fault: true });
+    assert.ok(got.equals(fakePage(1, page)));
+    assert.deepEqual(f.calls, [{ vpid: 1, vaddr: A + 8 * PAGE_SIZE, nrPages: 8 }]);
+    // Its neighbours are now local: no new fetch.
+    assert.ok(
+      (await b.read(1, A + 15 * PAGE_SIZE, 1, { fault: true })).equals(fakePage(1, A + 15 * PAGE_SIZE)),
+    );
+    assert.equal(f.calls.length, 1);
+    const s = b.stats();
+    assert.equal(s.pagesOnDemand, 8);
+    assert.equal(s.faults, 2);
+    assert.equal(s.pagesMissing, 56);
+    await b.close();
+  });
+
+  it('two reads of a page in flight fetch it once', async () => {
+    const f = new FakeFetcher();
+    f.hold = true;
+    const remote = [{ vpid: 1, vaddr: A, nrPages: 64 }];
+    await holes(remote);
+    const b = await open(f, remote);
+    const r1 = b.read(1, A, 1, { fault: true });
+    const r2 = b.read(1, A + PAGE_SIZE, 1, { fault: true });
+    await new Promise((r) => setImmediate(r));
+    f.release();
+    const [x, y] = await Promise.all([r1, r2]);
+    assert.ok(x.equals(fakePage(1, A)));
+    assert.ok(y.equals(fakePage(1, A + PAGE_SIZE)));
+    assert.equal(f.calls.length, 1);
+    await b.close();
+  });
+
+  it('the background fill brings every remote page once; complete resolves; the file is whole', async () => {
+    const f = new FakeFetcher();
+    const remote = [
+      { vpid: 1, vaddr: A + 8 * PAGE_SIZE, nrPages: 40 },
+      { vpid: 1, vaddr: A + 0x100000, nrPages: 4 },
+    ];
+    await holes(remote);
+    const b = await open(f, remote);
+    b.start();
+    await b.complete;
+    const s = b.stats();
+    assert.equal(s.pagesRemote, 44);
+    assert.equal(s.pagesPushed + s.pagesOnDemand, 44);
+    assert.equal(s.pagesMissing, 0);
+    const asked = f.calls.reduce((n, c) => n + c.nrPages, 0);
+    assert.equal(asked, 44, 'no page fetched twice');
+    const whole = await readFile(join(dir, 'pages-1.img'));
+    for (let i = 0; i < 64; i++)
+      assert.ok(whole.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE).equals(fakePage(1, A + i * PAGE_SIZE)));
+    await b.close();
+  });
+
+  it('a lost source fails waiting reads and `complete`, and never serves a missing page', async () => {
+    const f = new FakeFetcher();
+    f.hold = true;
+    const remote = [{ vpid: 1, vaddr: A, nrPages: 64 }];
+    await holes(remote);
+    const b = await open(f, remote);
+    const r = b.read(1, A + 3 * PAGE_SIZE, 1, { fault: true });
+    await new Promise((x) => setImmediate(x));
+    f.kill();
+    await assert.rejects(r, (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageSourceLost);
+    await assert.rejects(
+      b.complete,
+      (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageSourceLost,
+    );
+    await assert.rejects(b.read(1, A + 40 * PAGE_SIZE, 1, { fault: true }));
+    assert.equal(b.stats().pagesMissing, 64);
+    await b.close();
+  });
+
+  it('refuses remote runs outside the pagemap, and pages it has no process for', async () => {
+    await assert.rejects(
+      open(new FakeFetcher(), [{ vpid: 1, vaddr: A + 60 * PAGE_SIZE, nrPages: 8 }]),
+      /not in its pagemap/,
+    );
+    await assert.rejects(open(new FakeFetcher(), [{ vpid: 2, vaddr: A, nrPages: 1 }]), /not in its pagemap/);
+    const b = await open(new FakeFetcher(), []);
+    await b.complete;
+    await assert.rejects(
+      b.read(3, A, 1, { fault: true }),
+      (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageNotHeld,
+    );
+    await b.close();
+  });
+});

@@ -1,0 +1,403 @@
+/**
+ * The destination's answer to CRIU's lazy-pages daemon: which bytes a restored process's page
+ * has, and where they come from. The checkpoint's `pages-N.img` files were reassembled locally
+ * with holes where the pages stayed on the source (the remote runs); everything else in them is
+ * exact (non-lazy pages, and in hybrid the pages pre-copy already brought). A remote page is
+ * fetched from the source when a fault asks for it (at once, ahead of the background) or by the
+ * background fill, which walks the remote runs in order with a bounded amount in flight, and is
+ * written into the local file; a page is served only once it is there, so nothing stale or
+ * missing is ever handed to the process.
+ *
+ * Contract: `complete` resolves once every remote page is local (the source may then let go);
+ * it rejects when the source is lost first, and so does every read still waiting for a page.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PAGE_SIZE } from '../core/chunks.js';
+import type { Clock } from '../core/clock.js';
+import {
+  ErrorCode,
+  GodwitError,
+  InvalidArgumentError,
+  UnavailableError,
+  errorMessage,
+} from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { readPagesLayouts, type PagesFileLayout } from '../memory/criu-pagemap.js';
+import { findRun } from './page-fetch.js';
+
+/** Pages that stayed on the source: `nrPages` pages of process `vpid` from `vaddr` on. */
+export interface RemoteRun {
+  vpid: number;
+  vaddr: number;
+  nrPages: number;
+}
+
+/** Where remote pages come from (a PageFetcher, or a fake in tests). */
+export interface PageFetchClient {
+  fetch(vpid: number, vaddr: number, nrPages: number): Promise<Buffer>;
+  onFailed(fn: (err: GodwitError) => void): void;
+  /** Bytes received so far, when the client counts them (sizes the window in wire bytes). */
+  readonly bytesWire?: number;
+}
+
+/** Counters of a broker, for the migration report. */
+export interface LazyPageStats {
+  /** Pages that stayed on the source. */
+  pagesRemote: number;
+  /** Remote pages fetched because a fault waited for them, and by the background fill. */
+  pagesOnDemand: number;
+  pagesPushed: number;
+  /** Pages handed to the process that were local from the start (not remote). */
+  pagesServedLocal: number;
+  /** Pages handed to the process in all. */
+  pagesServed: number;
+  /** Single-page requests (faults) and how long each waited, ms. */
+  faults: number;
+  faultWaitsMs: number[];
+  /** Remote pages not (yet) local. */
+  pagesMissing: number;
+}
+
+/** Options of a broker. */
+export interface LazyPageBrokerOptions {
+  /** The local CRIU image directory (holes at the remote runs). */
+  criuDir: string;
+  remote: readonly RemoteRun[];
+  fetcher: PageFetchClient;
+  clock: Clock;
+  log: Logger;
+  /**
+   * Background bytes in flight at most, as they go on the wire (compressed; estimated from what
+   * arrived so far): bounds how long a fault waits behind them, and should cover the link's
+   * bandwidth × delay. Default 256 KiB (the edge link's).
+   */
+  windowBytes?: number;
+  /** Pages per background fetch. Default 16 (64 KiB). */
+  batchPages?: number;
+  /**
+   * Pages fetched around a faulting page (aligned to this many, missing ones only): a process that
+   * touches one page soon touches its neighbours. Default 8 (32 KiB).
+   */
+  faultAroundPages?: number;
+}
+
+const MISSING = 0;
+const IN_FLIGHT = 1;
+const LOCAL = 2;
+
+interface RemoteSlots {
+  vpid: number;
+  vaddr: number;
+  nrPages: number;
+  state: Uint8Array;
+  /** Resolves when the page at this index becomes local (only while in flight). */
+  waiters: Map<number, Promise<void>>;
+}
+
+interface ProcessPages {
+  file: string;
+  runs: PagesFileLayout['runs'];
+  remote: RemoteSlots[];
+}
+
+/** Serves restored processes' pages from the local images, fetching the remote ones. */
+export class LazyPageBroker {
+  private readonly procs = new Map<number, ProcessPages>();
+  private readonly files = new Map<string, Promise<FileHandle>>();
+  private readonly remoteRuns: RemoteSlots[] = [];
+  private readonly window: number;
+  private readonly batch: number;
+  private readonly faultAround: number;
+  private inFlightBytes = 0;
+  private started = false;
+  private cursor = { run: 0, page: 0 };
+  private failure: GodwitError | undefined;
+  private resolveComplete!: () => void;
+  private rejectComplete!: (e: Error) => void;
+  private readonly s: LazyPageStats = {
+    pagesRemote: 0,
+    pagesOnDemand: 0,
+    pagesPushed: 0,
+    pagesServedLocal: 0,
+    pagesServed: 0,
+    faults: 0,
+    faultWaitsMs: [],
+    pagesMissing: 0,
+  };
+  /** Every remote page is local. */
+  readonly complete: Promise<void>;
+
+  private constructor(private readonly opts: LazyPageBrokerOptions) {
+    this.window = opts.windowBytes ?? 256 * 1024;
+    this.batch = opts.batchPages ?? 16;
+    this.faultAround = opts.faultAroundPages ?? 8;
+    this.complete = new Promise<void>((resolve, reject) => {
+      this.resolveComplete = resolve;
+      this.rejectComplete = reject;
+    });
+    this.complete.catch(() => undefined);
+  }
+
+  /** Reads the local pagemaps and checks the remote runs against them. */
+  static async open(opts: LazyPageBrokerOptions): Promise<LazyPageBroker> {
+    const b = new LazyPageBroker(opts);
+    for (const l of await readPagesLayouts(opts.criuDir)) {
+      b.procs.set(l.vpid, { file: l.file, runs: [...l.runs].sort((x, y) => x.vaddr - y.vaddr), remote: [] });
+    }
+    for (const r of [...opts.remote].sort((x, y) => x.vpid - y.vpid || x.vaddr - y.vaddr)) {
+      const p = b.procs.get(r.vpid);
+      // A remote run may span pagemap entries that lie back to back: one slot set per entry.
+      let vaddr = r.vaddr;
+      let left = r.nrPages;
+      while (left > 0) {
+        const run = p ? findRun(p.runs, vaddr) : undefined;
+        if (!p || !run || !Number.isSafeInteger(left)) {
+          throw new InvalidArgumentError(
+            ErrorCode.CheckpointCorrupt,
+            `remote page of process ${r.vpid} at 0x${vaddr.toString(16)} is not in its pagemap`,
+          );
+        }
+        const nrPages = Math.min(left, run.nrPages - (vaddr - run.vaddr) / PAGE_SIZE);
+        const slots: RemoteSlots = {
+          vpid: r.vpid,
+          vaddr,
+          nrPages,
+          state: new Uint8Array(nrPages),
+          waiters: new Map(),
+        };
+        p.remote.push(slots);
+        b.remoteRuns.push(slots);
+        b.s.pagesRemote += nrPages;
+        vaddr += nrPages * PAGE_SIZE;
+        left -= nrPages;
+      }
+    }
+    b.s.pagesMissing = b.s.pagesRemote;
+    opts.fetcher.onFailed((err) => b.fail(err));
+    if (b.s.pagesRemote === 0) b.resolveComplete();
+    return b;
+  }
+
+  /** Starts the background fill. */
+  start(): void {
+    this.started = true;
+    this.pump();
+  }
+
+  stats(): LazyPageStats {
+    return { ...this.s, faultWaitsMs: [...this.s.faultWaitsMs] };
+  }
+
+  /** The LazyPageProvider of the CRIU page server: up to `nrPages` pages from `vaddr` (at least one). */
+  async read(vpid: number, vaddr: number, nrPages: number, hint: { fault: boolean }): Promise<Buffer> {
+    const t0 = this.opts.clock.monotonic();
+    const p = this.procs.get(vpid);
+    const run = p ? findRun(p.runs, vaddr) : undefined;
+    if (!p || !run) {
+      throw new InvalidArgumentError(
+        ErrorCode.PageNotHeld,
+        `no page of process ${vpid} at 0x${vaddr.toString(16)}`,
+      );
+    }
+    const n = Math.min(nrPages, run.nrPages - (vaddr - run.vaddr) / PAGE_SIZE);
+    let k = this.localPrefix(p, vaddr, n);
+    // A fetch may come back short (its run ended at the source): then ask again.
+    for (let attempt = 0; k === 0; attempt++) {
+      if (attempt === 3)
+        throw new UnavailableError(ErrorCode.PageSourceLost, `page 0x${vaddr.toString(16)} did not arrive`);
+      await this.ensure(p, vaddr, hint.fault ? this.faultAround : Math.min(n, this.batch), hint.fault);
+      k = this.localPrefix(p, vaddr, n);
+    }
+    const out = Buffer.allocUnsafe(k * PAGE_SIZE);
+    const fh = await this.file(p.file);
+    const off = run.fileOffset + (vaddr - run.vaddr);
+    const { bytesRead } = await fh.read(out, 0, out.length, off);
+    if (bytesRead !== out.length) {
+      throw new InvalidArgumentError(
+        ErrorCode.CheckpointCorrupt,
+        `${p.file} is shorter than its pagemap says`,
+      );
+    }
+    this.s.pagesServed += k;
+    this.s.pagesServedLocal += k - this.remoteIn(p, vaddr, k);
+    if (hint.fault) {
+      this.s.faults++;
+      this.s.faultWaitsMs.push(Math.round((this.opts.clock.monotonic() - t0) * 100) / 100);
+    }
+    return out;
+  }
+
+  /** Stops fetching; reads waiting for pages fail with `err`. */
+  fail(err: GodwitError): void {
+    if (this.failure) return;
+    this.failure = err;
+    if (this.s.pagesMissing === 0) return; // everything is here: the source may go
+    this.opts.log.warn('lazy pages: the source is lost', { err: err.message, missing: this.s.pagesMissing });
+    if (this.s.pagesMissing > 0) this.rejectComplete(err);
+  }
+
+  /** Closes the local files. */
+  async close(): Promise<void> {
+    for (const f of this.files.values())
+      await (await f.catch(() => undefined))?.close().catch(() => undefined);
+    this.files.clear();
+  }
+
+  // ---- internals ----
+
+  private file(name: string): Promise<FileHandle> {
+    let f = this.files.get(name);
+    if (!f) {
+      f = open(join(this.opts.criuDir, name), 'r+');
+      f.catch(() => undefined);
+      this.files.set(name, f);
+    }
+    return f;
+  }
+
+  /** The remote slots holding page `vaddr` of `p`, and the page's index in them. */
+  private slot(p: ProcessPages, vaddr: number): [RemoteSlots, number] | undefined {
+    const r = findRun(p.remote, vaddr);
+    return r ? [r, (vaddr - r.vaddr) / PAGE_SIZE] : undefined;
+  }
+
+  /** How many pages from `vaddr` on (at most n) are local now. */
+  private localPrefix(p: ProcessPages, vaddr: number, n: number): number {
+    for (let i = 0; i < n; i++) {
+      const s = this.slot(p, vaddr + i * PAGE_SIZE);
+      if (s && s[0].state[s[1]] !== LOCAL) return i;
+    }
+    return n;
+  }
+
+  /** How many of the k pages from `vaddr` were remote. */
+  private remoteIn(p: ProcessPages, vaddr: number, k: number): number {
+    let c = 0;
+    for (let i = 0; i < k; i++) if (this.slot(p, vaddr + i * PAGE_SIZE)) c++;
+    return c;
+  }
+
+  /**
+   * Makes page `vaddr` local: waits for its fetch, or fetches it now with its missing neighbours:
+   * `around` (a fault) fetches the aligned group of n pages holding it, else the n from it on.
+   */
+  private async ensure(p: ProcessPages, vaddr: number, n: number, around = false): Promise<void> {
+    if (this.failure) throw this.failure;
+    const s = this.slot(p, vaddr);
+    if (!s) return;
+    const [slots, i] = s;
+    if (slots.state[i] === LOCAL) return;
+    if (slots.state[i] === IN_FLIGHT) {
+      await slots.waiters.get(i);
+      return;
+    }
+    let from = i;
+    if (around) {
+      const groupStart = Math.max(0, i - ((slots.vaddr / PAGE_SIZE + i) % n));
+      while (from > groupStart && slots.state[from - 1] === MISSING) from--;
+    }
+    const limit = around ? from + n : i + n;
+    let count = i - from + 1;
+    while (from + count < limit && from + count < slots.nrPages && slots.state[from + count] === MISSING)
+      count++;
+    // The background goes on from here: a process that faults here will soon want what follows.
+    const run = this.remoteRuns.indexOf(slots);
+    if (run >= 0) this.cursor = { run, page: from + count };
+    await this.fetchInto(p, slots, from, count, 'demand');
+  }
+
+  /** Fetches `count` missing pages of `slots` from index `i` and writes them locally. */
+  private fetchInto(
+    p: ProcessPages,
+    slots: RemoteSlots,
+    i: number,
+    count: number,
+    why: 'demand' | 'push',
+  ): Promise<void> {
+    let done!: () => void;
+    let failed!: (e: Error) => void;
+    const arrived = new Promise<void>((res, rej) => {
+      done = res;
+      failed = rej;
+    });
+    arrived.catch(() => undefined);
+    for (let k = i; k < i + count; k++) {
+      slots.state[k] = IN_FLIGHT;
+      slots.waiters.set(k, arrived);
+    }
+    const bytes = count * PAGE_SIZE;
+    if (why === 'push') this.inFlightBytes += bytes;
+    const vaddr = slots.vaddr + i * PAGE_SIZE;
+    void (async () => {
+      try {
+        const data = await this.opts.fetcher.fetch(slots.vpid, vaddr, count);
+        const got = data.length / PAGE_SIZE;
+        const run = findRun(p.runs, vaddr) as PagesFileLayout['runs'][number];
+        const fh = await this.file(p.file);
+        await fh.write(data, 0, data.length, run.fileOffset + (vaddr - run.vaddr));
+        for (let k = i; k < i + count; k++) {
+          slots.waiters.delete(k);
+          slots.state[k] = k < i + got ? LOCAL : MISSING;
+        }
+        this.s.pagesMissing -= got;
+        if (why === 'demand') this.s.pagesOnDemand += got;
+        else this.s.pagesPushed += got;
+        done();
+      } catch (err) {
+        for (let k = i; k < i + count; k++) {
+          slots.waiters.delete(k);
+          if (slots.state[k] === IN_FLIGHT) slots.state[k] = MISSING;
+        }
+        const e =
+          err instanceof GodwitError
+            ? err
+            : new UnavailableError(ErrorCode.PageSourceLost, `fetching pages failed: ${errorMessage(err)}`);
+        failed(e);
+        this.fail(e);
+      } finally {
+        if (why === 'push') this.inFlightBytes -= bytes;
+        if (this.s.pagesMissing === 0 && !this.failure) this.resolveComplete();
+        this.pump();
+      }
+    })();
+    return arrived;
+  }
+
+  /** Issues background fetches in order while the window has room. */
+  private pump(): void {
+    // The window counts wire bytes; requests are sized in raw pages: scale by the ratio seen so far.
+    const wire = this.opts.fetcher.bytesWire;
+    const fetched = (this.s.pagesOnDemand + this.s.pagesPushed) * PAGE_SIZE;
+    const ratio =
+      wire !== undefined && fetched >= 1024 * 1024 ? Math.max(0.05, Math.min(1, wire / fetched)) : 1;
+    const window = this.window / ratio;
+    while (this.started && !this.failure && this.inFlightBytes < window) {
+      const next = this.nextMissing();
+      if (!next) return;
+      const [slots, i] = next;
+      let count = 1;
+      while (count < this.batch && i + count < slots.nrPages && slots.state[i + count] === MISSING) count++;
+      const p = this.procs.get(slots.vpid) as ProcessPages;
+      void this.fetchInto(p, slots, i, count, 'push');
+    }
+  }
+
+  /** The first missing page at or after the cursor (which a fault moves to where it is). */
+  private nextMissing(): [RemoteSlots, number] | undefined {
+    while (this.cursor.run < this.remoteRuns.length) {
+      const r = this.remoteRuns[this.cursor.run] as RemoteSlots;
+      while (this.cursor.page < r.nrPages) {
+        if (r.state[this.cursor.page] === MISSING) return [r, this.cursor.page];
+        this.cursor.page++;
+      }
+      this.cursor = { run: this.cursor.run + 1, page: 0 };
+    }
+    // Pages a short answer left missing behind the cursor: look once more from the start.
+    for (const r of this.remoteRuns) {
+      const i = r.state.indexOf(MISSING);
+      if (i >= 0) return [r, i];
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PAGE_SIZE } from '../core/chunks.js';
+import { ErrorCode, GodwitError } from '../core/errors.js';
+import { nullLogger } from '../core/logger.js';
+import { PageFetcher, findRun, startPageSource, type PageSource } from './page-fetch.js';
+import { fakePage, writeFakeCriuImages } from './testing.js';
+
+const token = Buffer.alloc(16, 7);
+const A = 0x7f0000000000;
+
+function expected(vpid: number, vaddr: number, n: number): Buffer {
+  return Buffer.concat(Array.from({ length: n }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE)));
+}
+
+describe('findRun', () => {
+  it('finds the run holding an address, or none', () => {
+    const runs = [
+      { vaddr: 0x1000, nrPages: 2 },
+      { vaddr: 0x5000, nrPages: 1 },
+    ];
+    assert.equal(findRun(runs, 0x1000), runs[0]);
+    assert.equal(findRun(runs, 0x2000), runs[0]);
+    assert.equal(findRun(runs, 0x3000), undefined);
+    assert.equal(findRun(runs, 0x5000), runs[1]);
+    assert.equal(findRun(runs, 0x6000), undefined);
+    assert.equal(findRun([], 0x1000), undefined);
+  });
+});
+
+describe('page source and fetcher', () => {
+  let dir: string;
+  let src: PageSource;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'godwit-page-fetch-'));
+    await writeFakeCriuImages(dir, [
+      {
+        vpid: 1,
+        pagesId: 1,
+        runs: [
+          { vaddr: A, nrPages: 40, lazy: true },
+          { vaddr: A + 0x100000, nrPages: 3, lazy: false },
+        ],
+      },
+      { vpid: 9, pagesId: 2, runs: [{ vaddr: 0x400000, nrPages: 5, lazy: true }] },
+    ]);
+    src = await startPageSource({ host: '127.0.0.1', criuDir: dir, token, log: nullLogger });
+  });
+  after(async () => {
+    await src.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves pages by process and address, pipelined, in order', async () => {
+    const f = await PageFetcher.connect({ host: src.address, port: src.port, token });
+    try {
+      const [a, b, c] = await Promise.all([
+        f.fetch(1, A, 16),
+        f.fetch(9, 0x401000, 2),
+        f.fetch(1, A + 0x101000, 1),
+      ]);
+      assert.ok(a.equals(expected(1, A, 16)));
+      assert.ok(b.equals(expected(9, 0x401000, 2)));
+      assert.ok(c.equals(expected(1, A + 0x101000, 1)));
+      assert.ok(f.bytesWire > 0);
+    } finally {
+      f.close();
+    }
+  });
+
+  it('answers fewer pages where the run ends', async () => {
+    const f = await PageFetcher.connect({ host: src.address, port: src.port, token });
+    try {
+      const got = await f.fetch(9, 0x403000, 10);
+      assert.equal(got.length, 2 * PAGE_SIZE);
+      assert.ok(got.equals(expected(9, 0x403000, 2)));
+    } finally {
+      f.close();
+    }
+  });
+
+  it('rejects a page it does not hold, and goes on serving', async () => {
+    const f = await PageFetcher.connect({ host: src.address, port: src.port, token });
+    try {
+      await assert.rejects(
+        f.fetch(1, A + 0x200000, 1),
+        (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageNotHeld,
+      );
+      await assert.rejects(
+        f.fetch(5, A, 1),
+        (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageNotHeld,
+      );
+      assert.ok((await f.fetch(1, A, 1)).equals(expected(1, A, 1)));
+    } finally {
+      f.close();
+    }
+  });
+
+  it('drops a client with the wrong token or a malformed request', async () => {
+    const f = await PageFetcher.connect({ host: src.address, port: src.port, token: Buffer.alloc(16, 1) });
+    await assert.rejects(
+      f.fetch(1, A, 1),
+      (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageSourceLost,
+    );
+    // A raw client asking for 0 pages is disconnected.
+    const sock = connect({ host: src.address, port: src.port });
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    const req = Buffer.alloc(24);
+    req.writeUInt32LE(1, 0);
+    req.writeUInt32LE(1, 4);
+    req.writeBigUInt64LE(BigInt(A), 8);
+    req.writeUInt32LE(0, 16);
+    sock.write(Buffer.concat([token, req]));
+    await new Promise<void>((r) => sock.once('close', () => r()));
+  });
+
+  it('a source that goes away fails every pending fetch with PageSourceLost', async () => {
+    const dying = await startPageSource({
+      host: '127.0.0.1',
+      criuDir: dir,
+      token,
+      log: nullLogger,
+      dropAfterPages: 4,
+    });
+    const f = await PageFetcher.connect({ host: dying.address, port: dying.port, token });
+    let failed: GodwitError | undefined;
+    f.onFailed((e) => (failed = e));
+    const first = f.fetch(1, A, 4);
+    const second = f.fetch(1, A + 4 * PAGE_SIZE, 4);
+    assert.ok((await first).equals(expected(1, A, 4)));
+    await assert.rejects(
+      second,
+      (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageSourceLost,
+    );
+    assert.equal(failed?.code, ErrorCode.PageSourceLost);
+    await assert.rejects(f.fetch(1, A, 1));
+    await dying.close();
+  });
+});

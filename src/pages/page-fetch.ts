@@ -1,0 +1,377 @@
+/**
+ * Pages of a checkpoint that stayed on the source, fetched by the destination while the
+ * restored container already runs (post-copy, hybrid). The source serves the page runs of its
+ * local CRIU dump by process and address; the destination asks for them on faults and in the
+ * background.
+ *
+ * Wire (little-endian), over one TCP connection per migration:
+ *   client → server, first:  16-byte token (the migration's; anything else is refused)
+ *   request   24 bytes: u32 id, u32 vpid, u64 vaddr, u32 nrPages, u32 0
+ *   response  16 bytes: u32 id, u32 nrPages, u8 codec, 3 × 0, u32 payload length; payload
+ *     nrPages > 0: the pages (codec none/zstd/lz4 of nrPages × 4096 bytes), possibly fewer than
+ *     asked (the run ends); nrPages = 0: an error, payload = UTF-8 message.
+ * Responses come in request order. Malformed input closes the connection.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { PAGE_SIZE } from '../core/chunks.js';
+import {
+  ErrorCode,
+  InvalidArgumentError,
+  UnavailableError,
+  errorMessage,
+  type GodwitError,
+} from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { readPagesLayouts, type PagesFileLayout } from '../memory/criu-pagemap.js';
+import { ChunkCompressor, decompressChunk } from '../transfer/codec.js';
+
+export const PAGE_FETCH_TOKEN_BYTES = 16;
+const REQUEST_BYTES = 24;
+const RESPONSE_HEADER_BYTES = 16;
+/** Largest request the source serves: 4 MiB of pages. */
+export const MAX_FETCH_PAGES = 1024;
+
+function protocol(message: string): InvalidArgumentError {
+  return new InvalidArgumentError(ErrorCode.PageProtocol, message);
+}
+
+/** Runs of one process, sorted by address, each with the file that holds it. */
+interface ProcessRuns {
+  file: string;
+  runs: PagesFileLayout['runs'];
+}
+
+/** Finds the run of `runs` (sorted by vaddr) that holds `vaddr`. */
+export function findRun<R extends { vaddr: number; nrPages: number }>(
+  runs: readonly R[],
+  vaddr: number,
+): R | undefined {
+  let lo = 0;
+  let hi = runs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const r = runs[mid] as R;
+    if (vaddr < r.vaddr) hi = mid - 1;
+    else if (vaddr >= r.vaddr + r.nrPages * PAGE_SIZE) lo = mid + 1;
+    else return r;
+  }
+  return undefined;
+}
+
+/** Statistics of a page source. */
+export interface PageSourceStats {
+  requests: number;
+  pagesServed: number;
+  bytesRaw: number;
+  bytesWire: number;
+}
+
+/** A running page source (source side). */
+export interface PageSource {
+  readonly address: string;
+  readonly port: number;
+  stats(): PageSourceStats;
+  /** Stops listening and drops connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Options of `startPageSource`. */
+export interface PageSourceOptions {
+  /** Address to listen on (the host's address on the link). */
+  host: string;
+  port?: number;
+  /** The CRIU image directory whose `pages-N.img` files are served. */
+  criuDir: string;
+  /** Only a client that sends this token first is served. */
+  token: Buffer;
+  log: Logger;
+  /** Test hook: drop every connection once this many pages were served (a source that dies). */
+  dropAfterPages?: number;
+}
+
+/** Serves a checkpoint's process pages to the destination of a migration. */
+export async function startPageSource(opts: PageSourceOptions): Promise<PageSource> {
+  if (opts.token.length !== PAGE_FETCH_TOKEN_BYTES) throw protocol('page source token must be 16 bytes');
+  const byVpid = new Map<number, ProcessRuns>();
+  for (const l of await readPagesLayouts(opts.criuDir)) {
+    byVpid.set(l.vpid, { file: l.file, runs: [...l.runs].sort((a, b) => a.vaddr - b.vaddr) });
+  }
+  const files = new Map<string, Promise<FileHandle>>();
+  const fileOf = (name: string): Promise<FileHandle> => {
+    let f = files.get(name);
+    if (!f) {
+      f = open(join(opts.criuDir, name), 'r');
+      f.catch(() => undefined);
+      files.set(name, f);
+    }
+    return f;
+  };
+  const stats: PageSourceStats = { requests: 0, pagesServed: 0, bytesRaw: 0, bytesWire: 0 };
+  const sockets = new Set<Socket>();
+  let closed = false;
+  const compressor = new ChunkCompressor('zstd', 1);
+
+  const answer = async (
+    vpid: number,
+    vaddr: number,
+    nrPages: number,
+  ): Promise<{ pages: number; body: Buffer; codec: number }> => {
+    const proc = byVpid.get(vpid);
+    const run = proc ? findRun(proc.runs, vaddr) : undefined;
+    if (!proc || !run)
+      throw new InvalidArgumentError(
+        ErrorCode.PageNotHeld,
+        `no page of process ${vpid} at 0x${vaddr.toString(16)}`,
+      );
+    const first = (vaddr - run.vaddr) / PAGE_SIZE;
+    const pages = Math.min(nrPages, run.nrPages - first);
+    const raw = Buffer.allocUnsafe(pages * PAGE_SIZE);
+    const fh = await fileOf(proc.file);
+    const { bytesRead } = await fh.read(raw, 0, raw.length, run.fileOffset + first * PAGE_SIZE);
+    if (bytesRead !== raw.length)
+      throw new InvalidArgumentError(
+        ErrorCode.CheckpointCorrupt,
+        `${proc.file} is shorter than its pagemap says`,
+      );
+    const enc = compressor.compress(raw);
+    return { pages, body: enc.data, codec: enc.codec };
+  };
+
+  const serve = (sock: Socket): void => {
+    sockets.add(sock);
+    sock.setNoDelay(true);
+    let buf: Buffer = Buffer.alloc(0);
+    let authed = false;
+    const queue: { id: number; vpid: number; vaddr: number; nrPages: number }[] = [];
+    let busy = false;
+    const fail = (err: unknown): void => {
+      opts.log.warn('page source: connection closed', { err: errorMessage(err) });
+      sock.destroy();
+    };
+    const pump = async (): Promise<void> => {
+      if (busy) return;
+      busy = true;
+      try {
+        while (queue.length > 0 && !sock.destroyed) {
+          const q = queue.shift() as (typeof queue)[number];
+          stats.requests++;
+          const head = Buffer.alloc(RESPONSE_HEADER_BYTES);
+          head.writeUInt32LE(q.id, 0);
+          let body: Buffer;
+          try {
+            const a = await answer(q.vpid, q.vaddr, q.nrPages);
+            head.writeUInt32LE(a.pages, 4);
+            head.writeUInt8(a.codec, 8);
+            body = a.body;
+            stats.pagesServed += a.pages;
+            stats.bytesRaw += a.pages * PAGE_SIZE;
+          } catch (err) {
+            body = Buffer.from(errorMessage(err).slice(0, 1024), 'utf8');
+          }
+          head.writeUInt32LE(body.length, 12);
+          stats.bytesWire += head.length + body.length;
+          if (sock.destroyed) return;
+          const more = sock.write(Buffer.concat([head, body]));
+          if (opts.dropAfterPages !== undefined && stats.pagesServed >= opts.dropAfterPages) {
+            opts.log.warn('page source: dropping connections (test hook)', {
+              pagesServed: stats.pagesServed,
+            });
+            for (const s of sockets) s.destroy();
+            return;
+          }
+          if (!more) await new Promise<void>((r) => sock.once('drain', r).once('close', r));
+        }
+      } catch (err) {
+        fail(err);
+      } finally {
+        busy = false;
+      }
+    };
+    sock.on('data', (d: Buffer) => {
+      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+      if (!authed) {
+        if (buf.length < PAGE_FETCH_TOKEN_BYTES) return;
+        if (!buf.subarray(0, PAGE_FETCH_TOKEN_BYTES).equals(opts.token)) return fail(protocol('wrong token'));
+        authed = true;
+        buf = buf.subarray(PAGE_FETCH_TOKEN_BYTES);
+      }
+      while (buf.length >= REQUEST_BYTES) {
+        const id = buf.readUInt32LE(0);
+        const vpid = buf.readUInt32LE(4);
+        const vaddr = Number(buf.readBigUInt64LE(8));
+        const nrPages = buf.readUInt32LE(16);
+        buf = buf.subarray(REQUEST_BYTES);
+        if (
+          nrPages === 0 ||
+          nrPages > MAX_FETCH_PAGES ||
+          vaddr % PAGE_SIZE !== 0 ||
+          !Number.isSafeInteger(vaddr)
+        ) {
+          return fail(protocol(`bad request: ${nrPages} pages at 0x${vaddr.toString(16)}`));
+        }
+        queue.push({ id, vpid, vaddr, nrPages });
+      }
+      void pump();
+    });
+    sock.on('error', () => undefined);
+    sock.on('close', () => sockets.delete(sock));
+  };
+
+  const server: Server = createServer(serve);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  if (addr === null || typeof addr === 'string') throw protocol('page source has no TCP address');
+  return {
+    address: opts.host,
+    port: addr.port,
+    stats: () => ({ ...stats }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+      for (const f of files.values()) await (await f.catch(() => undefined))?.close().catch(() => undefined);
+    },
+  };
+}
+
+/** The client side: fetches pages from a source's PageSource. */
+export class PageFetcher {
+  private readonly pending = new Map<
+    number,
+    { resolve: (b: Buffer) => void; reject: (e: Error) => void; nrPages: number }
+  >();
+  private nextId = 1;
+  private buf: Buffer = Buffer.alloc(0);
+  private failure: GodwitError | undefined;
+  private readonly failedListeners: ((err: GodwitError) => void)[] = [];
+  /** Bytes received, headers included. */
+  bytesWire = 0;
+
+  private constructor(private readonly sock: Socket) {
+    sock.setNoDelay(true);
+    sock.on('data', (d: Buffer) => this.onData(d));
+    sock.on('error', (err) =>
+      this.fail(
+        new UnavailableError(ErrorCode.PageSourceLost, `page source connection failed: ${err.message}`),
+      ),
+    );
+    sock.on('close', () =>
+      this.fail(new UnavailableError(ErrorCode.PageSourceLost, 'the page source closed the connection')),
+    );
+  }
+
+  /** Connects and authenticates; rejects when the source cannot be reached. */
+  static async connect(o: {
+    host: string;
+    port: number;
+    token: Buffer;
+    timeoutMs?: number;
+  }): Promise<PageFetcher> {
+    const sock = connect({ host: o.host, port: o.port });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(
+          new UnavailableError(ErrorCode.PageSourceLost, `page source ${o.host}:${o.port} did not answer`),
+        );
+      }, o.timeoutMs ?? 10_000);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      sock.once('error', (err) => {
+        clearTimeout(timer);
+        reject(
+          new UnavailableError(
+            ErrorCode.PageSourceLost,
+            `cannot reach the page source ${o.host}:${o.port}: ${err.message}`,
+          ),
+        );
+      });
+    });
+    sock.write(o.token);
+    return new PageFetcher(sock);
+  }
+
+  /** Calls `fn` once when the connection fails (at once if it already has). */
+  onFailed(fn: (err: GodwitError) => void): void {
+    if (this.failure) fn(this.failure);
+    else this.failedListeners.push(fn);
+  }
+
+  /**
+   * `nrPages` pages of process `vpid` from `vaddr` on (or fewer, when its run ends sooner), as
+   * k × 4096 bytes. Rejects when the source does not hold them or the connection is lost.
+   */
+  fetch(vpid: number, vaddr: number, nrPages: number): Promise<Buffer> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++ >>> 0;
+    const req = Buffer.alloc(REQUEST_BYTES);
+    req.writeUInt32LE(id, 0);
+    req.writeUInt32LE(vpid, 4);
+    req.writeBigUInt64LE(BigInt(vaddr), 8);
+    req.writeUInt32LE(nrPages, 16);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, nrPages });
+      this.sock.write(req);
+    });
+  }
+
+  /** Closes the connection; pending fetches reject. */
+  close(): void {
+    this.fail(new UnavailableError(ErrorCode.PageSourceLost, 'page fetcher closed'));
+  }
+
+  private onData(d: Buffer): void {
+    this.bytesWire += d.length;
+    this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
+    while (this.buf.length >= RESPONSE_HEADER_BYTES) {
+      const id = this.buf.readUInt32LE(0);
+      const pages = this.buf.readUInt32LE(4);
+      const codec = this.buf.readUInt8(8);
+      const len = this.buf.readUInt32LE(12);
+      const p = this.pending.get(id);
+      if (!p || pages > p.nrPages || len > MAX_FETCH_PAGES * PAGE_SIZE + 1024) {
+        this.fail(
+          new InvalidArgumentError(
+            ErrorCode.PageProtocol,
+            `unexpected page response ${id} (${pages} pages, ${len} bytes)`,
+          ),
+        );
+        return;
+      }
+      if (this.buf.length < RESPONSE_HEADER_BYTES + len) return;
+      const body = this.buf.subarray(RESPONSE_HEADER_BYTES, RESPONSE_HEADER_BYTES + len);
+      this.buf = this.buf.subarray(RESPONSE_HEADER_BYTES + len);
+      this.pending.delete(id);
+      if (pages === 0) {
+        p.reject(new InvalidArgumentError(ErrorCode.PageNotHeld, `the source: ${body.toString('utf8')}`));
+        continue;
+      }
+      try {
+        p.resolve(Buffer.from(decompressChunk(codec, body, pages * PAGE_SIZE)));
+      } catch (err) {
+        this.fail(new InvalidArgumentError(ErrorCode.PageProtocol, `bad page payload: ${errorMessage(err)}`));
+        return;
+      }
+    }
+  }
+
+  private fail(err: GodwitError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.sock.destroy();
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    for (const fn of this.failedListeners.splice(0)) fn(err);
+  }
+}

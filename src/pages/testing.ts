@@ -1,0 +1,63 @@
+/**
+ * Test fixtures: a CRIU image directory with pagemaps and pages files written from a
+ * description, so page serving can be tested without dumping a process.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PAGE_SIZE } from '../core/chunks.js';
+import { IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PE_LAZY, PE_PRESENT } from '../memory/criu-pagemap.js';
+
+/** One process of a fake checkpoint: its runs of present pages, in address order. */
+export interface FakeProcess {
+  vpid: number;
+  pagesId: number;
+  runs: { vaddr: number; nrPages: number; lazy: boolean }[];
+}
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  let v = n;
+  while (v >= 128) {
+    out.push((v % 128) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return Buffer.from(out);
+}
+const field = (f: number, v: number): Buffer => Buffer.concat([varint(f * 8), varint(v)]);
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0, 0);
+  return b;
+};
+
+/** The bytes fake page `vaddr` of process `vpid` holds: recognisable, never all zero. */
+export function fakePage(vpid: number, vaddr: number): Buffer {
+  const b = Buffer.alloc(PAGE_SIZE);
+  for (let i = 0; i < PAGE_SIZE; i += 16) {
+    b.writeUInt32LE(vpid, i);
+    b.writeDoubleLE(vaddr, i + 4);
+    b.writeUInt32LE(i, i + 12);
+  }
+  return b;
+}
+
+/** Writes `pagemap-<vpid>.img` (CRIU 4.x encoding) and `pages-<id>.img` for each process into `criuDir`. */
+export async function writeFakeCriuImages(criuDir: string, procs: readonly FakeProcess[]): Promise<void> {
+  for (const p of procs) {
+    const messages = [field(1, p.pagesId)];
+    const pages: Buffer[] = [];
+    for (const r of p.runs) {
+      const flags = PE_PRESENT | (r.lazy ? PE_LAZY : 0);
+      messages.push(Buffer.concat([field(1, r.vaddr), field(4, flags), field(5, r.nrPages)]));
+      for (let i = 0; i < r.nrPages; i++) pages.push(fakePage(p.vpid, r.vaddr + i * PAGE_SIZE));
+    }
+    const img = Buffer.concat([
+      u32(IMG_COMMON_MAGIC),
+      u32(PAGEMAP_MAGIC),
+      ...messages.flatMap((m) => [u32(m.length), m]),
+    ]);
+    await writeFile(join(criuDir, `pagemap-${p.vpid}.img`), img);
+    await writeFile(join(criuDir, `pages-${p.pagesId}.img`), Buffer.concat(pages));
+  }
+}
