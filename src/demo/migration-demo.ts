@@ -1,8 +1,9 @@
 /**
  * The live-migration demo: a testbed of two hosts on a shaped link with a client; a stateful
  * service (godwit-memload, or the counter service) runs on h1 while the client probes it;
- * godwit migrates it to h2 cold and back with pre-copy, and both are shown side by side with
- * what the client saw. Everything is torn down after.
+ * godwit migrates it back and forth with each strategy in turn (cold h1 → h2, pre-copy back,
+ * post-copy to h2, hybrid back), and all four are shown side by side with what the client saw.
+ * Everything is torn down after.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -30,9 +31,9 @@ export interface MigrationDemoReport {
   link: LinkSpec;
   target: string;
   memoryMiB: number;
-  /** h1 → h2 cold, then h2 → h1 with pre-copy. */
-  moves: { cold: DemoMove; precopy: DemoMove };
-  /** Both moves committed, the counter never went back, and memory verified exact after each. */
+  /** h1 → h2 cold, h2 → h1 pre-copy, h1 → h2 post-copy, h2 → h1 hybrid. */
+  moves: Record<MigrationStrategy, DemoMove>;
+  /** Every move committed, the counter never went back, and memory verified exact after each. */
   ok: boolean;
 }
 
@@ -121,6 +122,8 @@ export async function runMigrationDemo(opts: {
       };
       const cold = await move(0, 'cold');
       const precopy = await move(1, 'precopy');
+      const postcopy = await move(0, 'postcopy');
+      const hybrid = await move(1, 'hybrid');
       const good = (m: DemoMove): boolean =>
         m.migration.outcome === 'committed' &&
         m.probe.longLived.counterResets === 0 &&
@@ -131,8 +134,8 @@ export async function runMigrationDemo(opts: {
         link: opts.link,
         target,
         memoryMiB: mib,
-        moves: { cold, precopy },
-        ok: good(cold) && good(precopy),
+        moves: { cold, precopy, postcopy, hybrid },
+        ok: [cold, precopy, postcopy, hybrid].every(good),
       };
     } finally {
       for (const a of agents) a.close();

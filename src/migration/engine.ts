@@ -12,7 +12,7 @@
  * checkpoint, and the report says how to restore it: never two copies, never lost.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { ChunkStore, Manifest, ManifestStats } from '../core/chunks.js';
@@ -406,6 +406,13 @@ export class MigrationEngine {
         },
         enter(MigrationPhase.Checkpoint),
       );
+      // The destination may start preparing the restore (its network) while the state travels.
+      if (peer.prestage) {
+        const prestage = peer.prestage.bind(peer);
+        void readFile(join(checkpointDir, 'checkpoint.json'))
+          .then((json) => prestage(report.id, json))
+          .catch((err: unknown) => log.warn('prestage failed', { id: report.id, err: errorMessage(err) }));
+      }
 
       const snap = await rec.run(
         MigrationPhase.Snapshot,
@@ -415,6 +422,7 @@ export class MigrationEngine {
           let knownPages = precopy ? await precopy.knownPages(checkpointDir) : undefined;
           // Post-copy, hybrid: lazy pages the destination lacks stay here (holes in the snapshot).
           const plan = isLazy(req.strategy) ? await planLazyPages(checkpointDir, knownPages) : undefined;
+          const planMs = Math.round(this.clock.monotonic() - snapStart);
           if (plan) knownPages = plan.hook;
           const s = await mover.snapshot(checkpointDir, `checkpoint:${name}`, {
             ...(knownPages ? { knownPages } : {}),
@@ -423,7 +431,7 @@ export class MigrationEngine {
           report.timings.snapshotMs = Math.round(this.clock.monotonic() - snapStart);
           remote = plan?.remote();
           r.detail = {
-            ...(remote ? { remotePages: remote.reduce((n, x) => n + x.nrPages, 0) } : {}),
+            ...(remote ? { remotePages: remote.reduce((n, x) => n + x.nrPages, 0), planMs } : {}),
             files: s.stats.files,
             logicalBytes: s.stats.logicalBytes,
             uniqueChunks: s.stats.uniqueChunks,

@@ -8,12 +8,19 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import type { Digest, Manifest } from '../core/chunks.js';
-import { AlreadyExistsError, ErrorCode, FailedPreconditionError, NotFoundError } from '../core/errors.js';
+import {
+  AlreadyExistsError,
+  ErrorCode,
+  FailedPreconditionError,
+  GodwitError,
+  NotFoundError,
+  UnavailableError,
+} from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { ContainerRuntime } from '../core/runtime.js';
 import type { LazyMemoryReport } from '../core/migration.js';
 import { percentile, startCriuPageServer, type CriuPageServer } from '../pages/criu-page-server.js';
-import { LazyPageBroker, type RemoteRun } from '../pages/lazy-page-broker.js';
+import { LazyPageBroker, type PageFetchClient, type RemoteRun } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import { collectGarbage } from '../system/gc.js';
@@ -163,10 +170,24 @@ export class IncomingMigrations {
    * `checkpoint.json`, carried inline in the offered manifest. Best effort, in the background.
    */
   private prepareRestore(id: string, name: string, manifest: Manifest): void {
-    const prepare = this.opts.runtime.prepareRestore;
     const e = manifest.entries.find((x) => x.type === 'file' && x.path === 'checkpoint.json');
-    if (!prepare || !e || e.type !== 'file' || e.inline === undefined) return;
-    const json = Buffer.from(e.inline, 'base64');
+    if (!e || e.type !== 'file' || e.inline === undefined) return;
+    this.prepareRestoreFrom(id, name, Buffer.from(e.inline, 'base64'));
+  }
+
+  /**
+   * The source sends the checkpoint's `checkpoint.json` as soon as its dump is done, so that the
+   * restore's head start (its network) overlaps the snapshot and transfer. Best effort.
+   */
+  async prestage(id: string, checkpointJson: Buffer): Promise<void> {
+    const record = await this.record(id);
+    if (record.restored || this.finished.has(id) || this.restoring.has(id)) return;
+    this.prepareRestoreFrom(id, record.name, checkpointJson);
+  }
+
+  private prepareRestoreFrom(id: string, name: string, json: Buffer): void {
+    const prepare = this.opts.runtime.prepareRestore;
+    if (!prepare || this.prepared.has(id)) return;
     this.prepared.set(
       id,
       prepare.call(this.opts.runtime, name, json).catch((err: unknown) => {
@@ -293,19 +314,23 @@ export class IncomingMigrations {
     const t1 = this.clock.monotonic();
     const lap: Record<string, number> = {};
     const mark = (k: string): void => void (lap[k] = Math.round(this.clock.monotonic() - t1));
-    const fetcher = await PageFetcher.connect({
+    // The connection to the source opens while the container is restored (one round trip off
+    // the stopped phase); CRIU asks for no page before the restore is done.
+    const connecting = PageFetcher.connect({
       host: req.source.host,
       port: req.source.port,
       token: Buffer.from(req.source.token, 'hex'),
     });
+    connecting.catch(() => undefined);
+    let fetcher: PageFetcher | undefined;
     let broker: LazyPageBroker | undefined;
     let server: CriuPageServer | undefined;
+    let restored = false;
     try {
-      mark('connectMs');
       broker = await LazyPageBroker.open({
         criuDir: join(dir, 'criu'),
         remote: req.remote,
-        fetcher,
+        fetcher: deferredFetcher(connecting),
         clock: this.clock,
         log,
       });
@@ -318,6 +343,9 @@ export class IncomingMigrations {
         lazyPages: true,
         lazyPageServer: { address: server.address, port: server.port },
       });
+      restored = true;
+      mark('runtimeMs');
+      fetcher = await connecting;
       const restoreMs = this.clock.monotonic() - t1;
       // The background fill starts once the container runs: not competing with the restore for CPU.
       broker.start();
@@ -334,9 +362,11 @@ export class IncomingMigrations {
       });
       return { name, pid: res.pid, restoreMs, materializeMs };
     } catch (err) {
+      // A container restored without its source must not run on: nothing would fill its memory.
+      if (restored) await runtime.remove(name, { force: true }).catch(() => undefined);
       server?.abort('restore failed');
       await server?.close().catch(() => undefined);
-      fetcher.close();
+      (fetcher ?? (await connecting.catch(() => undefined)))?.close();
       await broker?.close();
       throw err;
     }
@@ -499,4 +529,25 @@ export class IncomingMigrations {
 
 function round1(n: number): number {
   return Math.round(n * 10) / 10;
+}
+
+/** A PageFetchClient over a connection still being opened: calls wait for it. */
+function deferredFetcher(connecting: Promise<PageFetcher>): PageFetchClient {
+  let ready: PageFetcher | undefined;
+  void connecting.then(
+    (f) => (ready = f),
+    () => undefined,
+  );
+  return {
+    fetch: async (vpid, vaddr, n) => (await connecting).fetch(vpid, vaddr, n),
+    onFailed: (fn) =>
+      void connecting.then(
+        (f) => f.onFailed(fn),
+        (err: unknown) =>
+          fn(err instanceof GodwitError ? err : new UnavailableError(ErrorCode.PageSourceLost, String(err))),
+      ),
+    get bytesWire() {
+      return ready?.bytesWire;
+    },
+  };
 }

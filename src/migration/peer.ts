@@ -53,6 +53,9 @@ export const fillResponse = object(
   keep,
 );
 
+/** Answer of `POST /v1/migrations/incoming/:id/prestage`. */
+export const prestageResponse = object({}, keep);
+
 /** Answer of `DELETE /v1/migrations/incoming/:id`. */
 export const abortResponse = object({ removedContainer: boolean() }, keep);
 
@@ -71,6 +74,11 @@ export interface MigrationPeer {
     name: string,
     lazy?: LazyRestoreRequest,
   ): Promise<{ pid: number; restoreMs: number; materializeMs: number }>;
+  /**
+   * Optional head start: the checkpoint's `checkpoint.json`, sent once the dump is done, lets the
+   * destination prepare the restore (its network) while the rest is still on its way.
+   */
+  prestage?(id: string, checkpointJson: Buffer): Promise<void>;
   /** After a lazy restore: resolves once every page has arrived (or the source was lost). */
   fill(id: string): Promise<LazyMemoryReport>;
   /** After commit: drop temp files. Before commit: also remove a container this migration restored. */
@@ -96,6 +104,12 @@ export class AgentMigrationPeer implements MigrationPeer {
     return this.client.call('POST', `/v1/migrations/incoming/${id}/restore`, incomingRestoreResponse, {
       name,
       ...(lazy ? { lazy } : {}),
+    });
+  }
+
+  async prestage(id: string, checkpointJson: Buffer): Promise<void> {
+    await this.client.call('POST', `/v1/migrations/incoming/${id}/prestage`, prestageResponse, {
+      checkpoint: checkpointJson.toString('base64'),
     });
   }
 

@@ -48,6 +48,16 @@ export const migrateRequest = object({
 /** Body of `POST /v1/migrations/incoming`. */
 export const prepareRequest = object({ id: containerName, name: containerName });
 
+/** Body of `POST /v1/migrations/incoming/:id/prestage`: the checkpoint's checkpoint.json, base64. */
+export const prestageRequest = object({
+  checkpoint: string({
+    minLength: 1,
+    maxLength: 128 * 1024,
+    pattern: /^[A-Za-z0-9+/=]+$/,
+    expected: 'base64',
+  }),
+});
+
 /** Most remote runs a lazy restore may list (each a contiguous range of one process's pages). */
 const MAX_REMOTE_RUNS = 100_000;
 
@@ -111,6 +121,16 @@ export function migrationRoutes(deps: {
         POST: async (c: Call) => {
           const b = await c.body(incomingRestoreRequest);
           return { status: 200, json: await needIncoming().restore(first(c), b.name, b.lazy) };
+        },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations/incoming/${id}/prestage$`),
+      methods: {
+        POST: async (c: Call) => {
+          const b = await c.body(prestageRequest);
+          await needIncoming().prestage(first(c), Buffer.from(b.checkpoint, 'base64'));
+          return { status: 200, json: {} };
         },
       },
     },

@@ -73,20 +73,27 @@ export function registerDemoCommand(
     );
 }
 
-/** The two moves side by side, then each report in full. */
+/** The four moves side by side, then each report in full. */
 function formatDemo(r: MigrationDemoReport): string {
-  const { cold, precopy } = r.moves;
-  const col = (m: DemoMove): string[] => [
-    `${m.migration.from} → ${m.migration.to}`,
-    m.migration.outcome,
-    formatMs(m.probe.longLived.maxGapMs),
-    formatMs(m.probe.fresh.maxGapMs),
-    m.migration.downtimeMs === undefined ? '-' : formatMs(m.migration.downtimeMs),
-    m.migration.totalMs === undefined ? '-' : formatMs(m.migration.totalMs),
-    formatBytes(m.migration.bytes.wire),
-    String(m.migration.rounds.length),
-    m.memoryVerified === undefined ? '-' : m.memoryVerified ? 'exact' : 'CORRUPT',
-  ];
+  const order = ['cold', 'precopy', 'postcopy', 'hybrid'] as const;
+  const titles = { cold: 'COLD', precopy: 'PRE-COPY', postcopy: 'POST-COPY', hybrid: 'HYBRID' };
+  const col = (m: DemoMove): string[] => {
+    const l = m.migration.lazy;
+    return [
+      `${m.migration.from} → ${m.migration.to}`,
+      m.migration.outcome,
+      formatMs(m.probe.longLived.maxGapMs),
+      formatMs(m.probe.fresh.maxGapMs),
+      m.migration.downtimeMs === undefined ? '-' : formatMs(m.migration.downtimeMs),
+      m.migration.totalMs === undefined ? '-' : formatMs(m.migration.totalMs),
+      formatBytes(m.migration.bytes.wire),
+      String(m.migration.rounds.length),
+      l?.degradationWindowMs === undefined ? '-' : formatMs(l.degradationWindowMs),
+      l ? `${l.pagesOnDemand} / ${l.pagesRemote}` : '-',
+      l ? `${formatMs(l.faultWaitMs.p50)} / ${formatMs(l.faultWaitMs.p99)}` : '-',
+      m.memoryVerified === undefined ? '-' : m.memoryVerified ? 'exact' : 'CORRUPT',
+    ];
+  };
   const labels = [
     'move',
     'outcome',
@@ -96,26 +103,23 @@ function formatDemo(r: MigrationDemoReport): string {
     'total time',
     'bytes on the wire',
     'pre-copy rounds',
+    'degraded after restore',
+    'pages fetched on faults / left on source',
+    'fault wait p50 / p99',
     'memory after the move',
   ];
-  const c = col(cold);
-  const p = col(precopy);
+  const cols = order.map((k) => col(r.moves[k]));
   return [
     '',
-    `== cold vs pre-copy on the ${r.link.name} link, service holding ${r.memoryMiB} MiB ==`,
+    `== cold, pre-copy, post-copy and hybrid on the ${r.link.name} link, service holding ${r.memoryMiB} MiB ==`,
     table(
-      ['', 'COLD', 'PRE-COPY'],
-      labels.map((l, i) => [l, c[i] ?? '', p[i] ?? '']),
+      ['', ...order.map((k) => titles[k])],
+      labels.map((l, i) => [l, ...cols.map((c) => c[i] ?? '')]),
     ),
-    '',
-    '== cold: what godwit did ==',
-    formatMigrationReport(cold.migration),
-    '',
-    '== pre-copy: what godwit did ==',
-    formatMigrationReport(precopy.migration),
+    ...order.flatMap((k) => ['', `== ${k}: what godwit did ==`, formatMigrationReport(r.moves[k].migration)]),
     '',
     r.ok
-      ? `Both moves kept the service's state: the counter never went back${r.memoryMiB > 0 ? ' and memload found its memory exact after each' : ''}.`
+      ? `Every move kept the service's state: the counter never went back${r.memoryMiB > 0 ? ' and memload found its memory exact after each' : ''}.`
       : 'FAILED: the service did not come back with its state.',
   ].join('\n');
 }
