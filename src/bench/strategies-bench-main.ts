@@ -21,7 +21,7 @@
  * Client-perceived downtime is the probe's longest gap between replies on its long-lived
  * connection. Benchmarks measure and write numbers; they assert nothing.
  */
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -277,6 +277,14 @@ try {
         await copyFile(join(h.stateDir, 'logs', 'agent.log'), join(values.logs, `${h.name}.agent.log`)).catch(
           () => undefined,
         );
+        // CRIU's dump log of every migration this host was the source of.
+        const migrations = join(h.stateDir, 'migrations');
+        for (const id of await readdir(migrations).catch(() => [] as string[])) {
+          await copyFile(
+            join(migrations, id, 'dump.log'),
+            join(values.logs, `${h.name}.${id}.dump.log`),
+          ).catch(() => undefined);
+        }
       }
     }
   }

@@ -41,6 +41,12 @@ export interface NetworkProvider {
   ): Promise<string>;
   /** Removes the namespace of `key` and its interfaces. Idempotent. */
   detach(key: string): Promise<void>;
+  /**
+   * Optional: cuts `key`'s namespace off the network and lets its identity go (another namespace
+   * may attach it), leaving the namespace and its processes as they are; `rejoin` undoes it.
+   */
+  isolate?(key: string): Promise<void>;
+  rejoin?(key: string, net: ContainerNetwork): Promise<void>;
 }
 
 /** Hands out network identities on a service network. */

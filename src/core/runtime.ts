@@ -117,6 +117,26 @@ export interface CheckpointResult {
   leftRunning: boolean;
 }
 
+/**
+ * A checkpoint whose memory stayed in the container's processes (CRIU `--lazy-pages`): CRIU
+ * wrote everything but the lazily restorable memory and holds the processes frozen until told
+ * how the dump ends. Exactly one of `release` and `resume` is called.
+ */
+export interface HeldCheckpoint {
+  result: CheckpointResult;
+  /** Virtual pid → host pid of the frozen processes: their memory holds what the images lack. */
+  processes: ReadonlyMap<number, number>;
+  /** Ends the dump: the processes are killed; the container is checkpointed (its memory is gone). */
+  release(): Promise<void>;
+  /** Abandons the dump: the processes run on where they are, network and all. */
+  resume(): Promise<void>;
+  /**
+   * Abandons the lazy dump and writes a full checkpoint into `dir` instead, without letting the
+   * processes run in between (their state is kept, as after a plain checkpoint).
+   */
+  keep(dir: string): Promise<CheckpointResult>;
+}
+
 /** Measured outcome of a restore. */
 export interface RestoreResult {
   name: string;
@@ -150,6 +170,12 @@ export interface ContainerRuntime {
   remove(name: string, opts?: { force?: boolean }): Promise<void>;
   /** Checkpoints a running container into `opts.dir`. On failure the container keeps running. */
   checkpoint(name: string, opts: CheckpointOptions): Promise<CheckpointResult>;
+  /**
+   * Optional: checkpoints a running container into `opts.dir` leaving its lazily restorable
+   * memory in the frozen processes (a page source reads it from there). The service network
+   * identity is let go at once (another host may take it); `resume` takes it back.
+   */
+  checkpointHeld?(name: string, opts: { dir: string }): Promise<HeldCheckpoint>;
   /** Restores a checkpoint as a new container. On failure nothing is left behind. */
   restore(opts: RestoreOptions): Promise<RestoreResult>;
   /**

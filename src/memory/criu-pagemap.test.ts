@@ -346,11 +346,13 @@ describe('readPagesLayouts', () => {
           { vaddr: 0x800000, nrPages: 2, fileOffset: 5 * PAGE_SIZE, lazy: true },
           { vaddr: 0x7ff003600000, nrPages: 5, fileOffset: 7 * PAGE_SIZE, lazy: false },
         ],
+        lazyRuns: [{ vaddr: 0x700000, nrPages: 8 }],
       },
       {
         file: 'pages-2.img',
         vpid: 7,
         runs: [{ vaddr: 0x20000, nrPages: 10, fileOffset: 0, lazy: false }],
+        lazyRuns: [],
       },
     ]);
   });

@@ -43,6 +43,11 @@ export interface PagesFileLayout {
    * when CRIU may restore them lazily (userfaultfd: private anonymous memory).
    */
   runs: { vaddr: number; nrPages: number; fileOffset: number; lazy: boolean }[];
+  /**
+   * Runs CRIU left out of the file for a lazy page server (a `--lazy-pages` dump: flag PE_LAZY
+   * without PE_PRESENT): the process still holds them. Empty for an ordinary dump.
+   */
+  lazyRuns: { vaddr: number; nrPages: number }[];
 }
 
 function bad(message: string): InvalidArgumentError {
@@ -133,12 +138,16 @@ export async function readPagesLayouts(criuDir: string): Promise<PagesFileLayout
     const img = parsePagemapImage(await readFile(join(criuDir, name)));
     let offset = 0;
     const runs: PagesFileLayout['runs'] = [];
+    const lazyRuns: PagesFileLayout['lazyRuns'] = [];
     for (const e of img.entries) {
-      if ((e.flags & PE_PRESENT) === 0) continue;
+      if ((e.flags & PE_PRESENT) === 0) {
+        if ((e.flags & PE_LAZY) !== 0 && e.nrPages > 0) lazyRuns.push({ vaddr: e.vaddr, nrPages: e.nrPages });
+        continue;
+      }
       runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, fileOffset: offset, lazy: (e.flags & PE_LAZY) !== 0 });
       offset += e.nrPages * PAGE_SIZE;
     }
-    out.push({ file: `pages-${img.pagesId}.img`, vpid, runs });
+    out.push({ file: `pages-${img.pagesId}.img`, vpid, runs, lazyRuns });
   }
   return out;
 }

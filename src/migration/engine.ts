@@ -34,7 +34,7 @@ import {
   type PhaseRecord,
 } from '../core/migration.js';
 import { DEFAULT_CONVERGENCE_LIMITS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_MAX_ROUNDS } from '../memory/index.js';
-import { ContainerStatus, type ContainerRuntime } from '../core/runtime.js';
+import { ContainerStatus, type ContainerRuntime, type HeldCheckpoint } from '../core/runtime.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import type { MigrationPeer } from './peer.js';
 import { collectGarbage } from '../system/gc.js';
@@ -143,6 +143,11 @@ export interface MigrationEngineOptions {
    * keep back (a port is picked per migration). Without it those strategies are refused.
    */
   pageSourceHost?: string;
+  /**
+   * Post-copy: dump with the memory left in the frozen processes (CRIU `--lazy-pages`), served
+   * from there, instead of writing it all out while stopped. Default true when the runtime can.
+   */
+  holdMemory?: boolean;
 }
 
 /** Source-side migration orchestrator. */
@@ -314,6 +319,20 @@ export class MigrationEngine {
       writeJsonAtomic(join(workDir, 'report.json'), report).catch((err: unknown) =>
         log.warn('cannot save migration report', { id: report.id, err: errorMessage(err) }),
       );
+    // A held dump whose destination did not get every page: its state is written out in full
+    // here (the processes never run again), where the report says it is.
+    const keepHeld = async (): Promise<void> => {
+      const h = held;
+      if (!h) return;
+      held = undefined;
+      await pageSource?.close();
+      pageSource = undefined;
+      await h
+        .keep(checkpointDir)
+        .catch((err: unknown) =>
+          report.warnings.push(`could not keep the held state as a checkpoint: ${errorMessage(err)}`),
+        );
+    };
     const enter = (phase: MigrationPhase) => () => {
       report.progress = { phase };
       void save();
@@ -326,6 +345,7 @@ export class MigrationEngine {
     let manifest: Manifest | undefined;
     let precopy: PrecopyResult | undefined;
     let pageSource: PageSource | undefined;
+    let held: HeldCheckpoint | undefined;
     let remote: RemoteRun[] | undefined;
     let memoryLost = false;
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
@@ -395,9 +415,14 @@ export class MigrationEngine {
       await rec.run(
         MigrationPhase.Checkpoint,
         async (r) => {
-          const cp = await runtime.checkpoint(name, { dir: checkpointDir });
+          // Post-copy: the memory stays in the frozen processes; nothing of it is written now.
+          const hold =
+            req.strategy === 'postcopy' && this.opts.holdMemory !== false && runtime.checkpointHeld;
+          if (hold) held = await hold.call(runtime, name, { dir: checkpointDir });
+          const cp = held ? held.result : await runtime.checkpoint(name, { dir: checkpointDir });
           checkpointed = true;
           r.detail = {
+            ...(held ? { held: true } : {}),
             checkpointMs: Math.round(cp.durationMs),
             imageBytes: cp.imageBytes,
             pagesBytes: cp.pagesBytes,
@@ -490,6 +515,7 @@ export class MigrationEngine {
               criuDir: join(checkpointDir, 'criu'),
               token,
               log,
+              ...(held ? { processes: held.processes } : {}),
               ...(req.faults?.dropPagesAfter !== undefined
                 ? { dropAfterPages: req.faults.dropPagesAfter }
                 : {}),
@@ -522,7 +548,8 @@ export class MigrationEngine {
           async () => {
             report.committed = true;
             await save();
-            await runtime.remove(name, { force: true });
+            // A held dump's processes still serve the destination's pages: removed after the fill.
+            if (!held) await runtime.remove(name, { force: true });
           },
           enter(MigrationPhase.Commit),
         )
@@ -537,13 +564,19 @@ export class MigrationEngine {
           .run(
             MigrationPhase.Fill,
             async (r) => {
-              const lazy = await peer.fill(report.id);
+              const lazy = await peer.fill(report.id).catch(async (err: unknown) => {
+                // Whether the destination still runs it is unknown: keep the state here, stopped.
+                memoryLost = true;
+                await keepHeld();
+                throw err;
+              });
               report.lazy = lazy;
               const st = source.stats();
               addBytes(report, st.bytesRaw, st.bytesWire);
               r.detail = { ...lazy };
               if (lazy.outcome === 'lost') {
                 memoryLost = true;
+                await keepHeld();
                 report.error = {
                   code: ErrorCode.MemoryLost,
                   message: `${report.to} lost the source before ${lazy.missingPages ?? '?'} pages arrived: the container was stopped there`,
@@ -559,6 +592,16 @@ export class MigrationEngine {
           .catch((err: unknown) => report.warnings.push(`fill: ${errorMessage(err)}`));
         await source.close();
         pageSource = undefined;
+        // Every page arrived: the frozen source processes may go.
+        if (held && !memoryLost) {
+          await held.release().catch((err: unknown) => report.warnings.push(`release: ${errorMessage(err)}`));
+          await runtime
+            .remove(name, { force: true })
+            .catch((err: unknown) =>
+              report.warnings.push(`cannot remove the source record: ${errorMessage(err)}`),
+            );
+        }
+        held = undefined;
       }
 
       await rec
@@ -589,7 +632,8 @@ export class MigrationEngine {
       if (manifest) mover.drop?.(manifest);
       await pageSource?.close();
       pageSource = undefined;
-      await this.rollback(report, rec, peer, { checkpointed, restoreAsked, checkpointDir });
+      await this.rollback(report, rec, peer, { checkpointed, restoreAsked, checkpointDir, held });
+      held = undefined;
     } finally {
       release();
       if (report.committed) report.outcome = memoryLost ? 'failed' : 'committed';
@@ -616,7 +660,12 @@ export class MigrationEngine {
     report: MigrationReport,
     rec: PhaseRecorder,
     peer: MigrationPeer,
-    s: { checkpointed: boolean; restoreAsked: boolean; checkpointDir: string },
+    s: {
+      checkpointed: boolean;
+      restoreAsked: boolean;
+      checkpointDir: string;
+      held?: HeldCheckpoint | undefined;
+    },
   ): Promise<void> {
     const { runtime } = this.opts;
     await rec
@@ -640,6 +689,7 @@ export class MigrationEngine {
         }
         if (!destinationClean && s.restoreAsked) {
           // The destination may be running it: resuming here could make two copies.
+          if (s.held) await s.held.keep(s.checkpointDir);
           report.outcome = 'failed';
           report.warnings.push(
             `the destination could not confirm it holds no copy; the state is kept in ${s.checkpointDir} ` +
@@ -647,7 +697,13 @@ export class MigrationEngine {
           );
           return;
         }
-        // 2. Resume the source from its own checkpoint.
+        // 2. Resume the source: a held dump lets its frozen processes go on; otherwise restore.
+        if (s.held) {
+          await s.held.resume();
+          report.outcome = 'rolled-back';
+          r.detail = { ...r.detail, resumedHeld: true };
+          return;
+        }
         await runtime.remove(report.name, { force: true }).catch(() => undefined);
         const rs = await runtime.restore({ dir: s.checkpointDir, name: report.name });
         r.detail = { ...r.detail, restoreMs: Math.round(rs.durationMs) };

@@ -333,6 +333,7 @@ export class IncomingMigrations {
         fetcher: deferredFetcher(connecting),
         clock: this.clock,
         log,
+        ...brokerTuning(),
       });
       mark('brokerMs');
       server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
@@ -549,5 +550,24 @@ function deferredFetcher(connecting: Promise<PageFetcher>): PageFetchClient {
     get bytesWire() {
       return ready?.bytesWire;
     },
+  };
+}
+
+/**
+ * Tuning of the page broker from the environment (for measurements): GODWIT_FAULT_AROUND_PAGES,
+ * GODWIT_FILL_WINDOW_KIB, GODWIT_FILL_BATCH_PAGES. Unset: the broker's defaults.
+ */
+function brokerTuning(): { faultAroundPages?: number; windowBytes?: number; batchPages?: number } {
+  const num = (k: string): number | undefined => {
+    const v = Number(process.env[k]);
+    return Number.isInteger(v) && v > 0 ? v : undefined;
+  };
+  const around = num('GODWIT_FAULT_AROUND_PAGES');
+  const window = num('GODWIT_FILL_WINDOW_KIB');
+  const batch = num('GODWIT_FILL_BATCH_PAGES');
+  return {
+    ...(around ? { faultAroundPages: around } : {}),
+    ...(window ? { windowBytes: window * 1024 } : {}),
+    ...(batch ? { batchPages: batch } : {}),
   };
 }

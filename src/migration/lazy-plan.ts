@@ -38,8 +38,11 @@ export async function planLazyPages(checkpointDir: string, known?: KnownPagesHoo
         l.runs.filter((r) => r.lazy).map((r) => ({ offset: r.fileOffset, length: r.nrPages * PAGE_SIZE })),
       ]),
     );
+    // Lazy pages in the file (a plain dump), and those a held dump left in the processes.
     const runs = layouts.flatMap((l) =>
-      l.runs.filter((r) => r.lazy).map((r) => ({ vpid: l.vpid, vaddr: r.vaddr, nrPages: r.nrPages })),
+      [...l.runs.filter((r) => r.lazy), ...l.lazyRuns]
+        .sort((a, b) => a.vaddr - b.vaddr)
+        .map((r) => ({ vpid: l.vpid, vaddr: r.vaddr, nrPages: r.nrPages })),
     );
     return { holes: (rel) => holes.get(rel), remote: () => runs };
   }

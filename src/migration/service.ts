@@ -146,6 +146,8 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     quiet,
     allowFaults: process.env['GODWIT_FAULT_INJECTION'] === '1',
     ...(opts.transferListen ? { pageSourceHost: opts.transferListen.host } : {}),
+    // GODWIT_HOLD_MEMORY=0: post-copy writes the whole dump out (the memory served from it).
+    holdMemory: process.env['GODWIT_HOLD_MEMORY'] !== '0',
   });
   // Migrations a killed agent left half-way are settled before this one serves anything.
   await engine.recover();

@@ -7,7 +7,7 @@ import { PAGE_SIZE } from '../core/chunks.js';
 import { systemClock } from '../core/clock.js';
 import { ErrorCode, GodwitError, UnavailableError } from '../core/errors.js';
 import { nullLogger } from '../core/logger.js';
-import { LazyPageBroker, type PageFetchClient, type RemoteRun } from './lazy-page-broker.js';
+import { LazyPageBroker, heldPagesFile, type PageFetchClient, type RemoteRun } from './lazy-page-broker.js';
 import { fakePage, writeFakeCriuImages } from './testing.js';
 
 const A = 0x7f0000000000;
@@ -184,5 +184,48 @@ describe('LazyPageBroker', () => {
       (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageNotHeld,
     );
     await b.close();
+  });
+
+  it("pages a held dump left in the processes are fetched into godwit's own file and served from it", async () => {
+    const held = await mkdtemp(join(tmpdir(), 'godwit-broker-held-'));
+    try {
+      await writeFakeCriuImages(held, [
+        {
+          vpid: 4,
+          pagesId: 3,
+          runs: [
+            { vaddr: 0x400000, nrPages: 2, lazy: false },
+            { vaddr: A, nrPages: 12, lazy: true, absent: true },
+          ],
+        },
+      ]);
+      const f = new FakeFetcher();
+      const b = await LazyPageBroker.open({
+        criuDir: held,
+        remote: [{ vpid: 4, vaddr: A, nrPages: 12 }],
+        fetcher: f,
+        clock: systemClock,
+        log: nullLogger,
+        batchPages: 4,
+      });
+      assert.ok(
+        (await b.read(4, 0x400000, 2, { fault: false })).equals(
+          Buffer.concat([fakePage(4, 0x400000), fakePage(4, 0x401000)]),
+        ),
+      );
+      assert.ok(
+        (await b.read(4, A + 5 * PAGE_SIZE, 1, { fault: true })).equals(fakePage(4, A + 5 * PAGE_SIZE)),
+      );
+      b.start();
+      await b.complete;
+      const file = await readFile(join(held, heldPagesFile(4)));
+      assert.equal(file.length, 12 * PAGE_SIZE);
+      for (let i = 0; i < 12; i++)
+        assert.ok(file.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE).equals(fakePage(4, A + i * PAGE_SIZE)));
+      assert.equal(b.stats().pagesServedLocal, 2);
+      await b.close();
+    } finally {
+      await rm(held, { recursive: true, force: true });
+    }
   });
 });

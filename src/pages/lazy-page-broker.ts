@@ -23,7 +23,7 @@ import {
   errorMessage,
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { readPagesLayouts, type PagesFileLayout } from '../memory/criu-pagemap.js';
+import { readPagesLayouts } from '../memory/criu-pagemap.js';
 import { findRun } from './page-fetch.js';
 
 /** Pages that stayed on the source: `nrPages` pages of process `vpid` from `vaddr` on. */
@@ -95,10 +95,23 @@ interface RemoteSlots {
   waiters: Map<number, Promise<void>>;
 }
 
-interface ProcessPages {
+/** A run of a process's pages and where they are (or will be) kept here. */
+interface LocalRun {
+  vaddr: number;
+  nrPages: number;
+  /** A file of the image directory: `pages-N.img`, or godwit's own for pages CRIU left out. */
   file: string;
-  runs: PagesFileLayout['runs'];
+  fileOffset: number;
+}
+
+interface ProcessPages {
+  runs: LocalRun[];
   remote: RemoteSlots[];
+}
+
+/** Where the pages a `--lazy-pages` dump left out of process `vpid`'s images are kept here. */
+export function heldPagesFile(vpid: number): string {
+  return `godwit-lazy-${vpid}.pages`;
 }
 
 /** Serves restored processes' pages from the local images, fetching the remote ones. */
@@ -143,7 +156,19 @@ export class LazyPageBroker {
   static async open(opts: LazyPageBrokerOptions): Promise<LazyPageBroker> {
     const b = new LazyPageBroker(opts);
     for (const l of await readPagesLayouts(opts.criuDir)) {
-      b.procs.set(l.vpid, { file: l.file, runs: [...l.runs].sort((x, y) => x.vaddr - y.vaddr), remote: [] });
+      const runs: LocalRun[] = l.runs.map((r) => ({ ...r, file: l.file }));
+      // Pages the dump left with the process: kept in a file of godwit's own, in address order.
+      let off = 0;
+      for (const r of [...l.lazyRuns].sort((x, y) => x.vaddr - y.vaddr)) {
+        runs.push({ vaddr: r.vaddr, nrPages: r.nrPages, file: heldPagesFile(l.vpid), fileOffset: off });
+        off += r.nrPages * PAGE_SIZE;
+      }
+      if (off > 0) {
+        const fh = await open(join(opts.criuDir, heldPagesFile(l.vpid)), 'w');
+        await fh.truncate(off);
+        await fh.close();
+      }
+      b.procs.set(l.vpid, { runs: runs.sort((x, y) => x.vaddr - y.vaddr), remote: [] });
     }
     for (const r of [...opts.remote].sort((x, y) => x.vpid - y.vpid || x.vaddr - y.vaddr)) {
       const p = b.procs.get(r.vpid);
@@ -210,13 +235,13 @@ export class LazyPageBroker {
       k = this.localPrefix(p, vaddr, n);
     }
     const out = Buffer.allocUnsafe(k * PAGE_SIZE);
-    const fh = await this.file(p.file);
+    const fh = await this.file(run.file);
     const off = run.fileOffset + (vaddr - run.vaddr);
     const { bytesRead } = await fh.read(out, 0, out.length, off);
     if (bytesRead !== out.length) {
       throw new InvalidArgumentError(
         ErrorCode.CheckpointCorrupt,
-        `${p.file} is shorter than its pagemap says`,
+        `${run.file} is shorter than its pagemap says`,
       );
     }
     this.s.pagesServed += k;
@@ -333,8 +358,8 @@ export class LazyPageBroker {
       try {
         const data = await this.opts.fetcher.fetch(slots.vpid, vaddr, count);
         const got = data.length / PAGE_SIZE;
-        const run = findRun(p.runs, vaddr) as PagesFileLayout['runs'][number];
-        const fh = await this.file(p.file);
+        const run = findRun(p.runs, vaddr) as LocalRun;
+        const fh = await this.file(run.file);
         await fh.write(data, 0, data.length, run.fileOffset + (vaddr - run.vaddr));
         for (let k = i; k < i + count; k++) {
           slots.waiters.delete(k);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -139,5 +140,49 @@ describe('page source and fetcher', () => {
     assert.equal(failed?.code, ErrorCode.PageSourceLost);
     await assert.rejects(f.fetch(1, A, 1));
     await dying.close();
+  });
+
+  it("serves pages a held dump left in a process from that process's memory", async () => {
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const heldDir = await mkdtemp(join(tmpdir(), 'godwit-page-held-'));
+    try {
+      const pid = child.pid as number;
+      await new Promise((r) => setTimeout(r, 100));
+      // Its stack: mapped, readable, and not in any image.
+      const maps = await readFile(`/proc/${pid}/maps`, 'utf8');
+      const stack = /^([0-9a-f]+)-([0-9a-f]+) rw.p .*\[stack\]$/m.exec(maps);
+      assert.ok(stack, 'the child has a stack mapping');
+      const end = parseInt(stack[2] as string, 16);
+      const vaddr = end - 2 * PAGE_SIZE;
+      await writeFakeCriuImages(heldDir, [
+        { vpid: 1, pagesId: 1, runs: [{ vaddr, nrPages: 2, lazy: true, absent: true }] },
+      ]);
+      const held = await startPageSource({
+        host: '127.0.0.1',
+        criuDir: heldDir,
+        token,
+        log: nullLogger,
+        processes: new Map([[1, pid]]),
+      });
+      const f = await PageFetcher.connect({ host: held.address, port: held.port, token });
+      try {
+        const got = await f.fetch(1, vaddr, 2);
+        const fh = await open(`/proc/${pid}/mem`, 'r');
+        const want = Buffer.alloc(2 * PAGE_SIZE);
+        await fh.read(want, 0, want.length, vaddr);
+        await fh.close();
+        assert.ok(got.equals(want));
+        await assert.rejects(
+          f.fetch(1, vaddr - PAGE_SIZE, 1),
+          (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageNotHeld,
+        );
+      } finally {
+        f.close();
+        await held.close();
+      }
+    } finally {
+      child.kill('SIGKILL');
+      await rm(heldDir, { recursive: true, force: true });
+    }
   });
 });

@@ -41,6 +41,8 @@ function protocol(message: string): InvalidArgumentError {
 interface ProcessRuns {
   file: string;
   runs: PagesFileLayout['runs'];
+  /** Runs a `--lazy-pages` dump left in the process (read from its memory). */
+  lazyRuns: PagesFileLayout['lazyRuns'];
 }
 
 /** Finds the run of `runs` (sorted by vaddr) that holds `vaddr`. */
@@ -89,6 +91,11 @@ export interface PageSourceOptions {
   log: Logger;
   /** Test hook: drop every connection once this many pages were served (a source that dies). */
   dropAfterPages?: number;
+  /**
+   * A `--lazy-pages` dump: the processes (virtual pid → host pid), frozen, whose memory holds the
+   * pages CRIU left out of the images; they are read through /proc/PID/mem.
+   */
+  processes?: ReadonlyMap<number, number>;
 }
 
 /** Serves a checkpoint's process pages to the destination of a migration. */
@@ -96,13 +103,17 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
   if (opts.token.length !== PAGE_FETCH_TOKEN_BYTES) throw protocol('page source token must be 16 bytes');
   const byVpid = new Map<number, ProcessRuns>();
   for (const l of await readPagesLayouts(opts.criuDir)) {
-    byVpid.set(l.vpid, { file: l.file, runs: [...l.runs].sort((a, b) => a.vaddr - b.vaddr) });
+    byVpid.set(l.vpid, {
+      file: l.file,
+      runs: [...l.runs].sort((a, b) => a.vaddr - b.vaddr),
+      lazyRuns: [...l.lazyRuns].sort((a, b) => a.vaddr - b.vaddr),
+    });
   }
   const files = new Map<string, Promise<FileHandle>>();
   const fileOf = (name: string): Promise<FileHandle> => {
     let f = files.get(name);
     if (!f) {
-      f = open(join(opts.criuDir, name), 'r');
+      f = open(name.startsWith('/proc/') ? name : join(opts.criuDir, name), 'r');
       f.catch(() => undefined);
       files.set(name, f);
     }
@@ -120,21 +131,28 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
   ): Promise<{ pages: number; body: Buffer; codec: number }> => {
     const proc = byVpid.get(vpid);
     const run = proc ? findRun(proc.runs, vaddr) : undefined;
-    if (!proc || !run)
+    const inProcess = proc && !run ? findRun(proc.lazyRuns, vaddr) : undefined;
+    const pid = opts.processes?.get(vpid);
+    const r = run ?? (pid !== undefined ? inProcess : undefined);
+    if (!proc || !r) {
       throw new InvalidArgumentError(
         ErrorCode.PageNotHeld,
         `no page of process ${vpid} at 0x${vaddr.toString(16)}`,
       );
-    const first = (vaddr - run.vaddr) / PAGE_SIZE;
-    const pages = Math.min(nrPages, run.nrPages - first);
+    }
+    const first = (vaddr - r.vaddr) / PAGE_SIZE;
+    const pages = Math.min(nrPages, r.nrPages - first);
     const raw = Buffer.allocUnsafe(pages * PAGE_SIZE);
-    const fh = await fileOf(proc.file);
-    const { bytesRead } = await fh.read(raw, 0, raw.length, run.fileOffset + first * PAGE_SIZE);
-    if (bytesRead !== raw.length)
+    const fh = await fileOf(run ? proc.file : `/proc/${pid}/mem`);
+    const { bytesRead } = await fh.read(raw, 0, raw.length, run ? run.fileOffset + first * PAGE_SIZE : vaddr);
+    if (bytesRead !== raw.length) {
       throw new InvalidArgumentError(
         ErrorCode.CheckpointCorrupt,
-        `${proc.file} is shorter than its pagemap says`,
+        run
+          ? `${proc.file} is shorter than its pagemap says`
+          : `process ${vpid} no longer holds 0x${vaddr.toString(16)}`,
       );
+    }
     const enc = compressor.compress(raw);
     return { pages, body: enc.data, codec: enc.codec };
   };

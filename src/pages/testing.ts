@@ -11,7 +11,8 @@ import { IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PE_LAZY, PE_PRESENT } from '../memory/
 export interface FakeProcess {
   vpid: number;
   pagesId: number;
-  runs: { vaddr: number; nrPages: number; lazy: boolean }[];
+  /** `absent`: left out of the pages file for a lazy page server (flag PE_LAZY only). */
+  runs: { vaddr: number; nrPages: number; lazy: boolean; absent?: boolean }[];
 }
 
 function varint(n: number): Buffer {
@@ -48,8 +49,9 @@ export async function writeFakeCriuImages(criuDir: string, procs: readonly FakeP
     const messages = [field(1, p.pagesId)];
     const pages: Buffer[] = [];
     for (const r of p.runs) {
-      const flags = PE_PRESENT | (r.lazy ? PE_LAZY : 0);
+      const flags = (r.absent ? 0 : PE_PRESENT) | (r.lazy || r.absent ? PE_LAZY : 0);
       messages.push(Buffer.concat([field(1, r.vaddr), field(4, flags), field(5, r.nrPages)]));
+      if (r.absent) continue;
       for (let i = 0; i < r.nrPages; i++) pages.push(fakePage(p.vpid, r.vaddr + i * PAGE_SIZE));
     }
     const img = Buffer.concat([

@@ -7,6 +7,8 @@
  * container's changes live in `upper/`, which is what a checkpoint carries along.
  */
 import { spawn } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
+import { containerProcesses } from '../memory/process-memory.js';
 import { currentSpawner } from '../system/spawner.js';
 import { freezeCgroup } from './freezer.js';
 import { access, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -32,6 +34,7 @@ import {
   type ContainerInfo,
   type ContainerRuntime,
   type ExecResult,
+  type HeldCheckpoint,
   type RestoreOptions,
   type RestoreResult,
   type RunSpec,
@@ -81,6 +84,36 @@ export const CHECKPOINT_FILES = {
   workDir: 'work',
   rootfsDiff: 'rootfs.tar',
 } as const;
+
+/** Longest a held checkpoint may wait to be released or resumed (a post-copy fill on a slow link). */
+const HELD_CHECKPOINT_TIMEOUT_MS = 60 * 60_000;
+/** Longest CRIU may take to dump everything but the memory. */
+const HELD_READY_TIMEOUT_MS = 60_000;
+
+/** A port on 127.0.0.1 that nothing listens on right now. */
+async function freeLoopbackPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((res, rej) => {
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => res());
+  });
+  const a = srv.address();
+  await new Promise<void>((res) => srv.close(() => res()));
+  if (a === null || typeof a === 'string') throw new InternalError(ErrorCode.Internal, 'no loopback port');
+  return a.port;
+}
+
+/** A connection to host:port, or undefined when nothing accepts there (yet). */
+function connectOnce(host: string, port: number): Promise<Socket | undefined> {
+  return new Promise((res) => {
+    const s = connect({ host, port });
+    s.once('connect', () => res(s));
+    s.once('error', () => {
+      s.destroy();
+      res(undefined);
+    });
+  });
+}
 
 /** How long runc and CRIU may take for one call before godwit gives up. */
 const RUNC_TIMEOUT_MS = 120_000;
@@ -276,8 +309,25 @@ export class RuncRuntime implements ContainerRuntime {
   }
 
   async checkpoint(name: string, opts: CheckpointOptions): Promise<CheckpointResult> {
+    return this.checkpointAs(name, opts, false);
+  }
+
+  /** `frozenOk`: the container may already be frozen (paused) by godwit, as a held dump leaves it. */
+  private async checkpointAs(
+    name: string,
+    opts: CheckpointOptions,
+    frozenOk: boolean,
+  ): Promise<CheckpointResult> {
     const record = await this.readRecord(name);
-    await this.requireRunning(name);
+    if (frozenOk) {
+      const info = await this.inspect(name);
+      if (info.status !== ContainerStatus.Running && info.status !== ContainerStatus.Paused) {
+        throw new FailedPreconditionError(
+          ErrorCode.ContainerNotRunning,
+          `${name} is ${info.status}, not running`,
+        );
+      }
+    } else await this.requireRunning(name);
     // A lazily restored container is dumped only once all its memory is in place.
     await this.lazyFills.get(name);
     this.lazyFills.delete(name);
@@ -352,6 +402,155 @@ export class RuncRuntime implements ContainerRuntime {
     const [imageBytes, pagesBytes] = await Promise.all([treeBytes(dir), pagesImageBytes(criuDir)]);
     this.log.info('container checkpointed', { name, dir, durationMs, imageBytes, pagesBytes });
     return { name, dir, durationMs, imageBytes, pagesBytes, leftRunning: Boolean(opts.leaveRunning) };
+  }
+
+  async checkpointHeld(name: string, opts: { dir: string }): Promise<HeldCheckpoint> {
+    const record = await this.readRecord(name);
+    const info = await this.requireRunning(name);
+    await this.lazyFills.get(name);
+    this.lazyFills.delete(name);
+    const dir = resolve(opts.dir);
+    const createdDir = await prepareEmptyDir(dir);
+    const criuDir = join(dir, CHECKPOINT_FILES.criuDir);
+    const workDir = join(dir, CHECKPOINT_FILES.workDir);
+    await mkdir(criuDir, { recursive: true });
+    await mkdir(workDir, { recursive: true });
+    const processes = new Map<number, number>();
+    if (info.pid !== undefined)
+      for (const p of await containerProcesses(info.pid)) processes.set(p.vpid, p.pid);
+    const port = await freeLoopbackPort();
+    const tcpEstablished = record.spec.network !== undefined;
+    const args = ['checkpoint', '--image-path', criuDir, '--work-path', workDir];
+    if (tcpEstablished) args.push('--tcp-established');
+    // CRIU writes everything but the lazy memory, then serves that memory on this port until its
+    // one client says how the dump ends; the processes stay frozen (and readable) meanwhile.
+    args.push('--lazy-pages', '--page-server', `127.0.0.1:${port}`, name);
+    await writeFile(this.state.criuConfig(name), criuConfigText({ skipInFlight: true }));
+    const started = this.clock.monotonic();
+    const frozen = await freezeCgroup(cgroupsPathFor(this.state.hostId, name));
+    let exited = false;
+    const run = runCommand(
+      this.tools.runc,
+      ['--root', this.state.runcRoot, '--criu', this.tools.criu, ...args],
+      {
+        timeoutMs: HELD_CHECKPOINT_TIMEOUT_MS,
+      },
+    ).finally(() => {
+      exited = true;
+    });
+    run.catch(() => undefined);
+    const failed = async (why: string): Promise<never> => {
+      const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
+      const r = await run.catch((err: unknown) => ({ code: -1, stderr: errorMessage(err), stdout: '' }));
+      await frozen?.thaw();
+      const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
+      if (createdDir) await rm(dir, { recursive: true, force: true });
+      throw new UnavailableError(
+        ErrorCode.CriuDumpFailed,
+        `checkpoint of ${name} (memory held) failed: ${why}`,
+        {
+          details: dumpLog ? decisiveLines(dumpLog) : runcErrorLines(r.stderr),
+          hint: kept ? `full CRIU log: ${kept}` : undefined,
+        },
+      );
+    };
+    // Ready once CRIU's lazy page server accepts us (it takes exactly one client: this one).
+    let sock: Socket | undefined;
+    for (;;) {
+      if (exited) return failed('CRIU ended before it was ready');
+      sock = await connectOnce('127.0.0.1', port);
+      if (sock) break;
+      if (this.clock.monotonic() - started > HELD_READY_TIMEOUT_MS)
+        return failed('CRIU did not become ready');
+      await this.clock.sleep(2);
+    }
+    const durationMs = this.clock.monotonic() - started;
+    const ctl = sock;
+    ctl.on('error', () => undefined);
+    // Frozen, the root filesystem changes are stable.
+    await runChecked([
+      'tar',
+      '--xattrs',
+      '--xattrs-include=trusted.*',
+      '-C',
+      this.state.upperDir(name),
+      '-cf',
+      join(dir, CHECKPOINT_FILES.rootfsDiff),
+      '.',
+    ]);
+    const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
+    const manifest: CheckpointManifest = {
+      format: CHECKPOINT_FORMAT,
+      spec: record.spec,
+      imageId: record.imageId,
+      sourceHostId: this.state.hostId,
+      createdAt: new Date(this.clock.now()).toISOString(),
+      leftRunning: false,
+      tcpEstablished,
+      lazyPages: true,
+      hasRootfsDiff: true,
+    };
+    const criuVersion = criuVersionFromLog(dumpLog);
+    if (criuVersion) manifest.criuVersion = criuVersion;
+    await writeJsonAtomic(join(dir, CHECKPOINT_FILES.manifest), manifest);
+    // Another host may now take the container's address: this namespace is cut off until resumed.
+    const net = record.spec.network;
+    if (net && this.network?.isolate) await this.network.isolate(this.netKey(name));
+    const [imageBytes, pagesBytes] = await Promise.all([treeBytes(dir), pagesImageBytes(criuDir)]);
+    this.log.info('container checkpointed, memory held', { name, dir, durationMs, imageBytes, port });
+    const result: CheckpointResult = { name, dir, durationMs, imageBytes, pagesBytes, leftRunning: false };
+    let ended = false;
+    const once = (): void => {
+      if (ended)
+        throw new FailedPreconditionError(ErrorCode.InvalidState, `the held checkpoint of ${name} has ended`);
+      ended = true;
+    };
+    return {
+      result,
+      processes,
+      release: async () => {
+        once();
+        // PS_IOV_CLOSE: the lazy transfer is over; CRIU answers, then waits for us to hang up.
+        const close = Buffer.alloc(32);
+        close.writeUInt32LE(0x1023, 0);
+        await new Promise<void>((res) => {
+          ctl.once('data', () => res());
+          ctl.once('close', () => res());
+          ctl.write(close);
+        });
+        ctl.end();
+        const r = await run;
+        if (r.code !== 0) this.log.warn('held checkpoint: runc did not end cleanly', { name, code: r.code });
+        await writeJsonAtomic(this.state.containerRecord(name), { ...record, checkpointedTo: dir });
+        if (net && this.network) await this.network.detach(this.netKey(name));
+        this.log.info('held checkpoint released', { name });
+      },
+      keep: async (keepDir: string) => {
+        once();
+        // Fail the lazy transfer (CRIU lets the processes go, still frozen by the cgroup), then
+        // dump them fully: they never run in between, and nothing of them is lost.
+        const abort = Buffer.alloc(32);
+        abort.writeUInt32LE(0xffff, 0);
+        ctl.end(abort);
+        await run.catch(() => undefined);
+        await rm(dir, { recursive: true, force: true });
+        const cp = await this.checkpointAs(name, { dir: keepDir }, true);
+        this.log.info('held checkpoint kept as a full checkpoint', { name, dir: keepDir });
+        return cp;
+      },
+      resume: async () => {
+        once();
+        // Anything but PS_IOV_CLOSE fails the lazy transfer: CRIU then resumes the processes.
+        const abort = Buffer.alloc(32);
+        abort.writeUInt32LE(0xffff, 0);
+        ctl.end(abort);
+        await run.catch(() => undefined);
+        await frozen?.thaw();
+        if (net && this.network?.rejoin) await this.network.rejoin(this.netKey(name), net);
+        if (createdDir) await rm(dir, { recursive: true, force: true });
+        this.log.info('held checkpoint abandoned: container resumed', { name });
+      },
+    };
   }
 
   async restore(opts: RestoreOptions): Promise<RestoreResult> {

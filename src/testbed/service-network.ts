@@ -157,6 +157,28 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     this.log.info('service network: detached', { key });
   }
 
+  /**
+   * Takes `key`'s namespace off the bridge (its port down) and releases its lease, keeping the
+   * namespace: a container held frozen there no longer owns the address another host restores.
+   */
+  async isolate(key: string): Promise<void> {
+    if (!CONTAINER_KEY.test(key)) throw invalidKey(key);
+    await ip(['-n', this.info.bridgeNetns, 'link', 'set', containerPort(key), 'down']);
+    for (const [leasedIp, holder] of await this.leases()) {
+      if (holder === key) await rm(join(this.info.leaseDir, leasedIp), { force: true });
+    }
+    this.log.info('service network: isolated', { key });
+  }
+
+  /** Undoes `isolate`: takes the lease of `net.ip` again, brings the port up, announces the address. */
+  async rejoin(key: string, net: ContainerNetwork): Promise<void> {
+    this.validate(key, net);
+    await this.lease(key, net.ip);
+    await ip(['-n', this.info.bridgeNetns, 'link', 'set', containerPort(key), 'up']);
+    await this.announce(this.netnsName(key), net.ip);
+    this.log.info('service network: rejoined', { key, ip: net.ip });
+  }
+
   /** The leases: IP → container key. */
   async leases(): Promise<Map<string, string>> {
     const out = new Map<string, string>();
