@@ -141,8 +141,9 @@ export interface LazyMemoryReport {
   degradationWindowMs?: number;
   /** Bytes received from the source for the remote pages. */
   bytesWire: number;
-  /** When lost: how many pages never arrived. */
+  /** When lost: how many pages never arrived, and the first runs of them (process, address, pages). */
   missingPages?: number;
+  missingRuns?: { vpid: number; vaddr: number; nrPages: number }[];
   error?: string;
 }
 

@@ -32,12 +32,13 @@ export interface NetworkProvider {
    * after a dump with established TCP connections: until a restore unlocks it, the kernel
    * answers nothing, so no RST reaches a client whose connection is about to be restored.
    * `prestage`: made ahead of a restore; the next attach of the same key, identity and lock
-   * takes it as it is (without re-checking or rebuilding it).
+   * takes it as it is (without re-checking or rebuilding it). `reclaim`: when another key holds
+   * the address, its namespace is removed and the address taken.
    */
   attach(
     key: string,
     net: ContainerNetwork,
-    opts?: { locked?: boolean; prestage?: boolean },
+    opts?: { locked?: boolean; prestage?: boolean; reclaim?: boolean },
   ): Promise<string>;
   /** Removes the namespace of `key` and its interfaces. Idempotent. */
   detach(key: string): Promise<void>;

@@ -101,6 +101,12 @@ export interface RestoreOptions {
   netnsPath?: string;
   /** Restore established TCP connections. */
   tcpEstablished?: boolean;
+  /**
+   * Take the checkpoint's service-network identity even when another namespace holds it (one a
+   * destination prepared for a restore that never came, e.g. its agent died); that namespace is
+   * removed. For a rollback before any restore was asked for.
+   */
+  reclaimNetwork?: boolean;
   workDir?: string;
 }
 

@@ -705,7 +705,12 @@ export class MigrationEngine {
           return;
         }
         await runtime.remove(report.name, { force: true }).catch(() => undefined);
-        const rs = await runtime.restore({ dir: s.checkpointDir, name: report.name });
+        // No restore was asked for: an address the destination prepared ahead is not in use there.
+        const rs = await runtime.restore({
+          dir: s.checkpointDir,
+          name: report.name,
+          ...(s.restoreAsked ? {} : { reclaimNetwork: true }),
+        });
         r.detail = { ...r.detail, restoreMs: Math.round(rs.durationMs) };
         report.outcome = 'rolled-back';
         await removeCheckpoint(s.checkpointDir, join(this.opts.dir, report.id));

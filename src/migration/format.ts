@@ -61,7 +61,12 @@ function formatLazy(l: LazyMemoryReport): string[] {
   return [
     `memory       ${l.pagesServed} pages after the restore: ${l.pagesLocal} held here already, ` +
       `${l.pagesRemote} left on the source (${l.pagesOnDemand} fetched on faults, ${l.pagesPushed} in the background)` +
-      (l.outcome === 'lost' ? `; LOST ${l.missingPages ?? '?'} pages` : ''),
+      (l.outcome === 'lost'
+        ? `; LOST ${l.missingPages ?? '?'} pages (${(l.missingRuns ?? [])
+            .slice(0, 4)
+            .map((r) => `pid ${r.vpid} 0x${r.vaddr.toString(16)}+${r.nrPages}`)
+            .join(', ')}${(l.missingRuns?.length ?? 0) > 4 ? ', …' : ''})`
+        : ''),
     `faults       ${l.faults} (wait p50 ${formatMs(w.p50)}, p99 ${formatMs(w.p99)}, max ${formatMs(w.max)})`,
     `degraded     ${l.degradationWindowMs === undefined ? '-' : formatMs(l.degradationWindowMs)} (restore → every page in place); ` +
       `source released after ${l.sourceWindowMs === undefined ? '-' : formatMs(l.sourceWindowMs)}`,

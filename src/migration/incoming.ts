@@ -87,6 +87,9 @@ interface IncomingRecord {
   restored?: boolean;
 }
 
+/** Runs of missing pages a lost lazy restore lists in its report (the log has them all). */
+const MISSING_RUNS_REPORTED = 32;
+
 /** How long an early reassembly may wait for its chunks. */
 const PREBUILD_TIMEOUT_MS = 15 * 60_000;
 
@@ -406,7 +409,12 @@ export class IncomingMigrations {
         outcome = 'lost';
         const missing = broker.stats().pagesMissing;
         error = `the source was lost with ${missing} pages not yet here: ${String(source.err)}`;
-        log.error('lazy restore lost its source: stopping the container', { id, name, missing });
+        log.error('lazy restore lost its source: stopping the container', {
+          id,
+          name,
+          missing,
+          missingRuns: broker.missingRuns().map((r) => `${r.vpid}:0x${r.vaddr.toString(16)}+${r.nrPages}`),
+        });
         await runtime
           .kill(name, 'SIGKILL')
           .catch((err: unknown) => log.warn('cannot kill', { name, err: String(err) }));
@@ -432,7 +440,9 @@ export class IncomingMigrations {
           max: round1(waits.length ? Math.max(...waits) : 0),
         },
         bytesWire: fetcher.bytesWire,
-        ...(source.ok ? { sourceWindowMs: source.at } : { missingPages: st.pagesMissing }),
+        ...(source.ok
+          ? { sourceWindowMs: source.at }
+          : { missingPages: st.pagesMissing, missingRuns: broker.missingRuns(MISSING_RUNS_REPORTED) }),
         ...(outcome === 'filled' && d.ok ? { degradationWindowMs: Math.max(d.at, source.at) } : {}),
         ...(error ? { error } : !d.ok ? { error: 'the lazy-pages daemon failed (see its log)' } : {}),
       };

@@ -4,7 +4,7 @@
  * the engine can be tested against a fake peer.
  */
 import type { AgentClient } from '../agent/client.js';
-import { boolean, integer, number, object, oneOf, optional, string } from '../agent/schema.js';
+import { array, boolean, integer, number, object, oneOf, optional, string } from '../agent/schema.js';
 import type { LazyMemoryReport } from '../core/migration.js';
 import type { LazyRestoreRequest } from './incoming.js';
 
@@ -48,6 +48,9 @@ export const fillResponse = object(
     degradationWindowMs: optional(ms),
     bytesWire: count,
     missingPages: optional(count),
+    missingRuns: optional(
+      array(object({ vpid: count, vaddr: count, nrPages: count }, keep), { maxItems: 1000 }),
+    ),
     error: optional(text),
   },
   keep,

@@ -168,6 +168,7 @@ describe('LazyPageBroker', () => {
     );
     await assert.rejects(b.read(1, A + 40 * PAGE_SIZE, 1, { fault: true }));
     assert.equal(b.stats().pagesMissing, 64);
+    assert.deepEqual(b.missingRuns(), [{ vpid: 1, vaddr: A, nrPages: 64 }]);
     await b.close();
   });
 

@@ -262,6 +262,24 @@ export class LazyPageBroker {
     if (this.s.pagesMissing > 0) this.rejectComplete(err);
   }
 
+  /** The remote pages not local (yet), as runs, at most `limit` of them (lowest addresses first). */
+  missingRuns(limit = Number.MAX_SAFE_INTEGER): RemoteRun[] {
+    const out: RemoteRun[] = [];
+    for (const r of this.remoteRuns) {
+      let start = -1;
+      for (let i = 0; i <= r.nrPages; i++) {
+        const missing = i < r.nrPages && r.state[i] !== LOCAL;
+        if (missing && start < 0) start = i;
+        if (!missing && start >= 0) {
+          out.push({ vpid: r.vpid, vaddr: r.vaddr + start * PAGE_SIZE, nrPages: i - start });
+          if (out.length >= limit) return out;
+          start = -1;
+        }
+      }
+    }
+    return out;
+  }
+
   /** Closes the local files. */
   async close(): Promise<void> {
     for (const f of this.files.values())

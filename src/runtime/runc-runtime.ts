@@ -593,6 +593,7 @@ export class RuncRuntime implements ContainerRuntime {
         // has repaired the connections (it removes the lock when the restore is done).
         record.spec.netnsPath = await this.network.attach(this.netKey(opts.name), spec.network, {
           locked: opts.tcpEstablished ?? manifest.tcpEstablished,
+          ...(opts.reclaimNetwork ? { reclaim: true } : {}),
         });
       }
       mark('networkMs');

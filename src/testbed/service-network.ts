@@ -105,7 +105,7 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
   async attach(
     key: string,
     net: ContainerNetwork,
-    opts: { locked?: boolean; prestage?: boolean } = {},
+    opts: { locked?: boolean; prestage?: boolean; reclaim?: boolean } = {},
   ): Promise<string> {
     this.validate(key, net);
     const want = `${JSON.stringify(net)} locked=${Boolean(opts.locked)}`;
@@ -125,6 +125,7 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
         );
       }
     }
+    if (opts.reclaim) await this.reclaim(key, net.ip);
     const createdLease = await this.lease(key, net.ip);
     const ns = this.netnsName(key);
     try {
@@ -144,6 +145,16 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
       if (createdLease) await rm(join(this.info.leaseDir, net.ip), { force: true });
       throw err;
     }
+  }
+
+  /** Frees `ipText` when a key other than `key` holds it: that key's namespace and lease go. */
+  private async reclaim(key: string, ipText: string): Promise<void> {
+    const holder = (await this.leases()).get(ipText);
+    if (holder === undefined || holder === key || !CONTAINER_KEY.test(holder)) return;
+    await this.removeNetns(holder);
+    await rm(join(this.info.leaseDir, ipText), { force: true });
+    this.prestaged.delete(holder);
+    this.log.warn('service network: address reclaimed', { ip: ipText, from: holder, for: key });
   }
 
   /** Removes `key`'s namespace (and so its veth) and releases its lease. Idempotent. */
@@ -170,9 +181,14 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     this.log.info('service network: isolated', { key });
   }
 
-  /** Undoes `isolate`: takes the lease of `net.ip` again, brings the port up, announces the address. */
+  /**
+   * Undoes `isolate` (a rollback): takes the address back (from a namespace another host prepared
+   * for it, if any), brings the port up, announces the address.
+   */
   async rejoin(key: string, net: ContainerNetwork): Promise<void> {
     this.validate(key, net);
+    // Only a rollback rejoins: a namespace another host prepared for the address is not in use.
+    await this.reclaim(key, net.ip);
     await this.lease(key, net.ip);
     await ip(['-n', this.info.bridgeNetns, 'link', 'set', containerPort(key), 'up']);
     await this.announce(this.netnsName(key), net.ip);

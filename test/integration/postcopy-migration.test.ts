@@ -170,6 +170,9 @@ describe('post-copy and hybrid migration', { skip }, () => {
     assert.equal(r.error?.code, 'GODWIT_MEMORY_LOST');
     assert.equal(r.lazy?.outcome, 'lost');
     assert.ok((r.lazy?.missingPages ?? 0) > 0, JSON.stringify(r.lazy));
+    assert.ok((r.lazy?.missingRuns?.length ?? 0) > 0, 'the report names the missing pages');
+    // The source kept the state it was moved from, as a full checkpoint, stopped.
+    assert.equal((await host(0).a.inspect('pl')).status, ContainerStatus.Checkpointed);
     assert.deepEqual(await runningOn('pl'), [], 'not running anywhere with wrong memory');
     const info = await host(1).a.inspect('pl');
     assert.equal(info.status, ContainerStatus.Stopped);
