@@ -105,6 +105,8 @@ export interface RoundReport {
 export interface MigrationTimings {
   /** Pre-copy rounds, all together. */
   roundsMs?: number;
+  /** A full garbage collection in the source agent after the rounds, before the stop. */
+  gcBeforeStopMs?: number;
   /** Freeze + final CRIU dump on the source (runc checkpoint). */
   checkpointMs?: number;
   /** Finding what changed and cutting the checkpoint into chunks. */

@@ -409,6 +409,12 @@ export class MigrationEngine {
         report.stopReason = 'cold';
       }
 
+      // The rounds left hundreds of MiB of garbage (page copies): collected now, while the
+      // container still runs, not by V8 during the dump (which it slows, sharing the cores).
+      if (precopy) {
+        const gcMs = collectGarbage();
+        if (gcMs !== undefined) report.timings.gcBeforeStopMs = Math.round(gcMs);
+      }
       // The service stops here.
       fault(MigrationPhase.Checkpoint);
       downtimeStart = rec.now();
