@@ -411,9 +411,15 @@ export class MigrationEngine {
 
       // The rounds left hundreds of MiB of garbage (page copies): collected now, while the
       // container still runs, not by V8 during the dump (which it slows, sharing the cores).
+      // The destination does the same (all hosts of a testbed share the machine's cores).
       if (precopy) {
         const gcMs = collectGarbage();
         if (gcMs !== undefined) report.timings.gcBeforeStopMs = Math.round(gcMs);
+        await peer
+          .quiesce?.(report.id)
+          .catch((err: unknown) =>
+            log.warn('destination could not quiesce', { id: report.id, err: errorMessage(err) }),
+          );
       }
       // The service stops here.
       fault(MigrationPhase.Checkpoint);

@@ -82,6 +82,11 @@ export interface MigrationPeer {
    * destination prepare the restore (its network) while the rest is still on its way.
    */
   prestage?(id: string, checkpointJson: Buffer): Promise<void>;
+  /**
+   * Optional: the source is about to stop the container; the destination does now what would
+   * otherwise compete with the stopped phase for the machine (a full garbage collection).
+   */
+  quiesce?(id: string): Promise<void>;
   /** After a lazy restore: resolves once every page has arrived (or the source was lost). */
   fill(id: string): Promise<LazyMemoryReport>;
   /** After commit: drop temp files. Before commit: also remove a container this migration restored. */
@@ -114,6 +119,10 @@ export class AgentMigrationPeer implements MigrationPeer {
     await this.client.call('POST', `/v1/migrations/incoming/${id}/prestage`, prestageResponse, {
       checkpoint: checkpointJson.toString('base64'),
     });
+  }
+
+  async quiesce(id: string): Promise<void> {
+    await this.client.call('POST', `/v1/migrations/incoming/${id}/quiesce`, prestageResponse, {});
   }
 
   async fill(id: string): Promise<LazyMemoryReport> {

@@ -58,6 +58,9 @@ export const prestageRequest = object({
   }),
 });
 
+/** Body of `POST /v1/migrations/incoming/:id/quiesce`: nothing. */
+export const quiesceRequest = object({});
+
 /** Most remote runs a lazy restore may list (each a contiguous range of one process's pages). */
 const MAX_REMOTE_RUNS = 100_000;
 
@@ -131,6 +134,15 @@ export function migrationRoutes(deps: {
           const b = await c.body(prestageRequest);
           await needIncoming().prestage(first(c), Buffer.from(b.checkpoint, 'base64'));
           return { status: 200, json: {} };
+        },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations/incoming/${id}/quiesce$`),
+      methods: {
+        POST: async (c: Call) => {
+          await c.body(quiesceRequest);
+          return { status: 200, json: await needIncoming().quiesce(first(c)) };
         },
       },
     },
