@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
-import type { ChunkStore, Manifest, ManifestStats } from '../core/chunks.js';
+import { PAGE_SIZE, type ChunkStore, type Manifest, type ManifestStats } from '../core/chunks.js';
 import type { SnapshotOptions } from '../chunks/index.js';
 import {
   ErrorCode,
@@ -576,12 +576,29 @@ export class MigrationEngine {
           .run(
             MigrationPhase.Fill,
             async (r) => {
-              const lazy = await peer.fill(report.id).catch(async (err: unknown) => {
-                // Whether the destination still runs it is unknown: keep the state here, stopped.
-                memoryLost = true;
-                await keepHeld();
-                throw err;
-              });
+              // Progress: the remote pages the destination has fetched so far.
+              const totalBytes = (remote ?? []).reduce((n, x) => n + x.nrPages, 0) * PAGE_SIZE;
+              const t0 = this.clock.monotonic();
+              const ticker = setInterval(() => {
+                const done = source.stats().bytesRaw;
+                const secs = (this.clock.monotonic() - t0) / 1000;
+                report.progress = {
+                  phase: MigrationPhase.Fill,
+                  bytesDone: done,
+                  bytesTotal: totalBytes,
+                  ...(secs > 0 ? { rateBps: Math.round(done / secs) } : {}),
+                };
+              }, 500);
+              ticker.unref();
+              const lazy = await peer
+                .fill(report.id)
+                .finally(() => clearInterval(ticker))
+                .catch(async (err: unknown) => {
+                  // Whether the destination still runs it is unknown: keep the state here, stopped.
+                  memoryLost = true;
+                  await keepHeld();
+                  throw err;
+                });
               report.lazy = lazy;
               const st = source.stats();
               addBytes(report, st.bytesRaw, st.bytesWire);
