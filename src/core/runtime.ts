@@ -138,7 +138,8 @@ export interface HeldCheckpoint {
   resume(): Promise<void>;
   /**
    * Abandons the lazy dump and writes a full checkpoint into `dir` instead, without letting the
-   * processes run in between (their state is kept, as after a plain checkpoint).
+   * processes run in between (their state is kept, as after a plain checkpoint). If that dump
+   * fails, the container stays frozen (never resumed: another copy may run elsewhere).
    */
   keep(dir: string): Promise<CheckpointResult>;
 }

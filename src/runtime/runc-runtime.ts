@@ -357,8 +357,9 @@ export class RuncRuntime implements ContainerRuntime {
     const durationMs = this.clock.monotonic() - started;
     const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
     if (res.code !== 0) {
-      // The dump failed: the container keeps running.
-      await frozen?.thaw();
+      // The dump failed: the container keeps running — unless it came frozen (a held dump being
+      // kept): then it stays frozen, for its state is the only copy and another may run elsewhere.
+      if (!frozenOk) await frozen?.thaw();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
       if (createdDir) await rm(dir, { recursive: true, force: true });
       else await rm(criuDir, { recursive: true, force: true });
