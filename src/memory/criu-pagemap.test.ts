@@ -14,23 +14,19 @@ import {
   parsePagemapImage,
   readPagesLayouts,
 } from './criu-pagemap.js';
+import {
+  key,
+  newEntry,
+  oldEntry,
+  pagemapHead,
+  pagemapImage,
+  u32,
+  varint,
+  vField,
+} from './pagemap-testing.js';
 
-// ---- a minimal protobuf encoder ----
+// ---- encoders for malformed images (the well-formed ones come from pagemap-testing) ----
 
-/** Base-128 varint of a non-negative safe integer (no 32-bit shifts: values exceed 2^32). */
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  let v = n;
-  while (v >= 128) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Buffer.from(out);
-}
-
-const key = (field: number, wire: number): Buffer => varint(field * 8 + wire);
-const vField = (field: number, value: number): Buffer => Buffer.concat([key(field, 0), varint(value)]);
 const bytesField = (field: number, data: Buffer): Buffer =>
   Buffer.concat([key(field, 2), varint(data.length), data]);
 const fixed64Field = (field: number, data: Buffer): Buffer => {
@@ -41,29 +37,8 @@ const fixed32Field = (field: number, data: Buffer): Buffer => {
   assert.equal(data.length, 4);
   return Buffer.concat([key(field, 5), data]);
 };
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0, 0);
-  return b;
-}
-
-/** Magic header, then each message preceded by its u32 LE length. */
-function image(messages: Buffer[], magic = [IMG_COMMON_MAGIC, PAGEMAP_MAGIC]): Buffer {
-  return Buffer.concat([...magic.map(u32), ...messages.flatMap((m) => [u32(m.length), m])]);
-}
-
-const head = (pagesId: number): Buffer => vField(1, pagesId);
-
-/** A pagemap_entry as CRIU < 4 writes it: the count in nr_pages (field 2). */
-function oldEntry(vaddr: number, nrPages: number, flags: number): Buffer {
-  return Buffer.concat([vField(1, vaddr), vField(2, nrPages), vField(4, flags)]);
-}
-
-/** A pagemap_entry as CRIU ≥ 4 writes it: nr_pages 0, the count in field 5. */
-function newEntry(vaddr: number, nrPages: number, flags: number): Buffer {
-  return Buffer.concat([vField(1, vaddr), vField(2, 0), vField(4, flags), vField(5, nrPages)]);
-}
+const image = pagemapImage;
+const head = pagemapHead;
 
 function corrupt(pattern: RegExp): (err: unknown) => boolean {
   return (err: unknown) => {

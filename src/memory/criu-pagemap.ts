@@ -127,6 +127,26 @@ export function parsePagemapImage(buf: Buffer): PagemapImage {
 }
 
 /**
+ * The parts of a pages file's `runs` that lie within its bytes [offset, offset + length): for
+ * each, the file bytes [from, to) it covers there and the address of the page at `from`.
+ */
+export function runsWithin<R extends PagesFileLayout['runs'][number]>(
+  runs: readonly R[],
+  offset: number,
+  length: number,
+): { run: R; from: number; to: number; vaddr: number }[] {
+  const end = offset + length;
+  const out: { run: R; from: number; to: number; vaddr: number }[] = [];
+  for (const run of runs) {
+    const runEnd = run.fileOffset + run.nrPages * PAGE_SIZE;
+    if (runEnd <= offset || run.fileOffset >= end) continue;
+    const from = Math.max(offset, run.fileOffset);
+    out.push({ run, from, to: Math.min(end, runEnd), vaddr: run.vaddr + (from - run.fileOffset) });
+  }
+  return out;
+}
+
+/**
  * The layout of every `pages-<id>.img` of a CRIU image directory that belongs to a process
  * (`pagemap-<vpid>.img`; shared-memory pagemaps are left out: their pages are not a process's).
  */

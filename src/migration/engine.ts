@@ -333,6 +333,16 @@ export class MigrationEngine {
           report.warnings.push(`could not keep the held state as a checkpoint: ${errorMessage(err)}`),
         );
     };
+    /** Live progress of a phase moving bytes since `t0` (monotonic ms). */
+    const progress = (phase: MigrationPhase, t0: number, done: number, total: number): void => {
+      const secs = (this.clock.monotonic() - t0) / 1000;
+      report.progress = {
+        phase,
+        bytesDone: done,
+        bytesTotal: total,
+        ...(secs > 0 ? { rateBps: Math.round(done / secs) } : {}),
+      };
+    };
     const enter = (phase: MigrationPhase) => () => {
       report.progress = { phase };
       void save();
@@ -491,15 +501,7 @@ export class MigrationEngine {
             manifest: snap.manifest,
             ...(precopy?.base ? { base: precopy.base } : {}),
             ...(precopy ? { source: precopy.source(mover.store) } : {}),
-            onProgress: (done, total) => {
-              const secs = (this.clock.monotonic() - started) / 1000;
-              report.progress = {
-                phase: MigrationPhase.Transfer,
-                bytesDone: done,
-                bytesTotal: total,
-                ...(secs > 0 ? { rateBps: Math.round(done / secs) } : {}),
-              };
-            },
+            onProgress: (done, total) => progress(MigrationPhase.Transfer, started, done, total),
           });
           addBytes(report, st.rawBytesSent, st.wireBytes);
           report.bytes.logical = st.logicalBytes;
@@ -579,16 +581,10 @@ export class MigrationEngine {
               // Progress: the remote pages the destination has fetched so far.
               const totalBytes = (remote ?? []).reduce((n, x) => n + x.nrPages, 0) * PAGE_SIZE;
               const t0 = this.clock.monotonic();
-              const ticker = setInterval(() => {
-                const done = source.stats().bytesRaw;
-                const secs = (this.clock.monotonic() - t0) / 1000;
-                report.progress = {
-                  phase: MigrationPhase.Fill,
-                  bytesDone: done,
-                  bytesTotal: totalBytes,
-                  ...(secs > 0 ? { rateBps: Math.round(done / secs) } : {}),
-                };
-              }, 500);
+              const ticker = setInterval(
+                () => progress(MigrationPhase.Fill, t0, source.stats().bytesRaw, totalBytes),
+                500,
+              );
               ticker.unref();
               const lazy = await peer
                 .fill(report.id)

@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { PAGE_SIZE } from '../core/chunks.js';
 import type { KnownPage, SnapshotOptions } from '../chunks/index.js';
-import { readPagesLayouts } from '../memory/criu-pagemap.js';
+import { readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
 import type { RemoteRun } from '../pages/lazy-page-broker.js';
 
 type KnownPagesHook = NonNullable<SnapshotOptions['knownPages']>;
@@ -55,20 +55,15 @@ export async function planLazyPages(checkpointDir: string, known?: KnownPagesHoo
     const n = data.length / PAGE_SIZE;
     const base = known(rel, offset, data);
     const out: KnownPage[] = base ? [...base] : new Array<KnownPage>(n);
-    const end = offset + data.length;
-    for (const run of l.runs) {
+    for (const { run, from, to, vaddr } of runsWithin(l.runs, offset, data.length)) {
       if (!run.lazy) continue;
-      const runEnd = run.fileOffset + run.nrPages * PAGE_SIZE;
-      if (runEnd <= offset || run.fileOffset >= end) continue;
-      const from = Math.max(offset, run.fileOffset);
-      const to = Math.min(end, runEnd);
       let pages = remote.get(l.vpid);
       if (!pages) remote.set(l.vpid, (pages = []));
       for (let b = from; b < to; b += PAGE_SIZE) {
         const i = (b - offset) / PAGE_SIZE;
         if (out[i] !== undefined) continue; // the destination holds it
         out[i] = 'zero'; // a hole there, filled from the source after the restore
-        pages.push((run.vaddr + (b - run.fileOffset)) / PAGE_SIZE);
+        pages.push((vaddr + (b - from)) / PAGE_SIZE);
       }
     }
     return out;

@@ -22,7 +22,7 @@ import {
   type Decision,
   type RoundStats,
 } from '../memory/index.js';
-import { readPagesLayouts } from '../memory/criu-pagemap.js';
+import { readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
 import { MemoryMirror } from '../memory/memory-mirror.js';
 import { containerProcesses } from '../memory/process-memory.js';
 import type { StateMover } from './engine.js';
@@ -141,18 +141,9 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
         const l = byFile.get(rel);
         if (l === undefined) return undefined;
         const out: KnownPage[] = new Array<KnownPage>(data.length / PAGE_SIZE);
-        const end = offset + data.length;
-        // The runs that overlap [offset, end): each maps file bytes to one contiguous address range.
-        for (const run of l.runs) {
-          const runEnd = run.fileOffset + run.nrPages * PAGE_SIZE;
-          if (runEnd <= offset || run.fileOffset >= end) continue;
-          const from = Math.max(offset, run.fileOffset);
-          const to = Math.min(end, runEnd);
-          const got = mirror.knownPages(
-            l.vpid,
-            run.vaddr + (from - run.fileOffset),
-            data.subarray(from - offset, to - offset),
-          );
+        // Each run maps file bytes to one contiguous address range.
+        for (const { from, to, vaddr } of runsWithin(l.runs, offset, data.length)) {
+          const got = mirror.knownPages(l.vpid, vaddr, data.subarray(from - offset, to - offset));
           got.forEach((k, i) => (out[(from - offset) / PAGE_SIZE + i] = k));
         }
         return out;

@@ -24,6 +24,7 @@ import {
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { readPagesLayouts } from '../memory/criu-pagemap.js';
+import { OpenFiles } from './open-files.js';
 import { findRun } from './page-fetch.js';
 
 /** Pages that stayed on the source: `nrPages` pages of process `vpid` from `vaddr` on. */
@@ -117,7 +118,7 @@ export function heldPagesFile(vpid: number): string {
 /** Serves restored processes' pages from the local images, fetching the remote ones. */
 export class LazyPageBroker {
   private readonly procs = new Map<number, ProcessPages>();
-  private readonly files = new Map<string, Promise<FileHandle>>();
+  private readonly files = new OpenFiles('r+');
   private readonly remoteRuns: RemoteSlots[] = [];
   private readonly window: number;
   private readonly batch: number;
@@ -282,21 +283,13 @@ export class LazyPageBroker {
 
   /** Closes the local files. */
   async close(): Promise<void> {
-    for (const f of this.files.values())
-      await (await f.catch(() => undefined))?.close().catch(() => undefined);
-    this.files.clear();
+    await this.files.closeAll();
   }
 
   // ---- internals ----
 
   private file(name: string): Promise<FileHandle> {
-    let f = this.files.get(name);
-    if (!f) {
-      f = open(join(this.opts.criuDir, name), 'r+');
-      f.catch(() => undefined);
-      this.files.set(name, f);
-    }
-    return f;
+    return this.files.get(join(this.opts.criuDir, name));
   }
 
   /** The remote slots holding page `vaddr` of `p`, and the page's index in them. */

@@ -12,7 +12,7 @@
  *     asked (the run ends); nrPages = 0: an error, payload = UTF-8 message.
  * Responses come in request order. Malformed input closes the connection.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { PAGE_SIZE } from '../core/chunks.js';
@@ -26,6 +26,7 @@ import {
 import type { Logger } from '../core/logger.js';
 import { readPagesLayouts, type PagesFileLayout } from '../memory/criu-pagemap.js';
 import { ChunkCompressor, decompressChunk } from '../transfer/codec.js';
+import { OpenFiles } from './open-files.js';
 
 export const PAGE_FETCH_TOKEN_BYTES = 16;
 const REQUEST_BYTES = 24;
@@ -109,16 +110,9 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
       lazyRuns: [...l.lazyRuns].sort((a, b) => a.vaddr - b.vaddr),
     });
   }
-  const files = new Map<string, Promise<FileHandle>>();
-  const fileOf = (name: string): Promise<FileHandle> => {
-    let f = files.get(name);
-    if (!f) {
-      f = open(name.startsWith('/proc/') ? name : join(opts.criuDir, name), 'r');
-      f.catch(() => undefined);
-      files.set(name, f);
-    }
-    return f;
-  };
+  const files = new OpenFiles('r');
+  const fileOf = (name: string): Promise<FileHandle> =>
+    files.get(name.startsWith('/proc/') ? name : join(opts.criuDir, name));
   const stats: PageSourceStats = { requests: 0, pagesServed: 0, bytesRaw: 0, bytesWire: 0 };
   const sockets = new Set<Socket>();
   let closed = false;
@@ -256,7 +250,7 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
       closed = true;
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
-      for (const f of files.values()) await (await f.catch(() => undefined))?.close().catch(() => undefined);
+      await files.closeAll();
     },
   };
 }

@@ -5,7 +5,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PAGE_SIZE } from '../core/chunks.js';
-import { IMG_COMMON_MAGIC, PAGEMAP_MAGIC, PE_LAZY, PE_PRESENT } from '../memory/criu-pagemap.js';
+import { PE_LAZY, PE_PRESENT } from '../memory/criu-pagemap.js';
+import { newEntry, pagemapHead, pagemapImage } from '../memory/pagemap-testing.js';
 
 /** One process of a fake checkpoint: its runs of present pages, in address order. */
 export interface FakeProcess {
@@ -14,23 +15,6 @@ export interface FakeProcess {
   /** `absent`: left out of the pages file for a lazy page server (flag PE_LAZY only). */
   runs: { vaddr: number; nrPages: number; lazy: boolean; absent?: boolean }[];
 }
-
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  let v = n;
-  while (v >= 128) {
-    out.push((v % 128) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Buffer.from(out);
-}
-const field = (f: number, v: number): Buffer => Buffer.concat([varint(f * 8), varint(v)]);
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0, 0);
-  return b;
-};
 
 /** The bytes fake page `vaddr` of process `vpid` holds: recognisable, never all zero. */
 export function fakePage(vpid: number, vaddr: number): Buffer {
@@ -46,19 +30,15 @@ export function fakePage(vpid: number, vaddr: number): Buffer {
 /** Writes `pagemap-<vpid>.img` (CRIU 4.x encoding) and `pages-<id>.img` for each process into `criuDir`. */
 export async function writeFakeCriuImages(criuDir: string, procs: readonly FakeProcess[]): Promise<void> {
   for (const p of procs) {
-    const messages = [field(1, p.pagesId)];
+    const messages = [pagemapHead(p.pagesId)];
     const pages: Buffer[] = [];
     for (const r of p.runs) {
       const flags = (r.absent ? 0 : PE_PRESENT) | (r.lazy || r.absent ? PE_LAZY : 0);
-      messages.push(Buffer.concat([field(1, r.vaddr), field(4, flags), field(5, r.nrPages)]));
+      messages.push(newEntry(r.vaddr, r.nrPages, flags));
       if (r.absent) continue;
       for (let i = 0; i < r.nrPages; i++) pages.push(fakePage(p.vpid, r.vaddr + i * PAGE_SIZE));
     }
-    const img = Buffer.concat([
-      u32(IMG_COMMON_MAGIC),
-      u32(PAGEMAP_MAGIC),
-      ...messages.flatMap((m) => [u32(m.length), m]),
-    ]);
+    const img = pagemapImage(messages);
     await writeFile(join(criuDir, `pagemap-${p.vpid}.img`), img);
     await writeFile(join(criuDir, `pages-${p.pagesId}.img`), Buffer.concat(pages));
   }

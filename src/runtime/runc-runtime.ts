@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { connect, createServer, type Socket } from 'node:net';
 import { containerProcesses } from '../memory/process-memory.js';
+import { PsCmd, encodePageServerIov } from '../pages/page-server-iov.js';
 import { currentSpawner } from '../system/spawner.js';
 import { freezeCgroup } from './freezer.js';
 import { access, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -370,30 +371,12 @@ export class RuncRuntime implements ContainerRuntime {
     }
 
     // With the tasks dumped (and, unless left running, gone), the root filesystem changes are stable.
-    await runChecked([
-      'tar',
-      '--xattrs',
-      '--xattrs-include=trusted.*',
-      '-C',
-      this.state.upperDir(name),
-      '-cf',
-      join(dir, CHECKPOINT_FILES.rootfsDiff),
-      '.',
-    ]);
-    const manifest: CheckpointManifest = {
-      format: CHECKPOINT_FORMAT,
-      spec: record.spec,
-      imageId: record.imageId,
-      sourceHostId: this.state.hostId,
-      createdAt: new Date(this.clock.now()).toISOString(),
+    await this.writeCheckpointFiles(name, record, dir, {
       leftRunning: Boolean(opts.leaveRunning),
       tcpEstablished,
       lazyPages: Boolean(opts.lazyPages),
-      hasRootfsDiff: true,
-    };
-    const criuVersion = criuVersionFromLog(dumpLog);
-    if (criuVersion) manifest.criuVersion = criuVersion;
-    await writeJsonAtomic(join(dir, CHECKPOINT_FILES.manifest), manifest);
+      dumpLog,
+    });
     if (!opts.leaveRunning) {
       await writeJsonAtomic(this.state.containerRecord(name), { ...record, checkpointedTo: dir });
       // The processes are gone: free the network identity so that a restore (here or on
@@ -430,13 +413,7 @@ export class RuncRuntime implements ContainerRuntime {
     const started = this.clock.monotonic();
     const frozen = await freezeCgroup(cgroupsPathFor(this.state.hostId, name));
     let exited = false;
-    const run = runCommand(
-      this.tools.runc,
-      ['--root', this.state.runcRoot, '--criu', this.tools.criu, ...args],
-      {
-        timeoutMs: HELD_CHECKPOINT_TIMEOUT_MS,
-      },
-    ).finally(() => {
+    const run = this.runc(args, HELD_CHECKPOINT_TIMEOUT_MS).finally(() => {
       exited = true;
     });
     run.catch(() => undefined);
@@ -469,31 +446,12 @@ export class RuncRuntime implements ContainerRuntime {
     const ctl = sock;
     ctl.on('error', () => undefined);
     // Frozen, the root filesystem changes are stable.
-    await runChecked([
-      'tar',
-      '--xattrs',
-      '--xattrs-include=trusted.*',
-      '-C',
-      this.state.upperDir(name),
-      '-cf',
-      join(dir, CHECKPOINT_FILES.rootfsDiff),
-      '.',
-    ]);
-    const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
-    const manifest: CheckpointManifest = {
-      format: CHECKPOINT_FORMAT,
-      spec: record.spec,
-      imageId: record.imageId,
-      sourceHostId: this.state.hostId,
-      createdAt: new Date(this.clock.now()).toISOString(),
+    await this.writeCheckpointFiles(name, record, dir, {
       leftRunning: false,
       tcpEstablished,
       lazyPages: true,
-      hasRootfsDiff: true,
-    };
-    const criuVersion = criuVersionFromLog(dumpLog);
-    if (criuVersion) manifest.criuVersion = criuVersion;
-    await writeJsonAtomic(join(dir, CHECKPOINT_FILES.manifest), manifest);
+      dumpLog: await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => ''),
+    });
     // Another host may now take the container's address: this namespace is cut off until resumed.
     const net = record.spec.network;
     if (net && this.network?.isolate) await this.network.isolate(this.netKey(name));
@@ -506,18 +464,21 @@ export class RuncRuntime implements ContainerRuntime {
         throw new FailedPreconditionError(ErrorCode.InvalidState, `the held checkpoint of ${name} has ended`);
       ended = true;
     };
+    /** Anything but PS_IOV_CLOSE fails CRIU's lazy transfer: it lets the processes go, alive. */
+    const failTransfer = async (): Promise<void> => {
+      ctl.end(encodePageServerIov({ cmd: 0xffff, nrPages: 0, vaddr: 0, dstId: 0 }));
+      await run.catch(() => undefined);
+    };
     return {
       result,
       processes,
       release: async () => {
         once();
         // PS_IOV_CLOSE: the lazy transfer is over; CRIU answers, then waits for us to hang up.
-        const close = Buffer.alloc(32);
-        close.writeUInt32LE(0x1023, 0);
         await new Promise<void>((res) => {
           ctl.once('data', () => res());
           ctl.once('close', () => res());
-          ctl.write(close);
+          ctl.write(encodePageServerIov({ cmd: PsCmd.Close, nrPages: 0, vaddr: 0, dstId: 0 }));
         });
         ctl.end();
         const r = await run;
@@ -528,12 +489,9 @@ export class RuncRuntime implements ContainerRuntime {
       },
       keep: async (keepDir: string) => {
         once();
-        // Fail the lazy transfer (CRIU lets the processes go, still frozen by the cgroup), then
-        // dump them fully: they never run in between, and nothing of them is lost.
-        const abort = Buffer.alloc(32);
-        abort.writeUInt32LE(0xffff, 0);
-        ctl.end(abort);
-        await run.catch(() => undefined);
+        // Fail the lazy transfer (the processes stay frozen by the cgroup), then dump them fully:
+        // they never run in between, and nothing of them is lost.
+        await failTransfer();
         await rm(dir, { recursive: true, force: true });
         const cp = await this.checkpointAs(name, { dir: keepDir }, true);
         this.log.info('held checkpoint kept as a full checkpoint', { name, dir: keepDir });
@@ -541,11 +499,7 @@ export class RuncRuntime implements ContainerRuntime {
       },
       resume: async () => {
         once();
-        // Anything but PS_IOV_CLOSE fails the lazy transfer: CRIU then resumes the processes.
-        const abort = Buffer.alloc(32);
-        abort.writeUInt32LE(0xffff, 0);
-        ctl.end(abort);
-        await run.catch(() => undefined);
+        await failTransfer();
         await frozen?.thaw();
         if (net && this.network?.rejoin) await this.network.rejoin(this.netKey(name), net);
         if (createdDir) await rm(dir, { recursive: true, force: true });
@@ -867,10 +821,47 @@ export class RuncRuntime implements ContainerRuntime {
     return false;
   }
 
-  private runc(args: readonly string[]): Promise<CommandResult> {
+  private runc(args: readonly string[], timeoutMs = RUNC_TIMEOUT_MS): Promise<CommandResult> {
     return runCommand(this.tools.runc, ['--root', this.state.runcRoot, '--criu', this.tools.criu, ...args], {
-      timeoutMs: RUNC_TIMEOUT_MS,
+      timeoutMs,
     });
+  }
+
+  /**
+   * Writes what a checkpoint holds besides CRIU's images: the root filesystem changes (stable
+   * once the tasks are dumped or frozen) and `checkpoint.json`, with the CRIU version `dumpLog`
+   * names.
+   */
+  private async writeCheckpointFiles(
+    name: string,
+    record: ContainerRecord,
+    dir: string,
+    o: { leftRunning: boolean; tcpEstablished: boolean; lazyPages: boolean; dumpLog: string },
+  ): Promise<void> {
+    await runChecked([
+      'tar',
+      '--xattrs',
+      '--xattrs-include=trusted.*',
+      '-C',
+      this.state.upperDir(name),
+      '-cf',
+      join(dir, CHECKPOINT_FILES.rootfsDiff),
+      '.',
+    ]);
+    const manifest: CheckpointManifest = {
+      format: CHECKPOINT_FORMAT,
+      spec: record.spec,
+      imageId: record.imageId,
+      sourceHostId: this.state.hostId,
+      createdAt: new Date(this.clock.now()).toISOString(),
+      leftRunning: o.leftRunning,
+      tcpEstablished: o.tcpEstablished,
+      lazyPages: o.lazyPages,
+      hasRootfsDiff: true,
+    };
+    const criuVersion = criuVersionFromLog(o.dumpLog);
+    if (criuVersion) manifest.criuVersion = criuVersion;
+    await writeJsonAtomic(join(dir, CHECKPOINT_FILES.manifest), manifest);
   }
 
   /**
