@@ -34,6 +34,7 @@ import { projectRoot } from '../system/tools.js';
 import { parseLinkSpec } from '../testbed/profiles.js';
 import { testbedDown, testbedUp } from '../testbed/testbed.js';
 import { agentOutFile } from '../testbed/agents.js';
+import { memloadServiceArgs } from '../demo/memload.js';
 import { verifyMemory } from '../demo/migration-demo.js';
 import { probeDuring } from './manual-migration.js';
 
@@ -85,27 +86,7 @@ interface Sample {
 }
 
 function memloadArgs(dirty: number, seed: number): string[] {
-  return [
-    '/usr/local/bin/godwit-memload',
-    '--seed',
-    String(seed),
-    '--mib',
-    String(mib),
-    '--mix',
-    '30:30:40',
-    '--pattern',
-    'hotset',
-    '--hot-mib',
-    values.hot ?? '32',
-    '--dirty-mib-per-s',
-    String(dirty),
-    '--interval-ms',
-    '100',
-    '--verify-interval-ms',
-    '0',
-    '--port',
-    '8080',
-  ];
+  return memloadServiceArgs({ mib, dirtyMBps: dirty, hotMiB: Number(values.hot ?? '32'), seed });
 }
 
 /** memload's own check of its whole memory, now. */

@@ -17,6 +17,7 @@ import { formatRoundLine } from '../migration/format.js';
 import { probeDuring } from '../bench/manual-migration.js';
 import type { ProbeReport } from '../probe/probe.js';
 import { testbedDown, testbedUp } from '../testbed/testbed.js';
+import { memloadServiceArgs } from './memload.js';
 
 /** One move of the demo: the migration report and what the client saw during it. */
 export interface DemoMove {
@@ -73,12 +74,7 @@ export async function runMigrationDemo(opts: {
       const hot = Math.max(1, Math.min(32, Math.floor(mib / 4)));
       const args =
         mib > 0
-          ? [
-              '/usr/local/bin/godwit-memload',
-              ...['--mib', String(mib), '--mix', '30:30:40', '--pattern', 'hotset'],
-              ...['--hot-mib', String(hot), '--dirty-mib-per-s', String(dirty), '--interval-ms', '100'],
-              ...['--verify-interval-ms', '0', '--port', '8080'],
-            ]
+          ? memloadServiceArgs({ mib, dirtyMBps: dirty, hotMiB: hot })
           : ['/usr/local/bin/godwit-counterd', '--port', '8080'];
       const info = await (agents[0] as AgentClient).run({ name: 'web', image: 'busybox', args, env: {} });
       const target = `${info.network?.ip ?? '?'}:8080`;

@@ -6,116 +6,32 @@
  * drops the connection) gets the container stopped on the destination, never run with holes.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { AgentClient } from '../../src/agent/client.js';
+import { resolve } from 'node:path';
+import { describe, it } from 'node:test';
 import { probeDuring } from '../../src/bench/manual-migration.js';
-import { verifyMemory } from '../../src/demo/migration-demo.js';
-import type { MigrationReport } from '../../src/core/migration.js';
 import { ContainerStatus } from '../../src/core/runtime.js';
-import type { TestbedHost, TestbedInfo } from '../../src/core/testbed.js';
-import { migrateThrough, type MigrationRequest } from '../../src/migration/client.js';
 import { linkProfile } from '../../src/testbed/profiles.js';
-import { testbedDown, testbedUp } from '../../src/testbed/testbed.js';
+import { memloadServiceArgs } from '../../src/demo/memload.js';
+import { useMigrationTestbed } from './migration-testbed.js';
 import { missingRequirement } from './support.js';
 
 const skip = await missingRequirement();
 if (skip && process.env['CI'] === 'true') throw new Error(`integration tests cannot run in CI: ${skip}`);
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 describe('post-copy and hybrid migration', { skip }, () => {
-  const name = `gwl${process.pid % 100000}`;
-  let dir: string;
-  let tb: TestbedInfo;
-  let agents: AgentClient[];
-
-  before(async () => {
-    // The agents inherit it: this file's migrations may ask for injected failures.
-    process.env['GODWIT_FAULT_INJECTION'] = '1';
-    dir = await mkdtemp(join(tmpdir(), 'godwit-postcopy-'));
-    tb = await testbedUp({
-      name,
-      hosts: 2,
-      link: linkProfile('edge')!,
-      client: true,
-      startAgents: true,
-      godwitBin: resolve('bin/godwit.js'),
-      dir,
-      baseStateDir: join(dir, 'hosts'),
-    });
-    agents = tb.hosts.map((h) => new AgentClient({ socketPath: h.socket }));
+  const bed = useMigrationTestbed({
+    name: `gwl${process.pid % 100000}`,
+    hosts: 2,
+    link: linkProfile('edge')!,
   });
-  after(async () => {
-    for (const a of agents ?? []) a.close();
-    await testbedDown({ name, dir });
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  const host = (i: number): { h: TestbedHost; a: AgentClient } => ({ h: tb.hosts[i]!, a: agents[i]! });
-
-  const memload = (mib: number, dirty: number, hot: number): string[] => [
-    '/usr/local/bin/godwit-memload',
-    '--mib',
-    String(mib),
-    '--mix',
-    '30:30:40',
-    '--pattern',
-    'hotset',
-    '--hot-mib',
-    String(hot),
-    '--dirty-mib-per-s',
-    String(dirty),
-    '--interval-ms',
-    '100',
-    '--verify-interval-ms',
-    '0',
-    '--port',
-    '8080',
-  ];
-
-  async function start(i: number, cname: string, args: string[]): Promise<string> {
-    const info = await host(i).a.run({ name: cname, image: 'busybox', args, env: {} });
-    const deadline = Date.now() + 60_000;
-    while (!/listening/.test(await host(i).a.logs(cname))) {
-      if (Date.now() > deadline) throw new Error(`${cname} did not start`);
-      await sleep(100);
-    }
-    return `${info.network!.ip}:8080`;
-  }
-
-  /** memload's verdict on its whole memory, asked for now. */
-  async function verifyNow(i: number, cname: string): Promise<string> {
-    const line = await verifyMemory(host(i).a, cname, 30_000);
-    if (line === undefined) throw new Error(`${cname} on h${i + 1} gave no verdict`);
-    return line;
-  }
-
-  async function runningOn(cname: string): Promise<number[]> {
-    const out: number[] = [];
-    for (let i = 0; i < agents.length; i++) {
-      const info = await host(i)
-        .a.inspect(cname)
-        .catch(() => undefined);
-      if (info?.status === ContainerStatus.Running) out.push(i);
-    }
-    return out;
-  }
-
-  function migrate(from: number, to: number, req: Omit<MigrationRequest, 'to'>): Promise<MigrationReport> {
-    const dst = host(to).h;
-    return migrateThrough(host(from).a, {
-      ...req,
-      to: { host: dst.address, port: dst.port, label: dst.name },
-    });
-  }
+  const { host, start, verifyNow, runningOn, migrate } = bed;
+  const memload = (mib: number, dirty: number, hot: number): string[] =>
+    memloadServiceArgs({ mib, dirtyMBps: dirty, hotMiB: hot });
 
   it('post-copy: runs on the destination after a short stop, then gets every page; memory exact', async () => {
     const target = await start(0, 'pl', memload(64, 2, 16));
     const [r, seen] = await probeDuring(
-      { bin: resolve('bin/godwit.js'), netns: tb.client!.netns, target, intervalMs: 10 },
+      { bin: resolve('bin/godwit.js'), netns: bed.tb.client!.netns, target, intervalMs: 10 },
       () => migrate(0, 1, { name: 'pl', strategy: 'postcopy' }),
     );
     assert.equal(r.outcome, 'committed', JSON.stringify(r.error ?? r.warnings));
@@ -138,7 +54,7 @@ describe('post-copy and hybrid migration', { skip }, () => {
   it('hybrid: rounds first, then only what changed stays on the source; memory exact', async () => {
     const target = `${(await host(1).a.inspect('pl')).network!.ip}:8080`;
     const [r, seen] = await probeDuring(
-      { bin: resolve('bin/godwit.js'), netns: tb.client!.netns, target, intervalMs: 10 },
+      { bin: resolve('bin/godwit.js'), netns: bed.tb.client!.netns, target, intervalMs: 10 },
       () => migrate(1, 0, { name: 'pl', strategy: 'hybrid' }),
     );
     assert.equal(r.outcome, 'committed', JSON.stringify(r.error ?? r.warnings));

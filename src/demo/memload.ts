@@ -1,0 +1,26 @@
+/**
+ * The stateful service the demo, the benchmarks and the migration tests move: godwit-memload
+ * holding `mib` MiB (30 % zero, 30 % repeated, 40 % random pages) and rewriting `dirtyMBps` of a
+ * `hotMiB` hot set every 100 ms, serving the probe's counter protocol on `port`. It verifies its
+ * own memory only when asked (`verifyMemory`), not on a timer.
+ */
+
+/** Where godwit ships memload inside its containers. */
+export const MEMLOAD_IN_CONTAINER = '/usr/local/bin/godwit-memload';
+
+/** The command line of that service. `seed` picks its memory content (default memload's own). */
+export function memloadServiceArgs(o: {
+  mib: number;
+  dirtyMBps: number;
+  hotMiB: number;
+  seed?: number;
+  port?: number;
+}): string[] {
+  return [
+    MEMLOAD_IN_CONTAINER,
+    ...(o.seed !== undefined ? ['--seed', String(o.seed)] : []),
+    ...['--mib', String(o.mib), '--mix', '30:30:40', '--pattern', 'hotset'],
+    ...['--hot-mib', String(o.hotMiB), '--dirty-mib-per-s', String(o.dirtyMBps), '--interval-ms', '100'],
+    ...['--verify-interval-ms', '0', '--port', String(o.port ?? 8080)],
+  ];
+}
