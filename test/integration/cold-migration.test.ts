@@ -5,19 +5,14 @@
  * destination agent killed mid-transfer leave exactly one running copy with its state intact.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { AgentClient } from '../../src/agent/client.js';
+import { describe, it } from 'node:test';
 import { migrateThrough } from '../../src/migration/client.js';
 import type { MigrationReport } from '../../src/core/migration.js';
-import { ContainerStatus } from '../../src/core/runtime.js';
-import type { TestbedInfo, TestbedHost } from '../../src/core/testbed.js';
 import { probeInNetns } from '../../src/bench/manual-migration.js';
 import { runChecked, runCommand } from '../../src/system/exec.js';
 import { linkProfile } from '../../src/testbed/profiles.js';
-import { testbedDown, testbedUp } from '../../src/testbed/testbed.js';
+import { useMigrationTestbed } from './migration-testbed.js';
 import { missingRequirement } from './support.js';
 
 const skip = await missingRequirement();
@@ -26,32 +21,12 @@ if (skip && process.env['CI'] === 'true') throw new Error(`integration tests can
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('cold migration on the edge link', { skip }, () => {
-  const name = `gwc${process.pid % 100000}`;
-  let dir: string;
-  let tb: TestbedInfo;
-  let agents: AgentClient[];
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'godwit-cold-'));
-    tb = await testbedUp({
-      name,
-      hosts: 2,
-      link: linkProfile('edge')!,
-      client: true,
-      startAgents: true,
-      godwitBin: resolve('bin/godwit.js'),
-      dir,
-      baseStateDir: join(dir, 'hosts'),
-    });
-    agents = tb.hosts.map((h) => new AgentClient({ socketPath: h.socket }));
+  const bed = useMigrationTestbed({
+    name: `gwc${process.pid % 100000}`,
+    hosts: 2,
+    link: linkProfile('edge')!,
   });
-  after(async () => {
-    for (const a of agents ?? []) a.close();
-    await testbedDown({ name, dir });
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  const host = (i: number): { h: TestbedHost; a: AgentClient } => ({ h: tb.hosts[i]!, a: agents[i]! });
+  const { host } = bed;
 
   /** Starts a migration through the source agent; `during` runs once the transfer phase is reached. */
   async function migrate(
@@ -77,16 +52,9 @@ describe('cold migration on the edge link', { skip }, () => {
     );
   }
 
-  /** Where `cname` runs: the indexes of hosts whose agent reports it running. */
+  /** Where `cname` runs, among `hosts` (an agent that is down is not asked). */
   async function runningOn(cname: string, hosts: number[] = [0, 1]): Promise<number[]> {
-    const out: number[] = [];
-    for (const i of hosts) {
-      const info = await host(i)
-        .a.inspect(cname)
-        .catch(() => undefined);
-      if (info?.status === ContainerStatus.Running) out.push(i);
-    }
-    return out;
+    return (await bed.runningOn(cname)).filter((i) => hosts.includes(i));
   }
 
   async function waitVerified(i: number, cname: string, timeoutMs = 30_000): Promise<string> {
@@ -119,7 +87,7 @@ describe('cold migration on the edge link', { skip }, () => {
 
     const probe = probeInNetns({
       bin: resolve('bin/godwit.js'),
-      netns: tb.client!.netns,
+      netns: bed.tb.client!.netns,
       target: `${info.network!.ip}:8080`,
       durationMs: 40_000,
       intervalMs: 20,
@@ -158,7 +126,7 @@ describe('cold migration on the edge link', { skip }, () => {
   it('a link cut mid-transfer: resumes or rolls back, exactly one running copy, state intact', async () => {
     await host(0).a.run({ name: 'cut', image: 'busybox', args: memload(96), env: {} });
     await waitVerified(0, 'cut', 60_000);
-    const ns = tb.hosts[0]!.netns;
+    const ns = bed.tb.hosts[0]!.netns;
     const rule = ['-p', 'tcp', '--dport', '7071', '-j', 'REJECT', '--reject-with', 'tcp-reset'];
     const r = await migrate(0, 1, 'cut', async () => {
       await runChecked('ip', ['netns', 'exec', ns, 'iptables', '-I', 'OUTPUT', ...rule]);
@@ -184,14 +152,19 @@ describe('cold migration on the edge link', { skip }, () => {
   it('the destination agent killed mid-transfer: the container runs on h1 with its state', async () => {
     await host(0).a.run({ name: 'kill', image: 'busybox', args: memload(96), env: {} });
     await waitVerified(0, 'kill', 60_000);
-    const victim = tb.hosts[1]!.agentPid!;
+    const victim = bed.tb.hosts[1]!.agentPid!;
     const r = await migrate(0, 1, 'kill', async () => {
       process.kill(victim, 'SIGKILL');
     });
     assert.equal(r.outcome, 'rolled-back', JSON.stringify(r.error));
     assert.deepEqual(await runningOn('kill', [0]), [0], 'runs on h1');
     // h2's agent is dead: look at its state directory directly.
-    const runcList = await runCommand('runc', ['--root', join(tb.hosts[1]!.stateDir, 'runc'), 'list', '-q']);
+    const runcList = await runCommand('runc', [
+      '--root',
+      join(bed.tb.hosts[1]!.stateDir, 'runc'),
+      'list',
+      '-q',
+    ]);
     assert.doesNotMatch(runcList.stdout, /^kill$/m, 'no copy on h2');
     const logs = await waitVerified(0, 'kill');
     assert.match(logs, /verify ok/);
