@@ -116,6 +116,12 @@ export interface MigrationTimings {
   /** Reassembling the checkpoint on the destination and restoring it. */
   materializeMs?: number;
   restoreMs?: number;
+  /**
+   * Hybrid: the source judging every page of the frozen processes against the last round (off
+   * the stopped phase): all of it, and the first pass over the pages written during the rounds.
+   */
+  verdictScanMs?: number;
+  verdictFirstPassMs?: number;
 }
 
 /**
@@ -134,6 +140,13 @@ export interface LazyMemoryReport {
   pagesLocal: number;
   /** Pages the restored processes received in all. */
   pagesServed: number;
+  /**
+   * Hybrid: remote pages the source's verdicts found unchanged since the last pre-copy round,
+   * served from the destination's own chunk store (nothing on the wire).
+   */
+  pagesFromStore?: number;
+  /** Hybrid: restore end → the source's last verdict arrived (every page known or fetched). */
+  verdictsMs?: number;
   /** Page faults that reached godwit's page server, and how long they waited (ms). */
   faults: number;
   faultWaitMs: { p50: number; p99: number; max: number };

@@ -7,6 +7,7 @@ import { PAGE_SIZE, type Manifest } from '../core/chunks.js';
 import { ErrorCode, NotFoundError } from '../core/errors.js';
 import { digestOf, isZero, manifestDigests, MemoryChunkStore, parseManifest } from '../chunks/index.js';
 import { MemoryMirror } from './memory-mirror.js';
+import { readMemoryIndex } from './memory-index.js';
 import { DecayedFrequencyPredictor, NoPredictor } from './predictor.js';
 import { containerProcesses, readProcessPages, type ContainerProcess } from './process-memory.js';
 
@@ -188,11 +189,30 @@ describe('MemoryMirror on a live process', { skip: process.getuid?.() !== 0 ? 'n
     assert.deepEqual(p101.data, pages.get(101)?.data, 'page 101 was not touched');
     assert.equal(mirror.knownDigest(vpid, p101.vaddr, p101.data), digestOf(p101.data));
     const m1 = manifestDigests(r1.manifest);
+    const source0 = mirror.chunkSource();
     assert.ok(m1.includes(digestOf(p0.data)));
     assert.ok(!m1.includes(digestOf(p0old.data)), 'the old content of page 0 left the manifest');
 
+    // The round's manifest says which page each chunk is: a destination's index agrees.
+    const index = (
+      await readMemoryIndex(r1.manifest, async (e) => {
+        if (e.inline !== undefined) return Buffer.from(e.inline, 'base64');
+        return Buffer.concat(
+          await Promise.all(
+            (e.chunks ?? []).map((c) => ('digest' in c ? source0.get(c.digest) : Buffer.alloc(c.zero))),
+          ),
+        );
+      })
+    ).get(vpid);
+    assert.ok(index, 'the manifest has an address map');
+    assert.equal(index.size, mirror.pages);
+    for (const p of [p0, p99, p101]) assert.equal(index.lookup(p.vaddr), digestOf(p.data));
+    assert.equal(index.lookup(0), undefined, 'no page at address 0');
+    assert.ok(mirror.rewrittenPages(vpid).includes(p0.vaddr / PAGE_SIZE), 'page 0 was rewritten');
+    assert.ok(!mirror.rewrittenPages(vpid).includes(p101.vaddr / PAGE_SIZE), 'page 101 was not');
+
     // chunkSource: the last round's chunks, and `missing` lists only what it lacks.
-    const source = mirror.chunkSource();
+    const source = source0;
     const d0 = digestOf(p0.data);
     assert.deepEqual(await source.get(d0), p0.data);
     assert.equal(await source.has(d0), true);

@@ -12,9 +12,13 @@ import type { ChunkStore, Digest, Manifest, ManifestEntry, ChunkRef } from '../c
 import { MANIFEST_VERSION, PAGE_SIZE } from '../core/chunks.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { ErrorCode, NotFoundError } from '../core/errors.js';
-import { digestOf, isZero, type KnownPage } from '../chunks/index.js';
+import { MAX_INLINE_SIZE, digestOf, isZero, type KnownPage } from '../chunks/index.js';
+import { encodePageRuns, memoryMapPath, memoryPath, type PageRun } from './memory-index.js';
 import type { DirtyPagePredictor } from './predictor.js';
 import { readProcessPages, type ContainerProcess } from './process-memory.js';
+
+/** Pieces a large address map is cut into. */
+const MAP_CHUNK_BYTES = 1024 * 1024;
 
 /** Marks a slot whose content is a zero page (never stored or sent). */
 const ZERO = 'zero';
@@ -27,6 +31,8 @@ interface PageSlot {
   index: number;
   /** Round in which the page was last seen present. */
   seen: number;
+  /** Written since round 0 (a page a restored process is likely to touch first). */
+  rewritten?: true;
 }
 
 /** What one scan found and what its round must send. */
@@ -112,6 +118,7 @@ export class MemoryMirror {
             } else {
               slot.data.set(page);
               slot.digest = undefined;
+              slot.rewritten = true;
               dirty.push(slot);
             }
           }
@@ -163,17 +170,24 @@ export class MemoryMirror {
     };
   }
 
-  /** The manifest of what the destination holds: `memory/<vpid>`, pages in address order. */
+  /**
+   * The manifest of what the destination holds: `memory/<vpid>`, pages in address order, and
+   * `memory/<vpid>.map`, where they are (memory-index.ts).
+   */
   private manifest(round: number): Manifest {
     this.chunks.clear();
     const entries: ManifestEntry[] = [];
     for (const [vpid, table] of [...this.procs].sort((a, b) => a[0] - b[0])) {
       const refs: ChunkRef[] = [];
+      const runs: PageRun[] = [];
       let size = 0;
       for (const k of [...table.keys()].sort((a, b) => a - b)) {
         const s = table.get(k) as PageSlot;
         if (s.digest === undefined) continue;
         size += PAGE_SIZE;
+        const run = runs[runs.length - 1];
+        if (run && run.vaddr / PAGE_SIZE + run.nrPages === k) run.nrPages++;
+        else runs.push({ vaddr: k * PAGE_SIZE, nrPages: 1 });
         if (s.digest === ZERO) {
           const last = refs[refs.length - 1];
           if (last !== undefined && 'zero' in last) last.zero += PAGE_SIZE;
@@ -183,7 +197,9 @@ export class MemoryMirror {
         refs.push({ digest: s.digest, size: PAGE_SIZE });
         this.chunks.set(s.digest, s.data);
       }
-      if (size > 0) entries.push({ type: 'file', path: `memory/${vpid}`, mode: 0o600, size, chunks: refs });
+      if (size === 0) continue;
+      entries.push({ type: 'file', path: memoryPath(vpid), mode: 0o600, size, chunks: refs });
+      entries.push(this.fileEntry(memoryMapPath(vpid), encodePageRuns(runs)));
     }
     return {
       version: MANIFEST_VERSION,
@@ -191,6 +207,30 @@ export class MemoryMirror {
       createdAt: new Date(this.clock.now()).toISOString(),
       entries,
     };
+  }
+
+  /** A small file of the manifest: inline, or as chunks this mirror serves. */
+  private fileEntry(path: string, data: Buffer): ManifestEntry {
+    if (data.length <= MAX_INLINE_SIZE)
+      return { type: 'file', path, mode: 0o600, size: data.length, inline: data.toString('base64') };
+    const chunks: ChunkRef[] = [];
+    for (let o = 0; o < data.length; o += MAP_CHUNK_BYTES) {
+      const part = data.subarray(o, o + MAP_CHUNK_BYTES);
+      const digest = digestOf(part);
+      this.chunks.set(digest, part);
+      chunks.push({ digest, size: part.length });
+    }
+    return { type: 'file', path, mode: 0o600, size: data.length, chunks };
+  }
+
+  /**
+   * The pages of process `vpid` written since round 0, in address order: those a restored
+   * process is likely to touch first.
+   */
+  rewrittenPages(vpid: number): number[] {
+    const out: number[] = [];
+    for (const [k, s] of this.procs.get(vpid) ?? []) if (s.rewritten) out.push(k);
+    return out.sort((a, b) => a - b);
   }
 
   /**

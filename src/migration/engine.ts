@@ -41,6 +41,8 @@ import { collectGarbage } from '../system/gc.js';
 import { PhaseRecorder } from './phase-recorder.js';
 import { runPrecopyRounds, type PrecopyResult } from './precopy.js';
 import { planLazyPages } from './lazy-plan.js';
+import { readPagesLayouts } from '../memory/criu-pagemap.js';
+import { scanVerdicts, type VerdictScanResult } from './verdict-scan.js';
 import { startPageSource, type PageSource } from '../pages/page-fetch.js';
 import type { RemoteRun } from '../pages/lazy-page-broker.js';
 
@@ -325,6 +327,8 @@ export class MigrationEngine {
       const h = held;
       if (!h) return;
       held = undefined;
+      scanAbort.abort();
+      await verdictScan?.catch(() => undefined);
       await pageSource?.close();
       pageSource = undefined;
       await h
@@ -358,6 +362,9 @@ export class MigrationEngine {
     let held: HeldCheckpoint | undefined;
     let remote: RemoteRun[] | undefined;
     let memoryLost = false;
+    const pageToken = randomBytes(16);
+    let verdictScan: Promise<VerdictScanResult> | undefined;
+    const scanAbort = new AbortController();
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
 
     try {
@@ -438,8 +445,7 @@ export class MigrationEngine {
         MigrationPhase.Checkpoint,
         async (r) => {
           // Post-copy: the memory stays in the frozen processes; nothing of it is written now.
-          const hold =
-            req.strategy === 'postcopy' && this.opts.holdMemory !== false && runtime.checkpointHeld;
+          const hold = isLazy(req.strategy) && this.opts.holdMemory !== false && runtime.checkpointHeld;
           if (hold) held = await hold.call(runtime, name, { dir: checkpointDir });
           const cp = held ? held.result : await runtime.checkpoint(name, { dir: checkpointDir });
           checkpointed = true;
@@ -453,6 +459,40 @@ export class MigrationEngine {
         },
         enter(MigrationPhase.Checkpoint),
       );
+      if (held) {
+        // The pages CRIU left in the frozen processes are served from here from now on.
+        const h = held;
+        pageSource = await startPageSource({
+          host: this.opts.pageSourceHost as string,
+          criuDir: join(checkpointDir, 'criu'),
+          token: pageToken,
+          log,
+          processes: h.processes,
+          ...(req.faults?.dropPagesAfter !== undefined ? { dropAfterPages: req.faults.dropPagesAfter } : {}),
+        });
+        // Hybrid: judge every such page against the last round while the state crosses and the
+        // destination restores (verdict-scan.ts); off the stopped phase.
+        if (precopy?.base) {
+          const source = pageSource;
+          const lazyRuns = new Map(
+            (await readPagesLayouts(join(checkpointDir, 'criu'))).map((l) => [l.vpid, l.lazyRuns]),
+          );
+          verdictScan = scanVerdicts({
+            mirror: precopy.mirror,
+            processes: h.processes,
+            lazyRuns,
+            push: (runs) => source.pushVerdicts(runs),
+            clock: this.clock,
+            signal: scanAbort.signal,
+          });
+          verdictScan.catch((err: unknown) =>
+            log.warn('verdict scan failed: the destination fetches the pages', {
+              id: report.id,
+              err: errorMessage(err),
+            }),
+          );
+        }
+      }
       // The destination may start preparing the restore (its network) while the state travels.
       if (peer.prestage) {
         const prestage = peer.prestage.bind(peer);
@@ -468,7 +508,9 @@ export class MigrationEngine {
           const snapStart = this.clock.monotonic();
           let knownPages = precopy ? await precopy.knownPages(checkpointDir) : undefined;
           // Post-copy, hybrid: lazy pages the destination lacks stay here (holes in the snapshot).
-          const plan = isLazy(req.strategy) ? await planLazyPages(checkpointDir, knownPages) : undefined;
+          const plan = isLazy(req.strategy)
+            ? await planLazyPages(checkpointDir, knownPages, { held: held !== undefined })
+            : undefined;
           const planMs = Math.round(this.clock.monotonic() - snapStart);
           if (plan) knownPages = plan.hook;
           const s = await mover.snapshot(checkpointDir, `checkpoint:${name}`, {
@@ -523,20 +565,19 @@ export class MigrationEngine {
           fault(MigrationPhase.Restore);
           let lazy: Parameters<MigrationPeer['restore']>[2];
           if (remote) {
-            const token = randomBytes(16);
-            pageSource = await startPageSource({
+            pageSource ??= await startPageSource({
               host: this.opts.pageSourceHost as string,
               criuDir: join(checkpointDir, 'criu'),
-              token,
+              token: pageToken,
               log,
-              ...(held ? { processes: held.processes } : {}),
               ...(req.faults?.dropPagesAfter !== undefined
                 ? { dropAfterPages: req.faults.dropPagesAfter }
                 : {}),
             });
             lazy = {
-              source: { host: pageSource.address, port: pageSource.port, token: token.toString('hex') },
+              source: { host: pageSource.address, port: pageSource.port, token: pageToken.toString('hex') },
               remote,
+              ...(verdictScan && precopy?.base ? { verdicts: { base: precopy.base.name } } : {}),
             };
           }
           restoreAsked = true;
@@ -596,9 +637,14 @@ export class MigrationEngine {
                   throw err;
                 });
               report.lazy = lazy;
+              const scan = await verdictScan?.catch(() => undefined);
+              if (scan) {
+                report.timings.verdictScanMs = scan.ms;
+                report.timings.verdictFirstPassMs = scan.firstPassMs;
+              }
               const st = source.stats();
               addBytes(report, st.bytesRaw, st.bytesWire);
-              r.detail = { ...lazy };
+              r.detail = { ...lazy, ...(scan ? { verdictScan: scan } : {}) };
               if (lazy.outcome === 'lost') {
                 memoryLost = true;
                 await keepHeld();
@@ -655,6 +701,8 @@ export class MigrationEngine {
       };
       log.warn('migration failed before commit', { id: report.id, name, err: errorMessage(err) });
       if (manifest) mover.drop?.(manifest);
+      scanAbort.abort();
+      await verdictScan?.catch(() => undefined);
       await pageSource?.close();
       pageSource = undefined;
       await this.rollback(report, rec, peer, { checkpointed, restoreAsked, checkpointDir, held });

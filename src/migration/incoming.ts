@@ -7,7 +7,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
-import type { Digest, Manifest } from '../core/chunks.js';
+import { PAGE_SIZE, type Digest, type Manifest } from '../core/chunks.js';
 import {
   AlreadyExistsError,
   ErrorCode,
@@ -22,6 +22,7 @@ import type { LazyMemoryReport } from '../core/migration.js';
 import { percentile, startCriuPageServer, type CriuPageServer } from '../pages/criu-page-server.js';
 import { LazyPageBroker, type PageFetchClient, type RemoteRun } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
+import { readMemoryIndex } from '../memory/memory-index.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import { collectGarbage } from '../system/gc.js';
 
@@ -31,6 +32,11 @@ export interface LazyRestoreRequest {
   source: { host: string; port: number; token: string };
   /** Pages that stayed there: holes in the transferred pages files. */
   remote: RemoteRun[];
+  /**
+   * Hybrid: the source sends verdicts on the remote pages; those it finds unchanged since the
+   * pre-copy round `base` (a completed transfer session here) are served from the local store.
+   */
+  verdicts?: { base: string };
 }
 
 /** A lazily restored container being filled. */
@@ -44,6 +50,8 @@ interface LazyFill {
 export interface IncomingState {
   /** The manifest of a completed transfer session, or undefined while incomplete. */
   completed(sessionId: string): Promise<Manifest | undefined>;
+  /** A chunk of the local store. */
+  chunk(digest: Digest): Promise<Buffer>;
   /** Writes the manifest's tree into `dir` from the local chunk store. */
   materialize(manifest: Manifest, dir: string): Promise<void>;
   /**
@@ -329,6 +337,14 @@ export class IncomingMigrations {
     let broker: LazyPageBroker | undefined;
     let server: CriuPageServer | undefined;
     let restored = false;
+    // Hybrid: which content this host holds for each page, from the last pre-copy round.
+    const held = req.verdicts ? this.heldPages(req.verdicts.base) : undefined;
+    held?.catch((err: unknown) =>
+      log.warn('no local copy of the pre-copied pages: every page comes from the source', {
+        id,
+        err: String(err),
+      }),
+    );
     try {
       broker = await LazyPageBroker.open({
         criuDir: join(dir, 'criu'),
@@ -337,7 +353,27 @@ export class IncomingMigrations {
         clock: this.clock,
         log,
         ...brokerTuning(),
+        ...(held
+          ? {
+              local: (vpid, vaddr, n) =>
+                held.then(
+                  (h) => h(vpid, vaddr, n),
+                  () => undefined,
+                ),
+            }
+          : {}),
       });
+      if (held) {
+        const b = broker;
+        void connecting.then(
+          (f) =>
+            f.onVerdicts((v) => {
+              if (v === 'end') b.verdictsEnd();
+              else for (const r of v) b.verdict(r.vpid, r.vaddr, r.nrPages, r.known);
+            }),
+          () => undefined,
+        );
+      }
       mark('brokerMs');
       server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
       mark('serverMs');
@@ -374,6 +410,38 @@ export class IncomingMigrations {
       await broker?.close();
       throw err;
     }
+  }
+
+  /**
+   * Reads the pages of the completed pre-copy round `base`: the bytes of `n` pages of process
+   * `vpid` from `vaddr` on as this host holds them, or undefined where it holds none.
+   */
+  private async heldPages(
+    base: string,
+  ): Promise<(vpid: number, vaddr: number, n: number) => Promise<Buffer | undefined>> {
+    const { state } = this.opts;
+    const manifest = await state.completed(base);
+    if (!manifest) throw new NotFoundError(ErrorCode.ManifestBaseNotFound, `no completed round ${base} here`);
+    const index = await readMemoryIndex(manifest, async (e) =>
+      e.inline !== undefined
+        ? Buffer.from(e.inline, 'base64')
+        : Buffer.concat(
+            await Promise.all(
+              (e.chunks ?? []).map((c) => ('digest' in c ? state.chunk(c.digest) : Buffer.alloc(c.zero))),
+            ),
+          ),
+    );
+    return async (vpid, vaddr, n) => {
+      const idx = index.get(vpid);
+      if (!idx) return undefined;
+      const out = Buffer.alloc(n * PAGE_SIZE);
+      for (let i = 0; i < n; i++) {
+        const h = idx.lookup(vaddr + i * PAGE_SIZE);
+        if (h === undefined) return undefined;
+        if (h !== 'zero') (await state.chunk(h)).copy(out, i * PAGE_SIZE);
+      }
+      return out;
+    };
   }
 
   /**
@@ -433,6 +501,12 @@ export class IncomingMigrations {
         pagesPushed: st.pagesPushed,
         pagesLocal: st.pagesServedLocal,
         pagesServed: st.pagesServed,
+        ...(st.verdictRuns > 0 || st.verdictsEndMs !== undefined
+          ? {
+              pagesFromStore: st.pagesFromStore,
+              ...(st.verdictsEndMs !== undefined ? { verdictsMs: st.verdictsEndMs } : {}),
+            }
+          : {}),
         faults: ps.faultRequests,
         faultWaitMs: {
           p50: round1(percentile(waits, 50) ?? 0),

@@ -26,11 +26,17 @@ export interface LazyPagesPlan {
 /**
  * Plans the lazy final phase of the checkpoint in `checkpointDir` (its CRIU images under
  * `criu/`). `known` (hybrid) says which pages the destination already holds; without it
- * (post-copy) every lazy page stays on the source.
+ * (post-copy) every lazy page stays on the source. `held`: a held dump, whose lazy pages are
+ * all still in the processes: they all stay on the source (the destination learns which of
+ * them it holds from the source's verdicts), and `known` applies to the pages in the files.
  */
-export async function planLazyPages(checkpointDir: string, known?: KnownPagesHook): Promise<LazyPagesPlan> {
+export async function planLazyPages(
+  checkpointDir: string,
+  known?: KnownPagesHook,
+  opts: { held?: boolean } = {},
+): Promise<LazyPagesPlan> {
   const layouts = await readPagesLayouts(join(checkpointDir, 'criu'));
-  if (!known) {
+  if (!known || opts.held) {
     // Post-copy: no page needs reading to know it stays behind.
     const holes = new Map(
       layouts.map((l) => [
@@ -44,7 +50,7 @@ export async function planLazyPages(checkpointDir: string, known?: KnownPagesHoo
         .sort((a, b) => a.vaddr - b.vaddr)
         .map((r) => ({ vpid: l.vpid, vaddr: r.vaddr, nrPages: r.nrPages })),
     );
-    return { holes: (rel) => holes.get(rel), remote: () => runs };
+    return { holes: (rel) => holes.get(rel), remote: () => runs, ...(known ? { hook: known } : {}) };
   }
   const byFile = new Map(layouts.map((l) => [`criu/${l.file}`, l]));
   // Remote pages per process, as page numbers in the order the snapshot meets them.

@@ -26,6 +26,7 @@ import { readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
 import { MemoryMirror } from '../memory/memory-mirror.js';
 import { containerProcesses } from '../memory/process-memory.js';
 import type { StateMover } from './engine.js';
+import type { VerdictMirror } from './verdict-scan.js';
 
 /** What the rounds need from the engine. */
 export interface PrecopyContext {
@@ -53,6 +54,8 @@ export interface PrecopyResult {
   knownPages: (checkpointDir: string) => Promise<NonNullable<SnapshotOptions['knownPages']>>;
   /** Chunk source for the final send: the mirror's pages, then `fallback`. */
   source(fallback: ChunkStore): ChunkStore;
+  /** What the destination holds per page (the hybrid final phase's verdicts). */
+  mirror: VerdictMirror;
 }
 
 /** Runs pre-copy rounds until a convergence rule stops them. */
@@ -150,5 +153,6 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
       };
     },
     source: (fallback) => mirror.chunkSource(fallback),
+    mirror,
   };
 }

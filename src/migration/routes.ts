@@ -84,6 +84,16 @@ export const incomingRestoreRequest = object({
         }),
         { maxItems: MAX_REMOTE_RUNS },
       ),
+      verdicts: optional(
+        object({
+          base: string({
+            minLength: 1,
+            maxLength: 200,
+            pattern: /^[A-Za-z0-9._-]+$/,
+            expected: 'a session id',
+          }),
+        }),
+      ),
     }),
   ),
 });

@@ -183,6 +183,10 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     };
     const state: IncomingState = {
       completed: (sessionId) => transfer.completed(sessionId),
+      chunk: (digest) => {
+        const b = store.peek?.(digest);
+        return b ? Promise.resolve(b) : store.get(digest);
+      },
       materialize: (manifest: Manifest, dir: string) => materialize(manifest, store, dir),
       materializeArriving: (manifest, dir, missing, signal) =>
         materialize(manifest, arrivals.awaiting(missing, signal), dir),

@@ -8,6 +8,13 @@
  * written into the local file; a page is served only once it is there, so nothing stale or
  * missing is ever handed to the process.
  *
+ * Hybrid: the destination already holds most remote pages from the pre-copy rounds, but only
+ * the source can say which of them are still exact. Such a broker starts every remote page as
+ * pending; the source's verdicts then mark each one known (copied in from the local chunk store
+ * by `local`, nothing on the wire) or changed (fetched). A fault on a page still pending fetches
+ * it from the frozen source, which is always exact; the background fill fetches only pages
+ * judged changed.
+ *
  * Contract: `complete` resolves once every remote page is local (the source may then let go);
  * it rejects when the source is lost first, and so does every read still waiting for a page.
  */
@@ -51,6 +58,11 @@ export interface LazyPageStats {
   pagesPushed: number;
   /** Pages handed to the process that were local from the start (not remote). */
   pagesServedLocal: number;
+  /** Remote pages a verdict found exact here, copied in from the local chunk store (hybrid). */
+  pagesFromStore: number;
+  /** Verdicts received (runs), and when the last one came (ms after `start`, 0 if before). */
+  verdictRuns: number;
+  verdictsEndMs?: number;
   /** Pages handed to the process in all. */
   pagesServed: number;
   /** Single-page requests (faults) and how long each waited, ms. */
@@ -81,11 +93,20 @@ export interface LazyPageBrokerOptions {
    * touches one page soon touches its neighbours. Default 8 (32 KiB).
    */
   faultAroundPages?: number;
+  /**
+   * Hybrid: remote pages wait for the source's verdict (`verdict`); pages judged known are read
+   * with this (the bytes of `nrPages` pages from the local chunk store, or undefined when it
+   * cannot: then they are fetched).
+   */
+  local?: (vpid: number, vaddr: number, nrPages: number) => Promise<Buffer | undefined>;
 }
 
+/** Not here, to be fetched from the source. */
 const MISSING = 0;
 const IN_FLIGHT = 1;
 const LOCAL = 2;
+/** Not here, no verdict yet (hybrid): faults fetch it, the background leaves it. */
+const PENDING = 3;
 
 interface RemoteSlots {
   vpid: number;
@@ -108,6 +129,13 @@ interface LocalRun {
 interface ProcessPages {
   runs: LocalRun[];
   remote: RemoteSlots[];
+}
+
+/** Pages copied in from the local store at once, at most. */
+const MAX_LOCAL_PAGES = 256;
+
+function notHere(state: number | undefined): boolean {
+  return state === MISSING || state === PENDING;
 }
 
 /** Where the pages a `--lazy-pages` dump left out of process `vpid`'s images are kept here. */
@@ -138,7 +166,11 @@ export class LazyPageBroker {
     faults: 0,
     faultWaitsMs: [],
     pagesMissing: 0,
+    pagesFromStore: 0,
+    verdictRuns: 0,
   };
+  private startedAt: number | undefined;
+  private verdictsEndAt: number | undefined;
   /** Every remote page is local. */
   readonly complete: Promise<void>;
 
@@ -189,7 +221,7 @@ export class LazyPageBroker {
           vpid: r.vpid,
           vaddr,
           nrPages,
-          state: new Uint8Array(nrPages),
+          state: new Uint8Array(nrPages).fill(opts.local ? PENDING : MISSING),
           waiters: new Map(),
         };
         p.remote.push(slots);
@@ -208,11 +240,17 @@ export class LazyPageBroker {
   /** Starts the background fill. */
   start(): void {
     this.started = true;
+    this.startedAt = this.opts.clock.monotonic();
     this.pump();
   }
 
   stats(): LazyPageStats {
-    return { ...this.s, faultWaitsMs: [...this.s.faultWaitsMs] };
+    const end = this.verdictsEndAt;
+    return {
+      ...this.s,
+      faultWaitsMs: [...this.s.faultWaitsMs],
+      ...(end !== undefined ? { verdictsEndMs: Math.round(Math.max(0, end - (this.startedAt ?? end))) } : {}),
+    };
   }
 
   /** The LazyPageProvider of the CRIU page server: up to `nrPages` pages from `vaddr` (at least one). */
@@ -252,6 +290,48 @@ export class LazyPageBroker {
       this.s.faultWaitsMs.push(Math.round((this.opts.clock.monotonic() - t0) * 100) / 100);
     }
     return out;
+  }
+
+  /**
+   * The source's verdict on remote pages (hybrid): `known` ones are copied in from the local
+   * store, the others are fetched by the background fill. Pages no longer pending are left alone
+   * (a fault fetched them already).
+   */
+  verdict(vpid: number, vaddr: number, nrPages: number, known: boolean): void {
+    this.s.verdictRuns++;
+    const p = this.procs.get(vpid);
+    if (!p) return;
+    const end = vaddr + nrPages * PAGE_SIZE;
+    for (let a = vaddr; a < end;) {
+      const s = this.slot(p, a);
+      if (!s) {
+        a += PAGE_SIZE;
+        continue;
+      }
+      const [slots, i0] = s;
+      const stop = Math.min(slots.nrPages, i0 + (end - a) / PAGE_SIZE);
+      for (let i = i0; i < stop;) {
+        if (slots.state[i] !== PENDING) {
+          i++;
+          continue;
+        }
+        let j = i + 1;
+        while (j < stop && j - i < MAX_LOCAL_PAGES && slots.state[j] === PENDING) j++;
+        if (known) void this.fetchInto(p, slots, i, j - i, 'store');
+        else slots.state.fill(MISSING, i, j);
+        i = j;
+      }
+      a = slots.vaddr + stop * PAGE_SIZE;
+    }
+    if (!known) this.pump();
+  }
+
+  /** Every verdict has come: pages still pending (none, normally) are fetched. */
+  verdictsEnd(): void {
+    this.verdictsEndAt = this.opts.clock.monotonic();
+    for (const r of this.remoteRuns)
+      for (let i = 0; i < r.nrPages; i++) if (r.state[i] === PENDING) r.state[i] = MISSING;
+    this.pump();
   }
 
   /** Stops fetching; reads waiting for pages fail with `err`. */
@@ -331,11 +411,11 @@ export class LazyPageBroker {
     let from = i;
     if (around) {
       const groupStart = Math.max(0, i - ((slots.vaddr / PAGE_SIZE + i) % n));
-      while (from > groupStart && slots.state[from - 1] === MISSING) from--;
+      while (from > groupStart && notHere(slots.state[from - 1])) from--;
     }
     const limit = around ? from + n : i + n;
     let count = i - from + 1;
-    while (from + count < limit && from + count < slots.nrPages && slots.state[from + count] === MISSING)
+    while (from + count < limit && from + count < slots.nrPages && notHere(slots.state[from + count]))
       count++;
     // The background goes on from here: a process that faults here will soon want what follows.
     const run = this.remoteRuns.indexOf(slots);
@@ -349,7 +429,7 @@ export class LazyPageBroker {
     slots: RemoteSlots,
     i: number,
     count: number,
-    why: 'demand' | 'push',
+    why: 'demand' | 'push' | 'store',
   ): Promise<void> {
     let done!: () => void;
     let failed!: (e: Error) => void;
@@ -367,7 +447,19 @@ export class LazyPageBroker {
     const vaddr = slots.vaddr + i * PAGE_SIZE;
     void (async () => {
       try {
-        const data = await this.opts.fetcher.fetch(slots.vpid, vaddr, count);
+        const data =
+          why === 'store'
+            ? await this.fromStore(slots.vpid, vaddr, count)
+            : await this.opts.fetcher.fetch(slots.vpid, vaddr, count);
+        if (data === undefined) {
+          // Not in the local store after all: fetched like a changed page.
+          for (let k = i; k < i + count; k++) {
+            slots.waiters.delete(k);
+            slots.state[k] = MISSING;
+          }
+          done();
+          return;
+        }
         const got = data.length / PAGE_SIZE;
         const run = findRun(p.runs, vaddr) as LocalRun;
         const fh = await this.file(run.file);
@@ -378,12 +470,19 @@ export class LazyPageBroker {
         }
         this.s.pagesMissing -= got;
         if (why === 'demand') this.s.pagesOnDemand += got;
-        else this.s.pagesPushed += got;
+        else if (why === 'push') this.s.pagesPushed += got;
+        else this.s.pagesFromStore += got;
         done();
       } catch (err) {
         for (let k = i; k < i + count; k++) {
           slots.waiters.delete(k);
           if (slots.state[k] === IN_FLIGHT) slots.state[k] = MISSING;
+        }
+        if (why === 'store') {
+          // The local copy could not be read: the page is fetched from the source instead.
+          this.opts.log.warn('lazy pages: local copy unreadable, fetching it', { err: errorMessage(err) });
+          done();
+          return;
         }
         const e =
           err instanceof GodwitError
@@ -398,6 +497,12 @@ export class LazyPageBroker {
       }
     })();
     return arrived;
+  }
+
+  /** Known pages from the local store: exactly `count` pages, or undefined. */
+  private async fromStore(vpid: number, vaddr: number, count: number): Promise<Buffer | undefined> {
+    const data = await this.opts.local?.(vpid, vaddr, count);
+    return data && data.length === count * PAGE_SIZE ? data : undefined;
   }
 
   /** Issues background fetches in order while the window has room. */

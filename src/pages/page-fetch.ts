@@ -11,6 +11,12 @@
  *     nrPages > 0: the pages (codec none/zstd/lz4 of nrPages × 4096 bytes), possibly fewer than
  *     asked (the run ends); nrPages = 0: an error, payload = UTF-8 message.
  * Responses come in request order. Malformed input closes the connection.
+ *
+ * Verdicts (hybrid), pushed by the source between responses, under the reserved id 0:
+ *   header as a response's, with id 0 and nrPages = the number of verdict runs (0: the last
+ *   verdict frame: every page held has had one); payload (codec) of 24-byte runs:
+ *   u64 vaddr, u32 vpid, u32 nrPages, u32 flags (bit 0: the destination's copy from the last
+ *   pre-copy round is exact), u32 0.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -31,6 +37,10 @@ import { OpenFiles } from './open-files.js';
 export const PAGE_FETCH_TOKEN_BYTES = 16;
 const REQUEST_BYTES = 24;
 const RESPONSE_HEADER_BYTES = 16;
+const VERDICT_BYTES = 24;
+/** Most verdict runs in one frame. */
+const MAX_VERDICT_RUNS = 65536;
+const VERDICT_KNOWN = 1;
 /** Largest request the source serves: 4 MiB of pages. */
 export const MAX_FETCH_PAGES = 1024;
 
@@ -63,6 +73,55 @@ export function findRun<R extends { vaddr: number; nrPages: number }>(
   return undefined;
 }
 
+/**
+ * The source's verdict on `nrPages` pages of process `vpid` from `vaddr` on, read from the frozen
+ * process: `known` when each equals the content the last pre-copy round gave the destination.
+ */
+export interface VerdictRun {
+  vpid: number;
+  vaddr: number;
+  nrPages: number;
+  known: boolean;
+}
+
+/** Encodes one verdict frame (`runs` empty: the last). */
+export function encodeVerdictFrame(runs: readonly VerdictRun[], compressor?: ChunkCompressor): Buffer {
+  const raw = Buffer.alloc(runs.length * VERDICT_BYTES);
+  runs.forEach((r, i) => {
+    const o = i * VERDICT_BYTES;
+    raw.writeBigUInt64LE(BigInt(r.vaddr), o);
+    raw.writeUInt32LE(r.vpid, o + 8);
+    raw.writeUInt32LE(r.nrPages, o + 12);
+    raw.writeUInt32LE(r.known ? VERDICT_KNOWN : 0, o + 16);
+  });
+  const enc = raw.length > 0 && compressor ? compressor.compress(raw) : { codec: 0, data: raw };
+  const head = Buffer.alloc(RESPONSE_HEADER_BYTES);
+  head.writeUInt32LE(runs.length, 4);
+  head.writeUInt8(enc.codec, 8);
+  head.writeUInt32LE(enc.data.length, 12);
+  return Buffer.concat([head, enc.data]);
+}
+
+function decodeVerdicts(count: number, codec: number, body: Buffer): VerdictRun[] {
+  const raw = count === 0 ? body : decompressChunk(codec, body, count * VERDICT_BYTES);
+  if (raw.length !== count * VERDICT_BYTES)
+    throw protocol(`verdict frame of ${raw.length} bytes for ${count} runs`);
+  const out: VerdictRun[] = [];
+  for (let o = 0; o < raw.length; o += VERDICT_BYTES) {
+    const vaddr = Number(raw.readBigUInt64LE(o));
+    const nrPages = raw.readUInt32LE(o + 12);
+    if (!Number.isSafeInteger(vaddr) || vaddr % PAGE_SIZE !== 0 || nrPages === 0)
+      throw protocol(`bad verdict: ${nrPages} pages at 0x${vaddr.toString(16)}`);
+    out.push({
+      vaddr,
+      vpid: raw.readUInt32LE(o + 8),
+      nrPages,
+      known: (raw.readUInt32LE(o + 16) & VERDICT_KNOWN) !== 0,
+    });
+  }
+  return out;
+}
+
 /** Statistics of a page source. */
 export interface PageSourceStats {
   requests: number;
@@ -76,6 +135,11 @@ export interface PageSource {
   readonly address: string;
   readonly port: number;
   stats(): PageSourceStats;
+  /**
+   * Sends verdicts to the destination (kept and sent on when it connects later); `runs` empty:
+   * the last verdicts were sent.
+   */
+  pushVerdicts(runs: readonly VerdictRun[]): void;
   /** Stops listening and drops connections. Idempotent. */
   close(): Promise<void>;
 }
@@ -117,6 +181,9 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
   const sockets = new Set<Socket>();
   let closed = false;
   const compressor = new ChunkCompressor('zstd', 1);
+  /** Verdict frames so far, for clients that connect later; and the clients that have them. */
+  const verdictFrames: Buffer[] = [];
+  const authedSockets = new Set<Socket>();
 
   const answer = async (
     vpid: number,
@@ -207,6 +274,11 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
         if (buf.length < PAGE_FETCH_TOKEN_BYTES) return;
         if (!buf.subarray(0, PAGE_FETCH_TOKEN_BYTES).equals(opts.token)) return fail(protocol('wrong token'));
         authed = true;
+        authedSockets.add(sock);
+        for (const f of verdictFrames) {
+          stats.bytesWire += f.length;
+          sock.write(f);
+        }
         buf = buf.subarray(PAGE_FETCH_TOKEN_BYTES);
       }
       while (buf.length >= REQUEST_BYTES) {
@@ -228,7 +300,10 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
       void pump();
     });
     sock.on('error', () => undefined);
-    sock.on('close', () => sockets.delete(sock));
+    sock.on('close', () => {
+      sockets.delete(sock);
+      authedSockets.delete(sock);
+    });
   };
 
   const server: Server = createServer(serve);
@@ -245,6 +320,16 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
     address: opts.host,
     port: addr.port,
     stats: () => ({ ...stats }),
+    pushVerdicts(runs) {
+      for (let i = 0; i === 0 || i < runs.length; i += MAX_VERDICT_RUNS) {
+        const frame = encodeVerdictFrame(runs.slice(i, i + MAX_VERDICT_RUNS), compressor);
+        verdictFrames.push(frame);
+        for (const s of authedSockets) {
+          stats.bytesWire += frame.length;
+          s.write(frame);
+        }
+      }
+    },
     async close() {
       if (closed) return;
       closed = true;
@@ -265,6 +350,9 @@ export class PageFetcher {
   private buf: Buffer = Buffer.alloc(0);
   private failure: GodwitError | undefined;
   private readonly failedListeners: ((err: GodwitError) => void)[] = [];
+  /** Verdicts that arrived before anyone listened for them, and the listener. */
+  private verdictBacklog: (VerdictRun[] | 'end')[] = [];
+  private verdictListener: ((v: VerdictRun[] | 'end') => void) | undefined;
   /** Bytes received, headers included. */
   bytesWire = 0;
 
@@ -320,13 +408,20 @@ export class PageFetcher {
     else this.failedListeners.push(fn);
   }
 
+  /** Calls `fn` with each verdict frame the source pushes (`end` after the last), in order. */
+  onVerdicts(fn: (v: VerdictRun[] | 'end') => void): void {
+    this.verdictListener = fn;
+    for (const v of this.verdictBacklog.splice(0)) fn(v);
+  }
+
   /**
    * `nrPages` pages of process `vpid` from `vaddr` on (or fewer, when its run ends sooner), as
    * k × 4096 bytes. Rejects when the source does not hold them or the connection is lost.
    */
   fetch(vpid: number, vaddr: number, nrPages: number): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++ >>> 0;
+    const id = this.nextId;
+    this.nextId = (this.nextId + 1) >>> 0 || 1; // 0 is the verdicts' id
     const req = Buffer.alloc(REQUEST_BYTES);
     req.writeUInt32LE(id, 0);
     req.writeUInt32LE(vpid, 4);
@@ -351,6 +446,25 @@ export class PageFetcher {
       const pages = this.buf.readUInt32LE(4);
       const codec = this.buf.readUInt8(8);
       const len = this.buf.readUInt32LE(12);
+      if (id === 0) {
+        if (pages > MAX_VERDICT_RUNS || len > MAX_VERDICT_RUNS * VERDICT_BYTES + 1024) {
+          this.fail(protocol(`verdict frame of ${pages} runs, ${len} bytes`));
+          return;
+        }
+        if (this.buf.length < RESPONSE_HEADER_BYTES + len) return;
+        const body = this.buf.subarray(RESPONSE_HEADER_BYTES, RESPONSE_HEADER_BYTES + len);
+        this.buf = this.buf.subarray(RESPONSE_HEADER_BYTES + len);
+        let v: VerdictRun[] | 'end';
+        try {
+          v = pages === 0 ? 'end' : decodeVerdicts(pages, codec, body);
+        } catch (err) {
+          this.fail(protocol(`bad verdict frame: ${errorMessage(err)}`));
+          return;
+        }
+        if (this.verdictListener) this.verdictListener(v);
+        else this.verdictBacklog.push(v);
+        continue;
+      }
       const p = this.pending.get(id);
       if (!p || pages > p.nrPages || len > MAX_FETCH_PAGES * PAGE_SIZE + 1024) {
         this.fail(
