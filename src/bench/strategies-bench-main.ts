@@ -266,6 +266,16 @@ try {
             join(values.logs, `${h.name}.${id}.dump.log`),
           ).catch(() => undefined);
         }
+        // CRIU's restore and lazy-pages logs of the containers it holds now.
+        const containers = join(h.stateDir, 'containers');
+        for (const c of await readdir(containers).catch(() => [] as string[])) {
+          for (const f of ['restore.log', 'lazy-pages.log']) {
+            await copyFile(
+              join(containers, c, 'restore-work', f),
+              join(values.logs, `${h.name}.${c}.${f}`),
+            ).catch(() => undefined);
+          }
+        }
       }
     }
   }

@@ -337,14 +337,22 @@ export class IncomingMigrations {
     let broker: LazyPageBroker | undefined;
     let server: CriuPageServer | undefined;
     let restored = false;
-    // Hybrid: which content this host holds for each page, from the last pre-copy round.
-    const held = req.verdicts ? this.heldPages(req.verdicts.base) : undefined;
-    held?.catch((err: unknown) =>
-      log.warn('no local copy of the pre-copied pages: every page comes from the source', {
-        id,
-        err: String(err),
-      }),
-    );
+    // Hybrid: which content this host holds for each page, from the last pre-copy round. Read
+    // once the container runs (no CPU taken from the restore); pages are asked for only then.
+    const verdicts = req.verdicts;
+    let held: ReturnType<IncomingMigrations['heldPages']> | undefined;
+    const heldPages = (): NonNullable<typeof held> => {
+      if (!held) {
+        held = this.heldPages((verdicts as { base: string }).base);
+        held.catch((err: unknown) =>
+          log.warn('no local copy of the pre-copied pages: every page comes from the source', {
+            id,
+            err: String(err),
+          }),
+        );
+      }
+      return held;
+    };
     try {
       broker = await LazyPageBroker.open({
         criuDir: join(dir, 'criu'),
@@ -353,17 +361,17 @@ export class IncomingMigrations {
         clock: this.clock,
         log,
         ...brokerTuning(),
-        ...(held
+        ...(verdicts
           ? {
               local: (vpid, vaddr, n) =>
-                held.then(
+                heldPages().then(
                   (h) => h(vpid, vaddr, n),
                   () => undefined,
                 ),
             }
           : {}),
       });
-      if (held) {
+      if (verdicts) {
         const b = broker;
         void connecting.then(
           (f) =>
@@ -388,6 +396,7 @@ export class IncomingMigrations {
       fetcher = await connecting;
       const restoreMs = this.clock.monotonic() - t1;
       // The background fill starts once the container runs: not competing with the restore for CPU.
+      if (verdicts) void heldPages().catch(() => undefined);
       broker.start();
       await this.saveRecord({ ...record, restored: true });
       this.fills.set(id, this.trackFill(id, name, fetcher, broker, server));

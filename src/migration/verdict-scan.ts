@@ -10,7 +10,7 @@
  * Contract: a page is judged `known` only on an exact byte match with the content the
  * destination holds for it (MemoryMirror.knownPages), and only while the processes are frozen.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { PAGE_SIZE } from '../core/chunks.js';
 import type { Clock } from '../core/clock.js';
 import { ErrorCode, InternalError } from '../core/errors.js';
@@ -35,11 +35,17 @@ export interface VerdictScanOptions {
   push(runs: VerdictRun[]): void;
   clock: Clock;
   signal?: AbortSignal;
-  /** Pages read at once. Default 1024 (4 MiB). */
+  /** Pages read at once. Default 256 (1 MiB). */
   batchPages?: number;
-  /** How `/proc/PID/mem` is opened (tests). */
-  openMemory?: (pid: number) => Promise<Pick<FileHandle, 'read' | 'close'>>;
+  /**
+   * Reads process memory at `vaddr` into `buf`, returning the bytes read (tests). Default:
+   * /proc/PID/mem read synchronously, one system call per batch and no thread-pool round trip.
+   */
+  readMemory?: (pid: number, buf: Buffer, vaddr: number) => number;
 }
+
+/** Rewritten pages this close are read together (one read instead of several). */
+const MERGE_GAP_PAGES = 16;
 
 /** What a scan found. */
 export interface VerdictScanResult {
@@ -55,35 +61,47 @@ export interface VerdictScanResult {
 /** Judges every page the dump left in the processes; see the module comment. */
 export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanResult> {
   const t0 = o.clock.monotonic();
-  const batch = o.batchPages ?? 1024;
+  const batch = o.batchPages ?? 256;
   const res: VerdictScanResult = { pages: 0, known: 0, changed: 0, firstPassPages: 0, firstPassMs: 0, ms: 0 };
-  const files = new Map<number, Pick<FileHandle, 'read' | 'close'>>();
-  const memory = async (vpid: number): Promise<Pick<FileHandle, 'read' | 'close'>> => {
-    let f = files.get(vpid);
-    if (!f) {
-      const pid = o.processes.get(vpid);
-      if (pid === undefined) throw new InternalError(ErrorCode.Internal, `process ${vpid} is not held`);
-      f = await (o.openMemory ?? ((p) => open(`/proc/${p}/mem`, 'r')))(pid);
-      files.set(vpid, f);
-    }
-    return f;
-  };
+  const fds = new Map<number, number>();
+  const read =
+    o.readMemory ??
+    ((pid: number, buf: Buffer, vaddr: number): number => {
+      let fd = fds.get(pid);
+      if (fd === undefined) fds.set(pid, (fd = openSync(`/proc/${pid}/mem`, 'r')));
+      return readSync(fd, buf, 0, buf.length, vaddr);
+    });
+  let buffer = Buffer.allocUnsafe(batch * PAGE_SIZE);
   let out: VerdictRun[] = [];
   const flush = (): void => {
     if (out.length > 0) o.push(out);
     out = [];
   };
-  /** Judges `n` pages of `vpid` from `vaddr`, skipping those in `skip` (page numbers). */
-  const judge = async (vpid: number, vaddr: number, n: number, skip?: ReadonlySet<number>): Promise<void> => {
+  /** Judges `n` pages of `vpid` from `vaddr`: not those in `skip`, only those in `only` (page numbers). */
+  const judge = async (
+    vpid: number,
+    vaddr: number,
+    n: number,
+    skip?: ReadonlySet<number>,
+    only?: ReadonlySet<number>,
+  ): Promise<void> => {
     if (o.signal?.aborted) throw new InternalError(ErrorCode.Internal, 'verdict scan aborted');
-    const data = Buffer.allocUnsafe(n * PAGE_SIZE);
-    const { bytesRead } = await (await memory(vpid)).read(data, 0, data.length, vaddr);
+    const pid = o.processes.get(vpid);
+    if (pid === undefined) throw new InternalError(ErrorCode.Internal, `process ${vpid} is not held`);
+    // One buffer for every read: fresh memory would cost a page fault per page read.
+    if (buffer.length < n * PAGE_SIZE) buffer = Buffer.allocUnsafe(n * PAGE_SIZE);
+    const data = buffer.subarray(0, n * PAGE_SIZE);
+    let bytesRead = 0;
+    try {
+      bytesRead = read(pid, data, vaddr);
+    } catch {
+      // Unreadable: its pages are judged changed (the destination asks for them, and learns why).
+    }
     const got = Math.floor(bytesRead / PAGE_SIZE);
     const known = o.mirror.knownPages(vpid, vaddr, data.subarray(0, got * PAGE_SIZE));
     for (let i = 0; i < n; i++) {
       const page = vaddr / PAGE_SIZE + i;
-      if (skip?.has(page)) continue;
-      // A page that cannot be read is judged changed: the destination asks for it and learns why.
+      if (skip?.has(page) || (only && !only.has(page))) continue;
       const k = i < got && known[i] !== undefined;
       res.pages++;
       if (k) res.known++;
@@ -94,30 +112,30 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
         last.nrPages++;
       else out.push({ vpid, vaddr: at, nrPages: 1, known: k });
     }
+    // Let the final transfer and the page source run between batches.
+    await new Promise<void>((r) => setImmediate(r));
   };
   try {
-    // First the pages written during the rounds, as contiguous ranges within the lazy runs.
+    // First the pages written during the rounds, read in windows over neighbours within a run.
     const first = new Map<number, Set<number>>();
     for (const [vpid, runs] of o.lazyRuns) {
-      const inRuns = o.mirror.rewrittenPages(vpid).filter((pg) => findRun(runs, pg * PAGE_SIZE));
-      first.set(vpid, new Set(inRuns));
-      for (let i = 0; i < inRuns.length;) {
-        let j = i + 1;
-        const start = inRuns[i] as number;
+      const pages = o.mirror.rewrittenPages(vpid).filter((pg) => findRun(runs, pg * PAGE_SIZE));
+      const set = new Set(pages);
+      first.set(vpid, set);
+      for (let i = 0; i < pages.length;) {
+        const start = pages[i] as number;
         const run = findRun(runs, start * PAGE_SIZE) as PageRun;
         const runEnd = run.vaddr / PAGE_SIZE + run.nrPages;
-        while (
-          j < inRuns.length &&
-          inRuns[j] === start + (j - i) &&
-          j - i < batch &&
-          (inRuns[j] as number) < runEnd
-        )
-          j++;
-        await judge(vpid, start * PAGE_SIZE, j - i);
+        let j = i + 1;
+        for (; j < pages.length; j++) {
+          const pg = pages[j] as number;
+          if (pg - (pages[j - 1] as number) > MERGE_GAP_PAGES || pg - start >= batch || pg >= runEnd) break;
+        }
+        await judge(vpid, start * PAGE_SIZE, (pages[j - 1] as number) - start + 1, undefined, set);
         i = j;
         if (out.length >= 4096) flush();
       }
-      res.firstPassPages += inRuns.length;
+      res.firstPassPages += pages.length;
     }
     flush();
     res.firstPassMs = Math.round(o.clock.monotonic() - t0);
@@ -133,7 +151,7 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     }
     o.push([]);
   } finally {
-    for (const f of files.values()) await f.close().catch(() => undefined);
+    for (const fd of fds.values()) closeSync(fd);
   }
   res.ms = Math.round(o.clock.monotonic() - t0);
   return res;

@@ -10,10 +10,10 @@
  *
  * Hybrid: the destination already holds most remote pages from the pre-copy rounds, but only
  * the source can say which of them are still exact. Such a broker starts every remote page as
- * pending; the source's verdicts then mark each one known (copied in from the local chunk store
- * by `local`, nothing on the wire) or changed (fetched). A fault on a page still pending fetches
- * it from the frozen source, which is always exact; the background fill fetches only pages
- * judged changed.
+ * pending; the source's verdicts then mark each one known (served from the local chunk store
+ * through `local`, nothing on the wire, nothing copied until CRIU asks for it) or changed
+ * (fetched). A fault on a page still pending fetches it from the frozen source, which is always
+ * exact; the background fill fetches only pages judged changed.
  *
  * Contract: `complete` resolves once every remote page is local (the source may then let go);
  * it rejects when the source is lost first, and so does every read still waiting for a page.
@@ -58,7 +58,7 @@ export interface LazyPageStats {
   pagesPushed: number;
   /** Pages handed to the process that were local from the start (not remote). */
   pagesServedLocal: number;
-  /** Remote pages a verdict found exact here, copied in from the local chunk store (hybrid). */
+  /** Remote pages a verdict found exact here, served from the local chunk store (hybrid). */
   pagesFromStore: number;
   /** Verdicts received (runs), and when the last one came (ms after `start`, 0 if before). */
   verdictRuns: number;
@@ -107,6 +107,8 @@ const IN_FLIGHT = 1;
 const LOCAL = 2;
 /** Not here, no verdict yet (hybrid): faults fetch it, the background leaves it. */
 const PENDING = 3;
+/** Judged exact in the local chunk store (hybrid): served from there. */
+const KNOWN = 4;
 
 interface RemoteSlots {
   vpid: number;
@@ -127,12 +129,10 @@ interface LocalRun {
 }
 
 interface ProcessPages {
+  vpid: number;
   runs: LocalRun[];
   remote: RemoteSlots[];
 }
-
-/** Pages copied in from the local store at once, at most. */
-const MAX_LOCAL_PAGES = 256;
 
 function notHere(state: number | undefined): boolean {
   return state === MISSING || state === PENDING;
@@ -201,7 +201,7 @@ export class LazyPageBroker {
         await fh.truncate(off);
         await fh.close();
       }
-      b.procs.set(l.vpid, { runs: runs.sort((x, y) => x.vaddr - y.vaddr), remote: [] });
+      b.procs.set(l.vpid, { vpid: l.vpid, runs: runs.sort((x, y) => x.vaddr - y.vaddr), remote: [] });
     }
     for (const r of [...opts.remote].sort((x, y) => x.vpid - y.vpid || x.vaddr - y.vaddr)) {
       const p = b.procs.get(r.vpid);
@@ -265,24 +265,20 @@ export class LazyPageBroker {
       );
     }
     const n = Math.min(nrPages, run.nrPages - (vaddr - run.vaddr) / PAGE_SIZE);
-    let k = this.localPrefix(p, vaddr, n);
-    // A fetch may come back short (its run ended at the source): then ask again.
-    for (let attempt = 0; k === 0; attempt++) {
-      if (attempt === 3)
+    let out: Buffer | undefined;
+    // A fetch may come back short (its run ended at the source), a local copy may turn out
+    // unreadable: then ask again.
+    for (let attempt = 0; out === undefined; attempt++) {
+      if (attempt === 4)
         throw new UnavailableError(ErrorCode.PageSourceLost, `page 0x${vaddr.toString(16)} did not arrive`);
-      await this.ensure(p, vaddr, hint.fault ? this.faultAround : Math.min(n, this.batch), hint.fault);
-      k = this.localPrefix(p, vaddr, n);
+      const k = this.localPrefix(p, vaddr, n);
+      if (k === 0) {
+        await this.ensure(p, vaddr, hint.fault ? this.faultAround : Math.min(n, this.batch), hint.fault);
+        continue;
+      }
+      out = await this.readLocal(p, run, vaddr, k);
     }
-    const out = Buffer.allocUnsafe(k * PAGE_SIZE);
-    const fh = await this.file(run.file);
-    const off = run.fileOffset + (vaddr - run.vaddr);
-    const { bytesRead } = await fh.read(out, 0, out.length, off);
-    if (bytesRead !== out.length) {
-      throw new InvalidArgumentError(
-        ErrorCode.CheckpointCorrupt,
-        `${run.file} is shorter than its pagemap says`,
-      );
-    }
+    const k = out.length / PAGE_SIZE;
     this.s.pagesServed += k;
     this.s.pagesServedLocal += k - this.remoteIn(p, vaddr, k);
     if (hint.fault) {
@@ -310,20 +306,18 @@ export class LazyPageBroker {
       }
       const [slots, i0] = s;
       const stop = Math.min(slots.nrPages, i0 + (end - a) / PAGE_SIZE);
-      for (let i = i0; i < stop;) {
-        if (slots.state[i] !== PENDING) {
-          i++;
-          continue;
-        }
-        let j = i + 1;
-        while (j < stop && j - i < MAX_LOCAL_PAGES && slots.state[j] === PENDING) j++;
-        if (known) void this.fetchInto(p, slots, i, j - i, 'store');
-        else slots.state.fill(MISSING, i, j);
-        i = j;
+      for (let i = i0; i < stop; i++) {
+        if (slots.state[i] !== PENDING) continue;
+        if (known) {
+          slots.state[i] = KNOWN;
+          this.s.pagesMissing--;
+          this.s.pagesFromStore++;
+        } else slots.state[i] = MISSING;
       }
       a = slots.vaddr + stop * PAGE_SIZE;
     }
-    if (!known) this.pump();
+    if (known) this.maybeComplete();
+    else this.pump();
   }
 
   /** Every verdict has come: pages still pending (none, normally) are fetched. */
@@ -349,7 +343,7 @@ export class LazyPageBroker {
     for (const r of this.remoteRuns) {
       let start = -1;
       for (let i = 0; i <= r.nrPages; i++) {
-        const missing = i < r.nrPages && r.state[i] !== LOCAL;
+        const missing = i < r.nrPages && r.state[i] !== LOCAL && r.state[i] !== KNOWN;
         if (missing && start < 0) start = i;
         if (!missing && start >= 0) {
           out.push({ vpid: r.vpid, vaddr: r.vaddr + start * PAGE_SIZE, nrPages: i - start });
@@ -378,13 +372,70 @@ export class LazyPageBroker {
     return r ? [r, (vaddr - r.vaddr) / PAGE_SIZE] : undefined;
   }
 
-  /** How many pages from `vaddr` on (at most n) are local now. */
+  /** How many pages from `vaddr` on (at most n) are here now (in a file or the local store). */
   private localPrefix(p: ProcessPages, vaddr: number, n: number): number {
     for (let i = 0; i < n; i++) {
       const s = this.slot(p, vaddr + i * PAGE_SIZE);
-      if (s && s[0].state[s[1]] !== LOCAL) return i;
+      if (s && s[0].state[s[1]] !== LOCAL && s[0].state[s[1]] !== KNOWN) return i;
     }
     return n;
+  }
+
+  /**
+   * The bytes of the k pages from `vaddr` (all here, within `run`): from the file, and known
+   * pages from the local store. Undefined when the store could not give a known page: such pages
+   * become missing (to be fetched), and the caller asks again.
+   */
+  private async readLocal(
+    p: ProcessPages,
+    run: LocalRun,
+    vaddr: number,
+    k: number,
+  ): Promise<Buffer | undefined> {
+    const out = Buffer.allocUnsafe(k * PAGE_SIZE);
+    for (let i = 0; i < k;) {
+      const s = this.slot(p, vaddr + i * PAGE_SIZE);
+      const known = s !== undefined && s[0].state[s[1]] === KNOWN;
+      // A segment of pages of one kind (and, for known pages, one slot set).
+      let j = i + 1;
+      while (j < k) {
+        const t = this.slot(p, vaddr + j * PAGE_SIZE);
+        const tk = t !== undefined && t[0].state[t[1]] === KNOWN;
+        if (tk !== known || (known && t?.[0] !== s?.[0])) break;
+        j++;
+      }
+      const at = vaddr + i * PAGE_SIZE;
+      if (known && s) {
+        const data = await this.opts.local?.(p.vpid, at, j - i).catch(() => undefined);
+        if (!data || data.length !== (j - i) * PAGE_SIZE) {
+          this.opts.log.warn('lazy pages: no local copy after all, fetching', { vpid: p.vpid, vaddr: at });
+          for (let x = s[1]; x < s[1] + (j - i); x++) {
+            if (s[0].state[x] !== KNOWN) continue;
+            s[0].state[x] = MISSING;
+            this.s.pagesMissing++;
+            this.s.pagesFromStore--;
+          }
+          return undefined;
+        }
+        data.copy(out, i * PAGE_SIZE);
+      } else {
+        const fh = await this.file(run.file);
+        const { bytesRead } = await fh.read(
+          out,
+          i * PAGE_SIZE,
+          (j - i) * PAGE_SIZE,
+          run.fileOffset + (at - run.vaddr),
+        );
+        if (bytesRead !== (j - i) * PAGE_SIZE) {
+          throw new InvalidArgumentError(
+            ErrorCode.CheckpointCorrupt,
+            `${run.file} is shorter than its pagemap says`,
+          );
+        }
+      }
+      i = j;
+    }
+    return out;
   }
 
   /** How many of the k pages from `vaddr` were remote. */
@@ -403,7 +454,7 @@ export class LazyPageBroker {
     const s = this.slot(p, vaddr);
     if (!s) return;
     const [slots, i] = s;
-    if (slots.state[i] === LOCAL) return;
+    if (slots.state[i] === LOCAL || slots.state[i] === KNOWN) return;
     if (slots.state[i] === IN_FLIGHT) {
       await slots.waiters.get(i);
       return;
@@ -429,7 +480,7 @@ export class LazyPageBroker {
     slots: RemoteSlots,
     i: number,
     count: number,
-    why: 'demand' | 'push' | 'store',
+    why: 'demand' | 'push',
   ): Promise<void> {
     let done!: () => void;
     let failed!: (e: Error) => void;
@@ -447,19 +498,7 @@ export class LazyPageBroker {
     const vaddr = slots.vaddr + i * PAGE_SIZE;
     void (async () => {
       try {
-        const data =
-          why === 'store'
-            ? await this.fromStore(slots.vpid, vaddr, count)
-            : await this.opts.fetcher.fetch(slots.vpid, vaddr, count);
-        if (data === undefined) {
-          // Not in the local store after all: fetched like a changed page.
-          for (let k = i; k < i + count; k++) {
-            slots.waiters.delete(k);
-            slots.state[k] = MISSING;
-          }
-          done();
-          return;
-        }
+        const data = await this.opts.fetcher.fetch(slots.vpid, vaddr, count);
         const got = data.length / PAGE_SIZE;
         const run = findRun(p.runs, vaddr) as LocalRun;
         const fh = await this.file(run.file);
@@ -470,19 +509,12 @@ export class LazyPageBroker {
         }
         this.s.pagesMissing -= got;
         if (why === 'demand') this.s.pagesOnDemand += got;
-        else if (why === 'push') this.s.pagesPushed += got;
-        else this.s.pagesFromStore += got;
+        else this.s.pagesPushed += got;
         done();
       } catch (err) {
         for (let k = i; k < i + count; k++) {
           slots.waiters.delete(k);
           if (slots.state[k] === IN_FLIGHT) slots.state[k] = MISSING;
-        }
-        if (why === 'store') {
-          // The local copy could not be read: the page is fetched from the source instead.
-          this.opts.log.warn('lazy pages: local copy unreadable, fetching it', { err: errorMessage(err) });
-          done();
-          return;
         }
         const e =
           err instanceof GodwitError
@@ -492,17 +524,15 @@ export class LazyPageBroker {
         this.fail(e);
       } finally {
         if (why === 'push') this.inFlightBytes -= bytes;
-        if (this.s.pagesMissing === 0 && !this.failure) this.resolveComplete();
+        this.maybeComplete();
         this.pump();
       }
     })();
     return arrived;
   }
 
-  /** Known pages from the local store: exactly `count` pages, or undefined. */
-  private async fromStore(vpid: number, vaddr: number, count: number): Promise<Buffer | undefined> {
-    const data = await this.opts.local?.(vpid, vaddr, count);
-    return data && data.length === count * PAGE_SIZE ? data : undefined;
+  private maybeComplete(): void {
+    if (this.s.pagesMissing === 0 && !this.failure) this.resolveComplete();
   }
 
   /** Issues background fetches in order while the window has room. */

@@ -592,7 +592,9 @@ export class RuncRuntime implements ContainerRuntime {
             opts.lazyPageServer,
           )
         : undefined;
+      mark('lazyDaemonMs');
       const res = await this.startWithShim(opts.name, args);
+      mark('runcMs');
       if (fill) {
         if (res.ok) this.lazyFills.set(opts.name, fill.done);
         else await fill.done;
