@@ -33,7 +33,7 @@ export interface MigrationRequest {
   maxRounds?: number;
   predict?: boolean;
   /** Test-only: failures to inject (the source agent must allow it). */
-  faults?: { failRound?: number; failPhase?: string; dropPagesAfter?: number };
+  faults?: { failRound?: number; failPhase?: string; dropPagesAfter?: number; dropSourceAtCommit?: boolean };
 }
 
 /**

@@ -93,6 +93,11 @@ export interface FaultPlan {
   failPhase?: MigrationPhase;
   /** Post-copy, hybrid: the source's page source drops its connections after serving this many pages. */
   dropPagesAfter?: number;
+  /**
+   * Hybrid: the source's page source sends no verdicts (the destination fetches only what faults
+   * ask for), then dies right after commit, with pages still missing there.
+   */
+  dropSourceAtCommit?: boolean;
 }
 
 /** Strategies whose final phase leaves memory on the source, fetched after the restore. */
@@ -469,6 +474,7 @@ export class MigrationEngine {
           log,
           processes: h.processes,
           ...(req.faults?.dropPagesAfter !== undefined ? { dropAfterPages: req.faults.dropPagesAfter } : {}),
+          ...(req.faults?.dropSourceAtCommit ? { withholdVerdicts: true } : {}),
         });
         // Hybrid: judge every such page against the last round while the state crosses and the
         // destination restores (verdict-scan.ts); off the stopped phase.
@@ -573,6 +579,7 @@ export class MigrationEngine {
               ...(req.faults?.dropPagesAfter !== undefined
                 ? { dropAfterPages: req.faults.dropPagesAfter }
                 : {}),
+              ...(req.faults?.dropSourceAtCommit ? { withholdVerdicts: true } : {}),
             });
             lazy = {
               source: { host: pageSource.address, port: pageSource.port, token: pageToken.toString('hex') },
@@ -612,6 +619,7 @@ export class MigrationEngine {
           report.warnings.push(`commit: cannot remove the source record: ${errorMessage(err)}`),
         );
 
+      if (req.faults?.dropSourceAtCommit) pageSource?.drop();
       if (pageSource) {
         // The container runs on the destination; it fetches what stayed here until none is left.
         const source = pageSource;

@@ -41,6 +41,7 @@ export const migrateRequest = object({
       failRound: optional(integer(0, 1000)),
       failPhase: optional(oneOf(Object.values(MigrationPhase))),
       dropPagesAfter: optional(integer(0, Number.MAX_SAFE_INTEGER)),
+      dropSourceAtCommit: optional(boolean()),
     }),
   ),
 });

@@ -229,4 +229,85 @@ describe('LazyPageBroker', () => {
       await rm(held, { recursive: true, force: true });
     }
   });
+
+  it('hybrid: pages wait for verdicts; known ones come from the local store, changed ones from the source', async () => {
+    const remote = [{ vpid: 1, vaddr: A, nrPages: 64 }];
+    await holes(remote);
+    const f = new FakeFetcher();
+    const localAsked: number[] = [];
+    const b = await LazyPageBroker.open({
+      criuDir: dir,
+      remote,
+      fetcher: f,
+      clock: systemClock,
+      log: nullLogger,
+      batchPages: 8,
+      // The "store" holds the right bytes for every page but page 5 (a stale index entry).
+      local: async (vpid, vaddr, n) => {
+        localAsked.push((vaddr - A) / PAGE_SIZE);
+        if (vaddr <= A + 5 * PAGE_SIZE && A + 5 * PAGE_SIZE < vaddr + n * PAGE_SIZE) return undefined;
+        return Buffer.concat(Array.from({ length: n }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE)));
+      },
+    });
+    b.start();
+    // No verdict yet: the background fetches nothing; a fault fetches from the source (exact).
+    await new Promise((r) => setImmediate(r));
+    assert.equal(f.calls.length, 0, 'nothing fetched in the background before verdicts');
+    assert.ok(
+      (await b.read(1, A + 40 * PAGE_SIZE, 1, { fault: true })).equals(fakePage(1, A + 40 * PAGE_SIZE)),
+    );
+    assert.equal(f.calls.length, 1);
+    // Verdicts: pages 0-31 known, 32-35 changed, the rest known.
+    b.verdict(1, A, 32, true);
+    b.verdict(1, A + 32 * PAGE_SIZE, 4, false);
+    b.verdict(1, A + 36 * PAGE_SIZE, 28, true);
+    b.verdictsEnd();
+    const got = await b.read(1, A, 4, { fault: false });
+    assert.ok(got.equals(Buffer.concat([0, 1, 2, 3].map((i) => fakePage(1, A + i * PAGE_SIZE)))));
+    // Page 5's local copy is unreadable: it is fetched instead.
+    assert.ok(
+      (await b.read(1, A + 5 * PAGE_SIZE, 1, { fault: true })).equals(fakePage(1, A + 5 * PAGE_SIZE)),
+    );
+    await b.complete;
+    const st = b.stats();
+    const fetched = f.calls.map((c) => (c.vaddr - A) / PAGE_SIZE);
+    assert.ok(fetched.includes(32) && fetched.includes(5), `fetched ${fetched}`);
+    assert.ok(!fetched.includes(0) && !fetched.includes(50), 'known pages never cross');
+    assert.equal(st.pagesFromStore + st.pagesOnDemand + st.pagesPushed, 64);
+    assert.equal(st.pagesMissing, 0);
+    assert.deepEqual(b.missingRuns(), []);
+    // Every page reads exactly, wherever it came from.
+    for (let i = 0; i < 64; i += 8) {
+      assert.ok(
+        (await b.read(1, A + i * PAGE_SIZE, 8, { fault: false })).equals(
+          Buffer.concat(Array.from({ length: 8 }, (_, k) => fakePage(1, A + (i + k) * PAGE_SIZE))),
+        ),
+      );
+    }
+    await b.close();
+  });
+
+  it('hybrid: a source lost before its verdicts leaves the pending pages missing', async () => {
+    const remote = [{ vpid: 1, vaddr: A, nrPages: 64 }];
+    await holes(remote);
+    const f = new FakeFetcher();
+    const b = await LazyPageBroker.open({
+      criuDir: dir,
+      remote,
+      fetcher: f,
+      clock: systemClock,
+      log: nullLogger,
+      local: async () => undefined,
+    });
+    b.start();
+    b.verdict(1, A, 16, true);
+    f.kill();
+    await assert.rejects(
+      b.complete,
+      (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageSourceLost,
+    );
+    assert.equal(b.stats().pagesMissing, 48);
+    assert.deepEqual(b.missingRuns(), [{ vpid: 1, vaddr: A + 16 * PAGE_SIZE, nrPages: 48 }]);
+    await b.close();
+  });
 });

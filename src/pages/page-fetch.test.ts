@@ -186,3 +186,82 @@ describe('page source and fetcher', () => {
     }
   });
 });
+
+describe('verdicts and a stalled source', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'godwit-verdicts-'));
+    await writeFakeCriuImages(dir, [{ vpid: 1, pagesId: 1, runs: [{ vaddr: A, nrPages: 4, lazy: true }] }]);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('pushes verdicts in order to a client connected before or after, interleaved with pages', async () => {
+    const src = await startPageSource({ host: '127.0.0.1', criuDir: dir, token, log: nullLogger });
+    const early = [
+      { vpid: 1, vaddr: A, nrPages: 3, known: true },
+      { vpid: 1, vaddr: A + 3 * PAGE_SIZE, nrPages: 1, known: false },
+    ];
+    src.pushVerdicts(early);
+    const f = await PageFetcher.connect({ host: src.address, port: src.port, token });
+    try {
+      const got: unknown[] = [];
+      // Frames that arrive before anyone listens are kept for the listener.
+      const page = await f.fetch(1, A, 1);
+      assert.ok(page.equals(expected(1, A, 1)));
+      f.onVerdicts((v) => got.push(v));
+      src.pushVerdicts([{ vpid: 2, vaddr: 0x1000, nrPages: 70_000, known: true }]);
+      src.pushVerdicts([]);
+      await f.fetch(1, A + PAGE_SIZE, 1);
+      assert.deepEqual(got, [early, [{ vpid: 2, vaddr: 0x1000, nrPages: 70_000, known: true }], 'end']);
+    } finally {
+      f.close();
+      await src.close();
+    }
+  });
+
+  it('withholds verdicts (test hook) and drops every connection on `drop`', async () => {
+    const src = await startPageSource({
+      host: '127.0.0.1',
+      criuDir: dir,
+      token,
+      log: nullLogger,
+      withholdVerdicts: true,
+    });
+    src.pushVerdicts([{ vpid: 1, vaddr: A, nrPages: 1, known: true }]);
+    const f = await PageFetcher.connect({ host: src.address, port: src.port, token });
+    try {
+      const got: unknown[] = [];
+      f.onVerdicts((v) => got.push(v));
+      await f.fetch(1, A, 1);
+      assert.deepEqual(got, []);
+      const lost = new Promise<GodwitError>((r) => f.onFailed(r));
+      src.drop();
+      assert.equal((await lost).code, ErrorCode.PageSourceLost);
+    } finally {
+      f.close();
+      await src.close();
+    }
+  });
+
+  it('counts the source lost when an answer is overdue', async () => {
+    // A server that takes the connection and never answers.
+    const { createServer } = await import('node:net');
+    const server = createServer(() => undefined);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const f = await PageFetcher.connect({ host: '127.0.0.1', port, token, requestTimeoutMs: 150 });
+    try {
+      const t0 = performance.now();
+      await assert.rejects(
+        f.fetch(1, A, 1),
+        (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageSourceLost,
+      );
+      assert.ok(performance.now() - t0 < 2000);
+    } finally {
+      f.close();
+      server.close();
+    }
+  });
+});

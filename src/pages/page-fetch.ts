@@ -41,6 +41,8 @@ const VERDICT_BYTES = 24;
 /** Most verdict runs in one frame. */
 const MAX_VERDICT_RUNS = 65536;
 const VERDICT_KNOWN = 1;
+/** How long a fetch may wait for its answer before the source counts as lost. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
 /** Largest request the source serves: 4 MiB of pages. */
 export const MAX_FETCH_PAGES = 1024;
 
@@ -140,6 +142,8 @@ export interface PageSource {
    * the last verdicts were sent.
    */
   pushVerdicts(runs: readonly VerdictRun[]): void;
+  /** Test hook: drops every connection and refuses new ones, as if the source died. */
+  drop(): void;
   /** Stops listening and drops connections. Idempotent. */
   close(): Promise<void>;
 }
@@ -156,6 +160,11 @@ export interface PageSourceOptions {
   log: Logger;
   /** Test hook: drop every connection once this many pages were served (a source that dies). */
   dropAfterPages?: number;
+  /**
+   * Test hook: push no verdicts (the destination fetches only what faults ask for, and keeps
+   * waiting for the rest), so that a `drop` leaves pages missing there.
+   */
+  withholdVerdicts?: boolean;
   /**
    * A `--lazy-pages` dump: the processes (virtual pid → host pid), frozen, whose memory holds the
    * pages CRIU left out of the images; they are read through /proc/PID/mem.
@@ -184,6 +193,7 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
   /** Verdict frames so far, for clients that connect later; and the clients that have them. */
   const verdictFrames: Buffer[] = [];
   const authedSockets = new Set<Socket>();
+  let dropped = false;
 
   const answer = async (
     vpid: number,
@@ -273,9 +283,10 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
       if (!authed) {
         if (buf.length < PAGE_FETCH_TOKEN_BYTES) return;
         if (!buf.subarray(0, PAGE_FETCH_TOKEN_BYTES).equals(opts.token)) return fail(protocol('wrong token'));
+        if (dropped) return fail(protocol('the source is gone (test hook)'));
         authed = true;
         authedSockets.add(sock);
-        for (const f of verdictFrames) {
+        for (const f of opts.withholdVerdicts ? [] : verdictFrames) {
           stats.bytesWire += f.length;
           sock.write(f);
         }
@@ -324,11 +335,16 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
       for (let i = 0; i === 0 || i < runs.length; i += MAX_VERDICT_RUNS) {
         const frame = encodeVerdictFrame(runs.slice(i, i + MAX_VERDICT_RUNS), compressor);
         verdictFrames.push(frame);
-        for (const s of authedSockets) {
+        for (const s of opts.withholdVerdicts ? [] : authedSockets) {
           stats.bytesWire += frame.length;
           s.write(frame);
         }
       }
+    },
+    drop() {
+      dropped = true;
+      opts.log.warn('page source: dropping connections (test hook)', {});
+      for (const s of sockets) s.destroy();
     },
     async close() {
       if (closed) return;
@@ -344,8 +360,10 @@ export async function startPageSource(opts: PageSourceOptions): Promise<PageSour
 export class PageFetcher {
   private readonly pending = new Map<
     number,
-    { resolve: (b: Buffer) => void; reject: (e: Error) => void; nrPages: number }
+    { resolve: (b: Buffer) => void; reject: (e: Error) => void; nrPages: number; at: number }
   >();
+  /** Fails the connection when an answer is overdue (a source that stalls rather than closes). */
+  private readonly watchdog: NodeJS.Timeout;
   private nextId = 1;
   private buf: Buffer = Buffer.alloc(0);
   private failure: GodwitError | undefined;
@@ -356,8 +374,29 @@ export class PageFetcher {
   /** Bytes received, headers included. */
   bytesWire = 0;
 
-  private constructor(private readonly sock: Socket) {
+  private constructor(
+    private readonly sock: Socket,
+    requestTimeoutMs: number,
+  ) {
     sock.setNoDelay(true);
+    this.watchdog = setInterval(
+      () => {
+        const now = performance.now();
+        for (const p of this.pending.values()) {
+          if (now - p.at > requestTimeoutMs) {
+            this.fail(
+              new UnavailableError(
+                ErrorCode.PageSourceLost,
+                `the page source did not answer within ${requestTimeoutMs} ms`,
+              ),
+            );
+            return;
+          }
+        }
+      },
+      Math.min(1000, requestTimeoutMs),
+    );
+    this.watchdog.unref();
     sock.on('data', (d: Buffer) => this.onData(d));
     sock.on('error', (err) =>
       this.fail(
@@ -375,6 +414,8 @@ export class PageFetcher {
     port: number;
     token: Buffer;
     timeoutMs?: number;
+    /** An answer later than this fails the connection (the source is lost). Default 15 s. */
+    requestTimeoutMs?: number;
   }): Promise<PageFetcher> {
     const sock = connect({ host: o.host, port: o.port });
     await new Promise<void>((resolve, reject) => {
@@ -399,7 +440,7 @@ export class PageFetcher {
       });
     });
     sock.write(o.token);
-    return new PageFetcher(sock);
+    return new PageFetcher(sock, o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
   }
 
   /** Calls `fn` once when the connection fails (at once if it already has). */
@@ -428,7 +469,7 @@ export class PageFetcher {
     req.writeBigUInt64LE(BigInt(vaddr), 8);
     req.writeUInt32LE(nrPages, 16);
     return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, nrPages });
+      this.pending.set(id, { resolve, reject, nrPages, at: performance.now() });
       this.sock.write(req);
     });
   }
@@ -495,6 +536,7 @@ export class PageFetcher {
   private fail(err: GodwitError): void {
     if (this.failure) return;
     this.failure = err;
+    clearInterval(this.watchdog);
     this.sock.destroy();
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();

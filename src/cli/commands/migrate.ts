@@ -25,7 +25,7 @@ export function registerMigrateCommand(
         '  cold:    stop, copy what the destination lacks, restore\n' +
         '  precopy: copy memory in rounds while it runs, then stop briefly for the rest\n' +
         '  postcopy: stop briefly, run on the destination at once, fetch memory after (on faults and in the background)\n' +
-        '  hybrid:  pre-copy rounds, then post-copy for the pages that changed since the last round',
+        '  hybrid:  pre-copy rounds, then a stop that moves no memory: the destination serves the pages unchanged since the last round from its own store, fetches the rest',
     )
     .argument('<name>', 'container name')
     .requiredOption('--to <host>', 'destination: a testbed host name or the agent ADDR:PORT')

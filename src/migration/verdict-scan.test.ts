@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PAGE_SIZE } from '../core/chunks.js';
+import { systemClock } from '../core/clock.js';
+import type { KnownPage } from '../chunks/index.js';
+import type { VerdictRun } from '../pages/page-fetch.js';
+import { scanVerdicts, type VerdictMirror } from './verdict-scan.js';
+
+const A = 0x10000000;
+const page = (n: number, v = 0): Buffer => Buffer.alloc(PAGE_SIZE, (n * 7 + v) % 251);
+
+/**
+ * A process of 64 pages at A (page n holds `page(n)`) whose mirror knows pages 0-47 with their
+ * current bytes; pages 10 and 20 were written since the last round; 48-63 were never sent.
+ */
+function fixture(): {
+  mirror: VerdictMirror & { asked: number[] };
+  read: (pid: number, buf: Buffer, vaddr: number) => number;
+} {
+  const memory = Buffer.concat(Array.from({ length: 64 }, (_, n) => page(n, n === 10 || n === 20 ? 1 : 0)));
+  const asked: number[] = [];
+  return {
+    mirror: {
+      asked,
+      knownPages(vpid: number, vaddr: number, data: Buffer): KnownPage[] {
+        assert.equal(vpid, 5);
+        const first = (vaddr - A) / PAGE_SIZE;
+        asked.push(first);
+        return Array.from({ length: data.length / PAGE_SIZE }, (_, i) => {
+          const n = first + i;
+          const same = n < 48 && data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE).equals(page(n));
+          return same ? (`sha256:${String(n).padStart(64, '0')}` as KnownPage) : undefined;
+        });
+      },
+      rewrittenPages: () => [10, 11, 12, 20].map((n) => A / PAGE_SIZE + n),
+    },
+    read: (pid, buf, vaddr) => {
+      assert.equal(pid, 500);
+      const off = vaddr - A;
+      return memory.copy(buf, 0, off, Math.min(memory.length, off + buf.length));
+    },
+  };
+}
+
+/** Expands verdict runs into one boolean per page (undefined: no verdict). */
+function perPage(runs: VerdictRun[]): (boolean | undefined)[] {
+  const out = new Array<boolean | undefined>(64);
+  for (const r of runs) {
+    for (let i = 0; i < r.nrPages; i++) {
+      const n = (r.vaddr - A) / PAGE_SIZE + i;
+      assert.equal(out[n], undefined, `page ${n} judged twice`);
+      out[n] = r.known;
+    }
+  }
+  return out;
+}
+
+describe('scanVerdicts', () => {
+  it('judges every page exactly once: known only on an exact match, rewritten pages first', async () => {
+    const { mirror, read } = fixture();
+    const frames: VerdictRun[][] = [];
+    const res = await scanVerdicts({
+      mirror,
+      processes: new Map([[5, 500]]),
+      lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
+      push: (r) => frames.push(r),
+      clock: systemClock,
+      batchPages: 16,
+      readMemory: read,
+    });
+    assert.deepEqual(frames[frames.length - 1], [], 'ends with the last-verdict frame');
+    const all = frames.flat();
+    const v = perPage(all);
+    for (let n = 0; n < 64; n++) assert.equal(v[n], n < 48 && n !== 10 && n !== 20, `page ${n}`);
+    assert.deepEqual(res, { ...res, pages: 64, known: 46, changed: 18, firstPassPages: 4 });
+    // The first frame holds the rewritten pages (10, 11, 12 and 20), before any address-order batch.
+    assert.deepEqual(
+      perPage(frames[0] as VerdictRun[]).flatMap((x, n) => (x === undefined ? [] : [n])),
+      [10, 11, 12, 20],
+    );
+    // Runs are coalesced.
+    assert.ok(all.length < 12, `${all.length} runs`);
+  });
+
+  it('judges an unreadable range changed, and stops when aborted', async () => {
+    const { mirror } = fixture();
+    const frames: VerdictRun[][] = [];
+    const res = await scanVerdicts({
+      mirror,
+      processes: new Map([[5, 500]]),
+      lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
+      push: (r) => frames.push(r),
+      clock: systemClock,
+      readMemory: () => {
+        throw new Error('EIO');
+      },
+    });
+    assert.equal(res.known, 0);
+    assert.equal(res.changed, 64);
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(
+      scanVerdicts({
+        mirror,
+        processes: new Map([[5, 500]]),
+        lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
+        push: () => undefined,
+        clock: systemClock,
+        signal: ac.signal,
+        readMemory: () => 0,
+      }),
+      /aborted/,
+    );
+  });
+});
