@@ -16,7 +16,7 @@ import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import { PAGE_SIZE, type ChunkStore, type Manifest, type ManifestStats } from '../core/chunks.js';
-import type { SnapshotOptions } from '../chunks/index.js';
+import { manifestDigests, type SnapshotOptions } from '../chunks/index.js';
 import {
   ErrorCode,
   FailedPreconditionError,
@@ -43,6 +43,7 @@ import { runPrecopyRounds, type PrecopyResult } from './precopy.js';
 import { planLazyPages } from './lazy-plan.js';
 import { readPagesLayouts } from '../memory/criu-pagemap.js';
 import { scanVerdicts, type VerdictScanResult } from './verdict-scan.js';
+import { encodeInlineState, type InlineState } from './inline-state.js';
 import { startPageSource, type PageSource } from '../pages/page-fetch.js';
 import type { RemoteRun } from '../pages/lazy-page-broker.js';
 
@@ -370,6 +371,7 @@ export class MigrationEngine {
     const pageToken = randomBytes(16);
     let verdictScan: Promise<VerdictScanResult> | undefined;
     const scanAbort = new AbortController();
+    let inline: InlineState | undefined;
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
 
     try {
@@ -542,6 +544,25 @@ export class MigrationEngine {
         async (r) => {
           fault(MigrationPhase.Transfer);
           const started = this.clock.monotonic();
+          if (held) {
+            // No memory in it: small enough to go with the restore request (no transfer session).
+            const known = new Set(precopy?.base ? manifestDigests(precopy.base.manifest) : []);
+            const source = precopy ? precopy.source(mover.store) : mover.store;
+            const enc = await encodeInlineState(snap.manifest, known, source);
+            if (enc) {
+              inline = enc.state;
+              addBytes(report, enc.rawBytes, enc.wireBytes);
+              report.bytes.logical = snap.stats.logicalBytes;
+              report.timings.finalTransferMs = Math.round(this.clock.monotonic() - started);
+              r.detail = {
+                inline: true,
+                chunks: enc.state.chunks.length,
+                rawBytes: enc.rawBytes,
+                wireBytes: enc.wireBytes,
+              };
+              return;
+            }
+          }
           const st = await mover.send({
             host: prep.transfer.host,
             port: prep.transfer.port,
@@ -588,7 +609,7 @@ export class MigrationEngine {
             };
           }
           restoreAsked = true;
-          const res = await peer.restore(report.id, name, lazy);
+          const res = await peer.restore(report.id, name, lazy, inline);
           r.detail = {
             pid: res.pid,
             restoreMs: Math.round(res.restoreMs),

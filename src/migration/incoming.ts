@@ -23,6 +23,7 @@ import { percentile, startCriuPageServer, type CriuPageServer } from '../pages/c
 import { LazyPageBroker, type PageFetchClient, type RemoteRun } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
 import { readMemoryIndex } from '../memory/memory-index.js';
+import { decodeInlineState, type InlineState } from './inline-state.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import { collectGarbage } from '../system/gc.js';
 
@@ -52,6 +53,8 @@ export interface IncomingState {
   completed(sessionId: string): Promise<Manifest | undefined>;
   /** A chunk of the local store. */
   chunk(digest: Digest): Promise<Buffer>;
+  /** Completes session `sessionId` with state that came inside a request (TransferServer.deliver). */
+  deliver(sessionId: string, manifest: Manifest, chunks: ReadonlyMap<Digest, Buffer>): Promise<void>;
   /** Writes the manifest's tree into `dir` from the local chunk store. */
   materialize(manifest: Manifest, dir: string): Promise<void>;
   /**
@@ -212,6 +215,7 @@ export class IncomingMigrations {
     id: string,
     name: string,
     lazy?: LazyRestoreRequest,
+    inline?: InlineState,
   ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
     const tIn = this.clock.monotonic();
     const record = await this.record(id);
@@ -220,6 +224,16 @@ export class IncomingMigrations {
         ErrorCode.InvalidState,
         `migration ${id} was prepared for ${record.name}, not ${name}`,
       );
+    }
+    if (inline) {
+      // The state came with the request: recorded as the migration's transfer session.
+      const { manifest, chunks } = decodeInlineState(inline);
+      await this.opts.state.deliver(id, manifest as Manifest, chunks);
+      this.opts.log.info('state delivered with the restore request', {
+        id,
+        chunks: chunks.size,
+        ms: Math.round(this.clock.monotonic() - tIn),
+      });
     }
     const manifest = await this.opts.state.completed(id);
     if (!manifest) {

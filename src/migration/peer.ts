@@ -3,6 +3,7 @@
  * API, over the agent's TCP listener. Separate from AgentClient's container calls so that
  * the engine can be tested against a fake peer.
  */
+import type { InlineState } from './inline-state.js';
 import type { AgentClient } from '../agent/client.js';
 import { array, boolean, integer, number, object, oneOf, optional, string } from '../agent/schema.js';
 import type { LazyMemoryReport } from '../core/migration.js';
@@ -76,6 +77,7 @@ export interface MigrationPeer {
     id: string,
     name: string,
     lazy?: LazyRestoreRequest,
+    state?: InlineState,
   ): Promise<{ pid: number; restoreMs: number; materializeMs: number }>;
   /**
    * Optional head start: the checkpoint's `checkpoint.json`, sent once the dump is done, lets the
@@ -108,10 +110,12 @@ export class AgentMigrationPeer implements MigrationPeer {
     id: string,
     name: string,
     lazy?: LazyRestoreRequest,
+    state?: InlineState,
   ): Promise<{ pid: number; restoreMs: number; materializeMs: number }> {
     return this.client.call('POST', `/v1/migrations/incoming/${id}/restore`, incomingRestoreResponse, {
       name,
       ...(lazy ? { lazy } : {}),
+      ...(state ? { state } : {}),
     });
   }
 

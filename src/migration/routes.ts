@@ -5,7 +5,7 @@
  */
 import type { Call, Route } from '../agent/server.js';
 import { containerName } from '../agent/api.js';
-import { API_VERSION } from '../agent/api.js';
+import { API_VERSION, MAX_BODY_BYTES } from '../agent/api.js';
 import {
   array,
   boolean,
@@ -97,7 +97,26 @@ export const incomingRestoreRequest = object({
       ),
     }),
   ),
+  /** A small final state sent with the request (inline-state.ts) instead of a transfer session. */
+  state: optional(
+    object({
+      manifest: base64(MAX_BODY_BYTES),
+      chunks: array(
+        object({
+          digest: string({ pattern: /^sha256:[0-9a-f]{64}$/, expected: 'a chunk digest' }),
+          codec: integer(0, 255),
+          size: integer(0, 16 * 1024 * 1024),
+          data: base64(MAX_BODY_BYTES),
+        }),
+        { maxItems: 100_000 },
+      ),
+    }),
+  ),
 });
+
+function base64(maxLength: number): ReturnType<typeof string> {
+  return string({ maxLength, pattern: /^[A-Za-z0-9+/=]*$/, expected: 'base64' });
+}
 
 /** The routes, given the engine (source side), the incoming handler and how to reach a peer agent. */
 export function migrationRoutes(deps: {
@@ -134,7 +153,7 @@ export function migrationRoutes(deps: {
       methods: {
         POST: async (c: Call) => {
           const b = await c.body(incomingRestoreRequest);
-          return { status: 200, json: await needIncoming().restore(first(c), b.name, b.lazy) };
+          return { status: 200, json: await needIncoming().restore(first(c), b.name, b.lazy, b.state) };
         },
       },
     },

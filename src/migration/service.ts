@@ -187,6 +187,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         const b = store.peek?.(digest);
         return b ? Promise.resolve(b) : store.get(digest);
       },
+      deliver: (sessionId, manifest, chunks) => transfer.deliver(sessionId, manifest, chunks),
       materialize: (manifest: Manifest, dir: string) => materialize(manifest, store, dir),
       materializeArriving: (manifest, dir, missing, signal) =>
         materialize(manifest, arrivals.awaiting(missing, signal), dir),

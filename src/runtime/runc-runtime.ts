@@ -445,16 +445,18 @@ export class RuncRuntime implements ContainerRuntime {
     const durationMs = this.clock.monotonic() - started;
     const ctl = sock;
     ctl.on('error', () => undefined);
-    // Frozen, the root filesystem changes are stable.
-    await this.writeCheckpointFiles(name, record, dir, {
-      leftRunning: false,
-      tcpEstablished,
-      lazyPages: true,
-      dumpLog: await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => ''),
-    });
-    // Another host may now take the container's address: this namespace is cut off until resumed.
+    // Frozen, the root filesystem changes are stable. Meanwhile (both are on the stopped path),
+    // the namespace is cut off until resumed: another host may now take the container's address.
     const net = record.spec.network;
-    if (net && this.network?.isolate) await this.network.isolate(this.netKey(name));
+    await Promise.all([
+      this.writeCheckpointFiles(name, record, dir, {
+        leftRunning: false,
+        tcpEstablished,
+        lazyPages: true,
+        dumpLog: await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => ''),
+      }),
+      net && this.network?.isolate ? this.network.isolate(this.netKey(name)) : undefined,
+    ]);
     const [imageBytes, pagesBytes] = await Promise.all([treeBytes(dir), pagesImageBytes(criuDir)]);
     this.log.info('container checkpointed, memory held', { name, dir, durationMs, imageBytes, port });
     const result: CheckpointResult = { name, dir, durationMs, imageBytes, pagesBytes, leftRunning: false };

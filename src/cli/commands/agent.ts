@@ -1,4 +1,6 @@
 /** `godwit agent`: runs the per-host daemon until SIGTERM or SIGINT. */
+import { ensureKdatCache } from '../../criu/kdat-cache.js';
+import { watchEventLoop } from '../../system/loop-watch.js';
 import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startAgent } from '../../agent/server.js';
@@ -80,7 +82,7 @@ export function registerAgentCommand(
         // Commands are spawned from a small helper started now, while this process is small:
         // forking from an agent that holds chunks in memory costs up to tens of ms per command.
         useSpawner();
-        const { state } = await ctx().localHost();
+        const { state, tools } = await ctx().localHost();
         const fileLog = new JsonFileLogger(join(state.logsDir, 'agent.log'), { pid: process.pid });
         const log: Logger = o.jsonLogs
           ? teeLogger(fileLog, new JsonStreamLogger(process.stderr, { pid: process.pid }))
@@ -121,6 +123,14 @@ export function registerAgentCommand(
             ? { transferListen: { host: listen.host, port: transferPort } }
             : {}),
           log,
+        });
+        // CRIU's kernel probes, once per boot instead of in every dump and restore (~25 ms each).
+        log.info('criu kernel-feature cache', {
+          ...(await ensureKdatCache({ criu: tools.criu, criuVersion: tools.criuVersion })),
+        });
+        // Stalls of the agent's event loop show in its log (they lengthen a migration's stop).
+        watchEventLoop(log.child({ component: 'agent' }), {
+          thresholdMs: Number(process.env['GODWIT_LOOP_WATCH_MS'] ?? 100) || 100,
         });
         const handle = await startAgent({
           routes: migration.routes,
