@@ -34,11 +34,16 @@ export interface NetworkProvider {
    * `prestage`: made ahead of a restore; the next attach of the same key, identity and lock
    * takes it as it is (without re-checking or rebuilding it). `reclaim`: when another key holds
    * the address, its namespace is removed and the address taken.
+   *
+   * `build`: only the part that touches nothing shared, made long before a restore (while the
+   * source still runs with the address): the namespace with its interface, address, MAC and
+   * lock, not on the network and without the address's lease. The next attach of the same key,
+   * identity and lock only connects it (lease, route, bridge port, announcement).
    */
   attach(
     key: string,
     net: ContainerNetwork,
-    opts?: { locked?: boolean; prestage?: boolean; reclaim?: boolean },
+    opts?: { locked?: boolean; prestage?: boolean; reclaim?: boolean; build?: boolean },
   ): Promise<string>;
   /** Removes the namespace of `key` and its interfaces. Idempotent. */
   detach(key: string): Promise<void>;

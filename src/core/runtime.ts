@@ -192,6 +192,12 @@ export interface ContainerRuntime {
    * the restore does it again. `cancelRestore` undoes it when the restore will not come.
    */
   prepareRestore?(name: string, checkpointJson: Buffer): Promise<void>;
+  /**
+   * Optional, earlier still: builds what a restore of `name` with network identity `net` needs
+   * that touches nothing shared (its namespace, locked, off the network), while the source still
+   * runs with that address. `prepareRestore` or the restore then only connects it.
+   */
+  prepareNetwork?(name: string, net: ContainerNetwork, opts: { locked: boolean }): Promise<void>;
   cancelRestore?(name: string): Promise<void>;
   /**
    * For a container restored with lazy pages: settles when its lazy-pages daemon has ended

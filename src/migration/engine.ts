@@ -379,7 +379,9 @@ export class MigrationEngine {
         MigrationPhase.Prepare,
         async () => {
           fault(MigrationPhase.Prepare);
-          return peer.prepare(report.id, name);
+          // The destination builds the container's network namespace while this one still runs.
+          const net = (await runtime.inspect(name)).network;
+          return peer.prepare(report.id, name, net ? { net, locked: true } : undefined);
         },
         enter(MigrationPhase.Prepare),
       );

@@ -18,6 +18,7 @@ import {
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { ContainerRuntime } from '../core/runtime.js';
+import type { ContainerNetwork } from '../core/network.js';
 import type { LazyMemoryReport } from '../core/migration.js';
 import { percentile, startCriuPageServer, type CriuPageServer } from '../pages/criu-page-server.js';
 import { LazyPageBroker, type PageFetchClient, type RemoteRun } from '../pages/lazy-page-broker.js';
@@ -121,6 +122,8 @@ export class IncomingMigrations {
   private readonly finished = new Set<string>();
   /** Restores prepared ahead (their network), by migration: the restore waits for it. */
   private readonly prepared = new Map<string, Promise<void>>();
+  /** Migrations whose restore has had its head start (prestage) asked for. */
+  private readonly prestaged = new Set<string>();
   /** Post-copy fills in progress or ended, by migration. */
   private readonly fills = new Map<string, LazyFill>();
 
@@ -129,7 +132,11 @@ export class IncomingMigrations {
   }
 
   /** Checks that `name` is free here and returns where to send state. */
-  async prepare(id: string, name: string): Promise<{ transfer: { host: string; port: number } }> {
+  async prepare(
+    id: string,
+    name: string,
+    network?: { net: ContainerNetwork; locked: boolean },
+  ): Promise<{ transfer: { host: string; port: number } }> {
     const exists = await this.opts.runtime.inspect(name).then(
       () => true,
       (err: unknown) => {
@@ -148,6 +155,17 @@ export class IncomingMigrations {
     }
     await mkdir(join(this.opts.dir, id), { recursive: true });
     await this.saveRecord({ id, name });
+    // The container's network namespace is built now, off the network, while the source runs:
+    // the restore's head start (prestage) then only connects it.
+    const build = this.opts.runtime.prepareNetwork;
+    if (network && build) {
+      this.prepared.set(
+        id,
+        build.call(this.opts.runtime, name, network.net, { locked: network.locked }).catch((err: unknown) => {
+          this.opts.log.warn('cannot build the network ahead', { id, name, err: String(err) });
+        }),
+      );
+    }
     this.opts.log.info('incoming migration prepared', { id, name });
     return { transfer: this.opts.transfer };
   }
@@ -201,12 +219,17 @@ export class IncomingMigrations {
 
   private prepareRestoreFrom(id: string, name: string, json: Buffer): void {
     const prepare = this.opts.runtime.prepareRestore;
-    if (!prepare || this.prepared.has(id)) return;
+    if (!prepare || this.prestaged.has(id)) return;
+    this.prestaged.add(id);
+    // After the network built at `prepare`, if any.
+    const before = this.prepared.get(id) ?? Promise.resolve();
     this.prepared.set(
       id,
-      prepare.call(this.opts.runtime, name, json).catch((err: unknown) => {
-        this.opts.log.warn('cannot prepare the restore ahead', { id, name, err: String(err) });
-      }),
+      before.then(() =>
+        prepare.call(this.opts.runtime, name, json).catch((err: unknown) => {
+          this.opts.log.warn('cannot prepare the restore ahead', { id, name, err: String(err) });
+        }),
+      ),
     );
   }
 
@@ -597,6 +620,7 @@ export class IncomingMigrations {
       this.fills.delete(id);
     }
     const record = await this.record(id).catch(() => undefined);
+    this.prestaged.delete(id);
     const prepared = this.prepared.get(id);
     if (prepared) {
       await prepared;

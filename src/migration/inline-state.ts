@@ -35,6 +35,7 @@ export async function encodeInlineState(
   const compressor = new ChunkCompressor('zstd', 1);
   const json = Buffer.from(JSON.stringify(manifest));
   let wire = Math.ceil((json.length * 4) / 3);
+  if (wire > limit) return undefined;
   let raw = 0;
   const chunks: InlineState['chunks'] = [];
   for (const d of new Set(manifestDigests(manifest))) {

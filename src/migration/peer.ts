@@ -3,6 +3,7 @@
  * API, over the agent's TCP listener. Separate from AgentClient's container calls so that
  * the engine can be tested against a fake peer.
  */
+import type { ContainerNetwork } from '../core/network.js';
 import type { InlineState } from './inline-state.js';
 import type { AgentClient } from '../agent/client.js';
 import { array, boolean, integer, number, object, oneOf, optional, string } from '../agent/schema.js';
@@ -68,7 +69,15 @@ export interface MigrationPeer {
   /** Label of the destination for reports. */
   readonly label: string;
   /** Checks the name is free there and returns the destination's transfer endpoint. */
-  prepare(id: string, name: string): Promise<{ transfer: { host: string; port: number } }>;
+  /**
+   * Reserves nothing but checks the name; with `network`, the destination builds the container's
+   * network namespace ahead (off the network) while the source still runs.
+   */
+  prepare(
+    id: string,
+    name: string,
+    network?: { net: ContainerNetwork; locked: boolean },
+  ): Promise<{ transfer: { host: string; port: number } }>;
   /**
    * Reassembles the transferred checkpoint and restores it; resolves once it runs. With `lazy`,
    * the pages listed there stayed on the source and are fetched from it after the restore.
@@ -102,8 +111,18 @@ export class AgentMigrationPeer implements MigrationPeer {
     readonly label: string,
   ) {}
 
-  prepare(id: string, name: string): Promise<{ transfer: { host: string; port: number } }> {
-    return this.client.call('POST', '/v1/migrations/incoming', prepareResponse, { id, name }, 30_000);
+  prepare(
+    id: string,
+    name: string,
+    network?: { net: ContainerNetwork; locked: boolean },
+  ): Promise<{ transfer: { host: string; port: number } }> {
+    return this.client.call(
+      'POST',
+      '/v1/migrations/incoming',
+      prepareResponse,
+      { id, name, ...(network ? { network: { ...network.net, locked: network.locked } } : {}) },
+      30_000,
+    );
   }
 
   restore(

@@ -47,7 +47,20 @@ export const migrateRequest = object({
 });
 
 /** Body of `POST /v1/migrations/incoming`. */
-export const prepareRequest = object({ id: containerName, name: containerName });
+export const prepareRequest = object({
+  id: containerName,
+  name: containerName,
+  /** The container's network identity, to build its namespace ahead (locked: TCP to restore). */
+  network: optional(
+    object({
+      ip: string({ pattern: /^\d{1,3}(\.\d{1,3}){3}$/, expected: 'an IPv4 address' }),
+      prefixLength: integer(1, 32),
+      mac: string({ pattern: /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, expected: 'a MAC address' }),
+      gateway: optional(string({ pattern: /^\d{1,3}(\.\d{1,3}){3}$/, expected: 'an IPv4 address' })),
+      locked: boolean(),
+    }),
+  ),
+});
 
 /** Body of `POST /v1/migrations/incoming/:id/prestage`: the checkpoint's checkpoint.json, base64. */
 export const prestageRequest = object({
@@ -144,7 +157,19 @@ export function migrationRoutes(deps: {
       methods: {
         POST: async (c: Call) => {
           const b = await c.body(prepareRequest);
-          return { status: 200, json: await needIncoming().prepare(b.id, b.name) };
+          const n = b.network;
+          const network = n
+            ? {
+                net: {
+                  ip: n.ip,
+                  prefixLength: n.prefixLength,
+                  mac: n.mac,
+                  ...(n.gateway !== undefined ? { gateway: n.gateway } : {}),
+                },
+                locked: n.locked,
+              }
+            : undefined;
+          return { status: 200, json: await needIncoming().prepare(b.id, b.name, network) };
         },
       },
     },

@@ -27,7 +27,7 @@ import {
   errorMessage,
 } from '../core/errors.js';
 import { nullLogger, type Logger } from '../core/logger.js';
-import type { AddressAllocator, NetworkProvider } from '../core/network.js';
+import type { AddressAllocator, ContainerNetwork, NetworkProvider } from '../core/network.js';
 import {
   ContainerStatus,
   type CheckpointOptions,
@@ -285,6 +285,17 @@ export class RuncRuntime implements ContainerRuntime {
     if (!net || !this.network) return;
     await this.network.attach(this.netKey(name), net, { locked: manifest.tcpEstablished, prestage: true });
     this.log.info('restore prepared: service network attached', {
+      name,
+      ms: Math.round(this.clock.monotonic() - t0),
+    });
+  }
+
+  async prepareNetwork(name: string, net: ContainerNetwork, opts: { locked: boolean }): Promise<void> {
+    validateName(name);
+    if (!this.network) return;
+    const t0 = this.clock.monotonic();
+    await this.network.attach(this.netKey(name), net, { locked: opts.locked, build: true });
+    this.log.info('restore prepared: service network built', {
       name,
       ms: Math.round(this.clock.monotonic() - t0),
     });

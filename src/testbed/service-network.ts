@@ -24,7 +24,16 @@ import type { AddressAllocator, ContainerNetwork, NetworkProvider } from '../cor
 import type { ServiceNetworkInfo } from '../core/testbed.js';
 import { runCommand } from '../system/exec.js';
 import { isExecutable } from '../system/tools.js';
-import { addNetns, deleteNetns, ip, linkNames, netnsExists, netnsPath, runInNetns } from './system.js';
+import {
+  addNetns,
+  deleteNetns,
+  ip,
+  ipBatch,
+  linkNames,
+  netnsExists,
+  netnsPath,
+  runInNetns,
+} from './system.js';
 import { readTestbedFile } from './testbed-file.js';
 import { CONTAINER_KEY, containerNetns, containerPort } from './topology.js';
 
@@ -105,16 +114,44 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
   async attach(
     key: string,
     net: ContainerNetwork,
-    opts: { locked?: boolean; prestage?: boolean; reclaim?: boolean } = {},
+    opts: { locked?: boolean; prestage?: boolean; reclaim?: boolean; build?: boolean } = {},
   ): Promise<string> {
     this.validate(key, net);
     const want = `${JSON.stringify(net)} locked=${Boolean(opts.locked)}`;
-    if (!opts.prestage && this.prestaged.get(key) === want) {
+    const ns = this.netnsName(key);
+    if (opts.build) {
+      // Nothing shared: no lease, not on the bridge (the source may still hold the address).
+      if (await netnsExists(ns)) await this.removeNetns(key);
+      try {
+        await this.build(key, ns, net, Boolean(opts.locked));
+      } catch (err) {
+        await this.removeNetns(key).catch(() => undefined);
+        throw err;
+      }
+      this.prestaged.set(key, `${want} built`);
+      return netnsPath(ns);
+    }
+    const prior = this.prestaged.get(key);
+    if (!opts.prestage && prior === want) {
       // Built by this process for this restore moments ago (and announced): take it as it is.
       this.prestaged.delete(key);
-      if (await netnsExists(this.netnsName(key))) return netnsPath(this.netnsName(key));
+      if (await netnsExists(ns)) return netnsPath(ns);
     }
     this.prestaged.delete(key);
+    if (prior === `${want} built` && (await netnsExists(ns))) {
+      // Built ahead: only its connection to the network is left.
+      if (opts.reclaim) await this.reclaim(key, net.ip);
+      const createdLease = await this.lease(key, net.ip);
+      try {
+        await this.connect(key, ns, net);
+      } catch (err) {
+        await this.removeNetns(key).catch(() => undefined);
+        if (createdLease) await rm(join(this.info.leaseDir, net.ip), { force: true });
+        throw err;
+      }
+      if (opts.prestage) this.prestaged.set(key, want);
+      return netnsPath(ns);
+    }
     const leases = await this.leases();
     for (const [leasedIp, holder] of leases) {
       if (holder === key && leasedIp !== net.ip) {
@@ -127,7 +164,6 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     }
     if (opts.reclaim) await this.reclaim(key, net.ip);
     const createdLease = await this.lease(key, net.ip);
-    const ns = this.netnsName(key);
     try {
       if (await netnsExists(ns)) {
         if (!opts.locked && (await this.matches(ns, net))) {
@@ -233,6 +269,13 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
   }
 
   private async create(key: string, ns: string, net: ContainerNetwork, locked: boolean): Promise<void> {
+    await this.build(key, ns, net, locked);
+    await this.connect(key, ns, net);
+    this.log.info('service network: attached', { key, netns: ns, ip: net.ip, mac: net.mac, locked });
+  }
+
+  /** The namespace, its veth (bridge side down, off the bridge), MAC, address and lock; eth0 up. */
+  private async build(key: string, ns: string, net: ContainerNetwork, locked: boolean): Promise<void> {
     const sw = this.info.bridgeNetns;
     if (!(await netnsExists(sw))) {
       throw new NotFoundError(
@@ -246,15 +289,29 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     const port = containerPort(key);
     await addNetns(ns);
     await ip(['-n', sw, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-    await ip(['-n', ns, 'link', 'set', 'eth0', 'address', net.mac]);
-    await ip(['-n', ns, 'addr', 'add', `${net.ip}/${net.prefixLength}`, 'dev', 'eth0']);
     // The lock goes in before the interface comes up, so not one packet is answered unlocked.
     if (locked) await lockLikeCriu(ns);
-    await ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
+    await ipBatch(ns, [
+      ['link', 'set', 'eth0', 'address', net.mac],
+      ['addr', 'add', `${net.ip}/${net.prefixLength}`, 'dev', 'eth0'],
+      ['link', 'set', 'eth0', 'up'],
+    ]);
+  }
+
+  /** Puts a built namespace on the network: its route, its bridge port up, a gratuitous ARP. */
+  private async connect(key: string, ns: string, net: ContainerNetwork): Promise<void> {
     if (net.gateway !== undefined) await ip(['-n', ns, 'route', 'add', 'default', 'via', net.gateway]);
-    await ip(['-n', sw, 'link', 'set', port, 'master', this.info.bridge, 'up']);
+    await ip([
+      '-n',
+      this.info.bridgeNetns,
+      'link',
+      'set',
+      containerPort(key),
+      'master',
+      this.info.bridge,
+      'up',
+    ]);
     await this.announce(ns, net.ip);
-    this.log.info('service network: attached', { key, netns: ns, ip: net.ip, mac: net.mac, locked });
   }
 
   /** Gratuitous ARP, so the bridge and neighbours learn where the address lives now. */

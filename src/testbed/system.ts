@@ -29,6 +29,12 @@ export function ip(args: readonly string[]): Promise<CommandResult> {
   return runChecked('ip', args, { timeoutMs: 15_000 });
 }
 
+/** Several `ip` commands in network namespace `netns`, run by one `ip -batch` process. */
+export function ipBatch(netns: string, commands: readonly (readonly string[])[]): Promise<CommandResult> {
+  const input = commands.map((c) => `${c.join(' ')}\n`).join('');
+  return runChecked('ip', ['-n', netns, '-batch', '-'], { timeoutMs: 15_000, input });
+}
+
 /** `tc ARGS`, throwing CommandFailed on a non-zero exit. */
 export function tc(args: readonly string[]): Promise<CommandResult> {
   return runChecked('tc', args, { timeoutMs: 15_000 });

@@ -30,7 +30,7 @@ import {
   type GodwitError,
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { applyManifestDelta, digestOf, manifestDigests, parseManifest } from '../chunks/index.js';
+import { applyManifestDelta, digestOf, parseManifest } from '../chunks/index.js';
 import { decompressChunk, MAX_CHUNK_BYTES } from './codec.js';
 import { FrameConnection } from './connection.js';
 import { protocolError } from './errors.js';
@@ -317,9 +317,35 @@ class Receiver {
     if (marker !== undefined && marker.offerDigest !== offerDigest) {
       throw sessionConflict(`transfer session ${sessionId} already completed with another manifest`);
     }
+    // Sizes as the manifest gives them (one size per digest), checked against what came.
+    const sizes = new Map<Digest, number>();
+    for (const e of parsed.entries) {
+      if (e.type !== 'file') continue;
+      for (const c of e.chunks ?? []) {
+        if (!('digest' in c)) continue;
+        const known = sizes.get(c.digest);
+        if (known !== undefined && known !== c.size) {
+          throw new InvalidArgumentError(
+            ErrorCode.ManifestInvalid,
+            `invalid manifest: chunk ${c.digest} appears with sizes ${known} and ${c.size}`,
+          );
+        }
+        sizes.set(c.digest, c.size);
+      }
+    }
+    for (const [d, data] of chunks) {
+      const size = sizes.get(d);
+      if (size === undefined || size !== data.length) {
+        throw new InvalidArgumentError(
+          ErrorCode.ManifestInvalid,
+          size === undefined
+            ? `chunk ${d} is not in the delivered manifest`
+            : `chunk ${d} has ${data.length} bytes, the manifest says ${size}`,
+        );
+      }
+    }
     for (const [d, data] of chunks) await this.store.put(d, data);
-    const wanted = [...new Set(manifestDigests(parsed))];
-    const missing = await this.store.missing(wanted);
+    const missing = await this.store.missing([...sizes.keys()]);
     if (missing.length > 0) {
       throw new FailedPreconditionError(
         ErrorCode.TransferIncomplete,
@@ -327,11 +353,13 @@ class Receiver {
       );
     }
     if (!session) {
+      this.makeRoom();
       session = new Session(sessionId, '', this.clock.monotonic());
       this.sessionMap.set(sessionId, session);
     }
     session.manifest = parsed;
     session.offerDigest = offerDigest;
+    session.sizes = sizes;
     session.chunksReceived += chunks.size;
     for (const b of chunks.values()) session.rawBytesReceived += b.length;
     // Not synced to disk: this runs while the container is stopped (four fsyncs, ~40 ms here),
