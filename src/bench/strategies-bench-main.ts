@@ -169,8 +169,9 @@ try {
           `total ${report.totalMs} ms, wire ${formatBytes(report.bytes.wire)}, rounds ${report.rounds.length} ` +
           `(${report.stopReason}), memory ${ok ? 'verified' : 'NOT verified'}` +
           (report.lazy
-            ? `; degraded ${report.lazy.degradationWindowMs} ms, ${report.lazy.pagesLocal} pages local, ` +
-              `${report.lazy.pagesRemote} remote (${report.lazy.pagesOnDemand} on faults), faults ${report.lazy.faults} ` +
+            ? `; degraded ${report.lazy.degradationWindowMs} ms, ${report.lazy.pagesRemote} pages held on the source: ` +
+              `${report.lazy.pagesFromStore ?? 0} from the store, ${report.lazy.pagesOnDemand} on faults, ` +
+              `${report.lazy.pagesPushed} pushed; faults ${report.lazy.faults} ` +
               `p50 ${report.lazy.faultWaitMs.p50} p99 ${report.lazy.faultWaitMs.p99} ms`
             : ''),
       );
@@ -304,7 +305,7 @@ interface KindSummary {
   degradationWindowMs?: Stat;
   faultP50Ms?: Stat;
   faultP99Ms?: Stat;
-  pagesLocal?: Stat;
+  pagesFromStore?: Stat;
   pagesRemote?: Stat;
   pagesOnDemand?: Stat;
   verified: number;
@@ -324,7 +325,7 @@ const summarize = (k: Kind): KindSummary => {
           degradationWindowMs: l((x) => x.degradationWindowMs ?? Number.NaN),
           faultP50Ms: l((x) => x.faultWaitMs.p50),
           faultP99Ms: l((x) => x.faultWaitMs.p99),
-          pagesLocal: l((x) => x.pagesLocal),
+          pagesFromStore: l((x) => x.pagesFromStore ?? 0),
           pagesRemote: l((x) => x.pagesRemote),
           pagesOnDemand: l((x) => x.pagesOnDemand),
         }
@@ -353,8 +354,8 @@ const rows = kinds.map((k) => {
     s.faultP50Ms && s.faultP99Ms
       ? `${formatMs(s.faultP50Ms.median)} / ${formatMs(s.faultP99Ms.median)}`
       : '-',
-    s.pagesLocal && s.pagesRemote && s.pagesOnDemand
-      ? `${s.pagesLocal.median} / ${s.pagesRemote.median} / ${s.pagesOnDemand.median}`
+    s.pagesFromStore && s.pagesRemote && s.pagesOnDemand
+      ? `${s.pagesRemote.median} / ${s.pagesFromStore.median} / ${s.pagesOnDemand.median}`
       : '-',
     `${s.verified}/${s.runs}`,
   ];
@@ -411,7 +412,7 @@ const text = [
       'ROUNDS',
       'DEGRADED',
       'FAULT P50/P99',
-      'PAGES LOCAL/REMOTE/ON FAULT',
+      'PAGES HELD/FROM STORE/ON FAULT',
       'VERIFIED',
     ],
     rows,

@@ -60,7 +60,11 @@ function formatLazy(l: LazyMemoryReport): string[] {
   const w = l.faultWaitMs;
   return [
     `memory       ${l.pagesServed} pages after the restore: ${l.pagesLocal} held here already, ` +
-      `${l.pagesRemote} left on the source (${l.pagesOnDemand} fetched on faults, ${l.pagesPushed} in the background)` +
+      `${l.pagesRemote} left on the source (` +
+      (l.pagesFromStore !== undefined
+        ? `${l.pagesFromStore} judged unchanged and served from this host's store, `
+        : '') +
+      `${l.pagesOnDemand} fetched on faults, ${l.pagesPushed} in the background)` +
       (l.outcome === 'lost'
         ? `; LOST ${l.missingPages ?? '?'} pages (${(l.missingRuns ?? [])
             .slice(0, 4)
