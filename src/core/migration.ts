@@ -177,6 +177,8 @@ export interface MigrationReport {
   phases: PhaseRecord[];
   /** Pre-copy rounds (empty for cold). */
   rounds: RoundReport[];
+  /** The strategy asked for could not run here: what ran instead (`strategy`) and why. */
+  fallback?: { from: MigrationStrategy; to: MigrationStrategy; reason: string };
   /** Why rounds stopped (a convergence rule), or `cold` when there were none. */
   stopReason?: string;
   /** The options the strategy ran with. */

@@ -156,6 +156,11 @@ export interface MigrationEngineOptions {
    * from there, instead of writing it all out while stopped. Default true when the runtime can.
    */
   holdMemory?: boolean;
+  /**
+   * Whether this host can dump memory lazily (userfaultfd). Without it, or when the destination
+   * cannot restore lazily, post-copy and hybrid fall back to pre-copy (the report says why).
+   */
+  lazyPages?: boolean;
 }
 
 /** Source-side migration orchestrator. */
@@ -385,6 +390,18 @@ export class MigrationEngine {
         },
         enter(MigrationPhase.Prepare),
       );
+      // No userfaultfd on either side: no lazy final phase; pre-copy is the closest.
+      if (isLazy(req.strategy) && (this.opts.lazyPages === false || prep.lazyPages === false)) {
+        const reason =
+          this.opts.lazyPages === false
+            ? `${this.opts.hostLabel} cannot dump memory lazily (no userfaultfd)`
+            : `${peer.label} cannot restore memory lazily (no userfaultfd)`;
+        report.fallback = { from: req.strategy, to: 'precopy', reason };
+        report.warnings.push(`${req.strategy} fell back to precopy: ${reason}`);
+        log.warn('strategy fell back', { id: report.id, from: req.strategy, to: 'precopy', reason });
+        req = { ...req, strategy: 'precopy' };
+        report.strategy = 'precopy';
+      }
 
       if (hasRounds(req.strategy)) {
         const opts = report.options ?? {};
@@ -547,10 +564,13 @@ export class MigrationEngine {
           fault(MigrationPhase.Transfer);
           const started = this.clock.monotonic();
           if (held) {
-            // No memory in it: small enough to go with the restore request (no transfer session).
-            const known = new Set(precopy?.base ? manifestDigests(precopy.base.manifest) : []);
+            // No memory in it: small enough to go with the restore request (no transfer session
+            // and its round trips). (Pre-copy's final state is small too, but its restore must
+            // first reassemble all memory, which the transfer session's early start overlaps.)
+            const base = precopy?.base;
+            const known = new Set(base ? manifestDigests(base.manifest) : []);
             const source = precopy ? precopy.source(mover.store) : mover.store;
-            const enc = await encodeInlineState(snap.manifest, known, source);
+            const enc = await encodeInlineState(snap.manifest, known, source, undefined, base);
             if (enc) {
               inline = enc.state;
               addBytes(report, enc.rawBytes, enc.wireBytes);

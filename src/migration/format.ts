@@ -25,6 +25,7 @@ export function formatMigrationReport(r: MigrationReport): string {
     v === undefined ? '' : `${label} ${formatMs(v)}`;
   const lines = [
     `migration ${r.id}: ${r.name} ${r.from} → ${r.to} (${r.strategy}): ${r.outcome.toUpperCase()}`,
+    ...(r.fallback ? [`fell back    ${r.fallback.from} → ${r.fallback.to}: ${r.fallback.reason}`] : []),
     '',
     table(['PHASE', 'START', 'TIME', 'DETAIL'], rows),
     '',
@@ -39,6 +40,7 @@ export function formatMigrationReport(r: MigrationReport): string {
       timing('final transfer', t.finalTransferMs),
       timing('materialize', t.materializeMs),
       timing('restore', t.restoreMs),
+      timing('verdict scan', t.verdictScanMs),
     ]
       .filter(Boolean)
       .join(', ')}`,

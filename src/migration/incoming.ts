@@ -55,7 +55,7 @@ export interface IncomingState {
   /** A chunk of the local store. */
   chunk(digest: Digest): Promise<Buffer>;
   /** Completes session `sessionId` with state that came inside a request (TransferServer.deliver). */
-  deliver(sessionId: string, manifest: Manifest, chunks: ReadonlyMap<Digest, Buffer>): Promise<void>;
+  deliver(sessionId: string, manifest: unknown, chunks: ReadonlyMap<Digest, Buffer>): Promise<void>;
   /** Writes the manifest's tree into `dir` from the local chunk store. */
   materialize(manifest: Manifest, dir: string): Promise<void>;
   /**
@@ -86,6 +86,8 @@ export interface IncomingOptions {
   quiet?: { hold(): () => void };
   /** Restore with lazy pages from the reassembled images (default true; falls back to plain). */
   lazyRestore?: boolean;
+  /** Whether this host can restore memory lazily (userfaultfd), as `prepare` tells the source. */
+  lazyPages?: boolean;
   /** Where checkpoints are reassembled (`<scratch>/<id>/checkpoint`); default `dir`. */
   scratchDir?: string;
   log: Logger;
@@ -136,7 +138,7 @@ export class IncomingMigrations {
     id: string,
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
-  ): Promise<{ transfer: { host: string; port: number } }> {
+  ): Promise<{ transfer: { host: string; port: number }; lazyPages: boolean }> {
     const exists = await this.opts.runtime.inspect(name).then(
       () => true,
       (err: unknown) => {
@@ -167,7 +169,7 @@ export class IncomingMigrations {
       );
     }
     this.opts.log.info('incoming migration prepared', { id, name });
-    return { transfer: this.opts.transfer };
+    return { transfer: this.opts.transfer, lazyPages: this.opts.lazyPages !== false };
   }
 
   /**
@@ -251,7 +253,7 @@ export class IncomingMigrations {
     if (inline) {
       // The state came with the request: recorded as the migration's transfer session.
       const { manifest, chunks } = decodeInlineState(inline);
-      await this.opts.state.deliver(id, manifest as Manifest, chunks);
+      await this.opts.state.deliver(id, manifest, chunks);
       this.opts.log.info('state delivered with the restore request', {
         id,
         chunks: chunks.size,

@@ -17,7 +17,11 @@ const keep = { unknownFields: 'keep' } as const;
 
 /** Answer of `POST /v1/migrations/incoming`. */
 export const prepareResponse = object(
-  { transfer: object({ host: text, port: integer(1, 65_535) }, keep), hostId: optional(text) },
+  {
+    transfer: object({ host: text, port: integer(1, 65_535) }, keep),
+    hostId: optional(text),
+    lazyPages: optional(boolean()),
+  },
   keep,
 );
 
@@ -77,7 +81,7 @@ export interface MigrationPeer {
     id: string,
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
-  ): Promise<{ transfer: { host: string; port: number } }>;
+  ): Promise<{ transfer: { host: string; port: number }; lazyPages?: boolean }>;
   /**
    * Reassembles the transferred checkpoint and restores it; resolves once it runs. With `lazy`,
    * the pages listed there stayed on the source and are fetched from it after the restore.
@@ -115,7 +119,7 @@ export class AgentMigrationPeer implements MigrationPeer {
     id: string,
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
-  ): Promise<{ transfer: { host: string; port: number } }> {
+  ): Promise<{ transfer: { host: string; port: number }; lazyPages?: boolean }> {
     return this.client.call(
       'POST',
       '/v1/migrations/incoming',

@@ -59,6 +59,8 @@ export interface MigrationServiceOptions {
   hostLabel: string;
   /** Where the transfer server listens (the host address, agent port + 1 by default); none: no incoming. */
   transferListen?: { host: string; port: number };
+  /** Whether this host can dump and restore memory lazily (userfaultfd); default true. */
+  lazyPages?: boolean;
   log: Logger;
 }
 
@@ -148,6 +150,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     ...(opts.transferListen ? { pageSourceHost: opts.transferListen.host } : {}),
     // GODWIT_HOLD_MEMORY=0: post-copy writes the whole dump out (the memory served from it).
     holdMemory: process.env['GODWIT_HOLD_MEMORY'] !== '0',
+    lazyPages: opts.lazyPages !== false,
   });
   // Migrations a killed agent left half-way are settled before this one serves anything.
   await engine.recover();
@@ -214,7 +217,8 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       transfer: { host: server.address, port: server.port },
       dir: incomingDir,
       quiet,
-      lazyRestore: process.env['GODWIT_LAZY_RESTORE'] !== '0',
+      lazyRestore: process.env['GODWIT_LAZY_RESTORE'] !== '0' && opts.lazyPages !== false,
+      lazyPages: opts.lazyPages !== false,
       ...(scratch ? { scratchDir: join(scratch, 'in') } : {}),
       log,
     });

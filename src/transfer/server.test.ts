@@ -7,7 +7,7 @@ import { MANIFEST_VERSION, type ChunkRef, type Digest, type Manifest } from '../
 import type { Clock } from '../core/clock.js';
 import { ErrorCode, GodwitError } from '../core/errors.js';
 import { nullLogger } from '../core/logger.js';
-import { digestOf, manifestDigests, MemoryChunkStore } from '../chunks/index.js';
+import { digestOf, encodeManifestDelta, manifestDigests, MemoryChunkStore } from '../chunks/index.js';
 import { sendManifest } from './client.js';
 import { encodeJsonFrame, encodeOffer, FrameType } from './frames.js';
 import { PROTOCOL_VERSION } from './messages.js';
@@ -404,6 +404,30 @@ describe('TransferServer.deliver', () => {
       assert.deepEqual(
         r.server.sessions().map((x) => [x.sessionId, x.chunks]),
         [['s-two', 1]],
+      );
+    } finally {
+      await r.server.close();
+    }
+  });
+
+  it('expands a delta against a session completed here; an unknown base is refused', async () => {
+    const r = await receiver();
+    try {
+      const [a, b, c] = [chunk(50), chunk(51), chunk(52)];
+      const base = manifestOf([[a, b]], 'base');
+      await r.server.deliver('s-base', base.manifest, base.chunks);
+      const next = manifestOf([[a, c]], 'next');
+      const delta = JSON.parse(
+        JSON.stringify(encodeManifestDelta(next.manifest, base.manifest, 's-base')),
+      ) as unknown;
+      await r.server.deliver('s-next', delta, new Map([[digestOf(c), c]]));
+      assert.deepEqual(await r.server.completed('s-next'), next.manifest);
+      const orphan = JSON.parse(
+        JSON.stringify(encodeManifestDelta(next.manifest, base.manifest, 's-gone')),
+      ) as unknown;
+      await assert.rejects(
+        r.server.deliver('s-orphan', orphan, new Map()),
+        hasCode(ErrorCode.ManifestBaseNotFound),
       );
     } finally {
       await r.server.close();

@@ -30,7 +30,7 @@ import {
   type GodwitError,
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { applyManifestDelta, digestOf, parseManifest } from '../chunks/index.js';
+import { applyManifestDelta, digestOf, isManifestDelta, parseManifest } from '../chunks/index.js';
 import { decompressChunk, MAX_CHUNK_BYTES } from './codec.js';
 import { FrameConnection } from './connection.js';
 import { protocolError } from './errors.js';
@@ -108,8 +108,9 @@ export interface TransferServer {
    * inside a request, sent without asking what is missing): each chunk is verified as it is
    * stored, every chunk of the manifest must then be in the store, and the session is recorded
    * exactly as one that arrived over the wire. Rejects a session offered another manifest.
+   * `manifest` is untrusted JSON: a manifest, or a delta against a session completed here.
    */
-  deliver(sessionId: string, manifest: Manifest, chunks: ReadonlyMap<Digest, Buffer>): Promise<void>;
+  deliver(sessionId: string, manifest: unknown, chunks: ReadonlyMap<Digest, Buffer>): Promise<void>;
   /** Stops listening, closes every connection and waits for chunk writes in flight. */
   close(): Promise<void>;
 }
@@ -305,9 +306,11 @@ class Receiver {
     }
   }
 
-  async deliver(sessionId: string, manifest: Manifest, chunks: ReadonlyMap<Digest, Buffer>): Promise<void> {
+  async deliver(sessionId: string, manifest: unknown, chunks: ReadonlyMap<Digest, Buffer>): Promise<void> {
     checkSessionId(sessionId);
-    const parsed = parseManifest(manifest, { maxChunkSize: this.maxChunkSize });
+    const parsed = isManifestDelta(manifest)
+      ? await this.expandDelta(manifest)
+      : parseManifest(manifest, { maxChunkSize: this.maxChunkSize });
     const offerDigest = createHash('sha256').update(JSON.stringify(parsed)).digest('hex');
     let session = this.sessionMap.get(sessionId);
     if (session?.offerDigest !== undefined && session.offerDigest !== offerDigest) {

@@ -92,3 +92,24 @@ describe('hybrid migration (memory-free final phase)', { skip }, () => {
     console.log(`# hybrid, source lost after commit: ${l.missingPages} pages missing, stopped on h2`);
   });
 });
+
+describe('hybrid without userfaultfd', { skip }, () => {
+  const bed = useMigrationTestbed({
+    name: `gwf${process.pid % 100000}`,
+    hosts: 2,
+    link: linkProfile('lan')!,
+    env: { GODWIT_LAZY_PAGES: '0' },
+  });
+
+  it('falls back to pre-copy and says why; memory exact', async () => {
+    await bed.start(0, 'fb', memloadServiceArgs({ mib: 16, dirtyMBps: 1, hotMiB: 4 }));
+    const r = await bed.migrate(0, 1, { name: 'fb', strategy: 'hybrid' });
+    assert.equal(r.outcome, 'committed', JSON.stringify(r.error ?? r.warnings));
+    assert.equal(r.strategy, 'precopy');
+    assert.equal(r.fallback?.from, 'hybrid');
+    assert.match(r.fallback?.reason ?? '', /userfaultfd/);
+    assert.equal(r.lazy, undefined);
+    assert.ok(r.rounds.length >= 1);
+    assert.match(await bed.verifyNow(1, 'fb'), /^verify ok/);
+  });
+});

@@ -36,6 +36,8 @@ export function useMigrationTestbed(o: {
   hosts: number;
   link: LinkSpec;
   pairLinks?: Record<string, LinkSpec>;
+  /** Environment of the testbed's agents (set while they start). */
+  env?: Record<string, string>;
 }): MigrationTestbed {
   let dir: string;
   let tb: TestbedInfo | undefined;
@@ -44,6 +46,8 @@ export function useMigrationTestbed(o: {
     // The agents inherit it: the suite's migrations may ask for injected failures.
     process.env['GODWIT_FAULT_INJECTION'] = '1';
     dir = await mkdtemp(join(tmpdir(), `godwit-${o.name}-`));
+    const saved = Object.fromEntries(Object.keys(o.env ?? {}).map((k) => [k, process.env[k]]));
+    Object.assign(process.env, o.env ?? {});
     tb = await testbedUp({
       name: o.name,
       hosts: o.hosts,
@@ -55,6 +59,10 @@ export function useMigrationTestbed(o: {
       dir,
       baseStateDir: join(dir, 'hosts'),
     });
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
     agents = tb.hosts.map((h) => new AgentClient({ socketPath: h.socket }));
   });
   after(async () => {

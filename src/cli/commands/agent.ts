@@ -1,4 +1,5 @@
 /** `godwit agent`: runs the per-host daemon until SIGTERM or SIGINT. */
+import { lazyPagesSupported } from '../../criu/features.js';
 import { ensureKdatCache } from '../../criu/kdat-cache.js';
 import { watchEventLoop } from '../../system/loop-watch.js';
 import { basename, join, resolve } from 'node:path';
@@ -115,8 +116,12 @@ export function registerAgentCommand(
           );
         }
         // Incoming migrations need a TCP endpoint for the transfer server: only with --listen.
+        // Post-copy and hybrid need userfaultfd here; without it they fall back to pre-copy.
+        const lazy = await lazyPagesSupported(tools.criu);
+        if (!lazy.ok) log.warn('lazy memory migration unavailable here', { reason: lazy.reason });
         const migration = await startMigrationService({
           runtime,
+          lazyPages: lazy.ok,
           stateRoot: state.root,
           hostLabel: o.label ?? basename(state.root),
           ...(listen && transferPort !== undefined
