@@ -290,6 +290,11 @@ export class MemoryMirror {
     return out;
   }
 
+  /** Whether chunk `d` is in the last round's manifest. */
+  holds(d: Digest): boolean {
+    return this.chunks.has(d);
+  }
+
   /**
    * The chunks of the last round's manifest as a read-only ChunkStore, in front of `fallback`
    * (for chunks this mirror does not hold).

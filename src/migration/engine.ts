@@ -16,7 +16,7 @@ import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import { PAGE_SIZE, type ChunkStore, type Manifest, type ManifestStats } from '../core/chunks.js';
-import { manifestDigests, type SnapshotOptions } from '../chunks/index.js';
+import type { SnapshotOptions } from '../chunks/index.js';
 import {
   ErrorCode,
   FailedPreconditionError,
@@ -375,6 +375,7 @@ export class MigrationEngine {
     let memoryLost = false;
     const pageToken = randomBytes(16);
     let verdictScan: Promise<VerdictScanResult> | undefined;
+    let startVerdictScan: (() => void) | undefined;
     const scanAbort = new AbortController();
     let inline: InlineState | undefined;
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
@@ -497,27 +498,31 @@ export class MigrationEngine {
           ...(req.faults?.dropPagesAfter !== undefined ? { dropAfterPages: req.faults.dropPagesAfter } : {}),
           ...(req.faults?.dropSourceAtCommit ? { withholdVerdicts: true } : {}),
         });
-        // Hybrid: judge every such page against the last round while the state crosses and the
-        // destination restores (verdict-scan.ts); off the stopped phase.
+        // Hybrid: every such page is judged against the last round (verdict-scan.ts) once the
+        // restore is asked for: while the destination restores, this host has nothing else to do
+        // (started earlier, the scan's CPU lengthened the snapshot and the stop with it).
         if (precopy?.base) {
           const source = pageSource;
-          const lazyRuns = new Map(
-            (await readPagesLayouts(join(checkpointDir, 'criu'))).map((l) => [l.vpid, l.lazyRuns]),
-          );
-          verdictScan = scanVerdicts({
-            mirror: precopy.mirror,
-            processes: h.processes,
-            lazyRuns,
-            push: (runs) => source.pushVerdicts(runs),
-            clock: this.clock,
-            signal: scanAbort.signal,
-          });
-          verdictScan.catch((err: unknown) =>
-            log.warn('verdict scan failed: the destination fetches the pages', {
-              id: report.id,
-              err: errorMessage(err),
-            }),
-          );
+          const mirror = precopy.mirror;
+          const layouts = readPagesLayouts(join(checkpointDir, 'criu'));
+          startVerdictScan = () => {
+            verdictScan = layouts.then((ls) =>
+              scanVerdicts({
+                mirror,
+                processes: h.processes,
+                lazyRuns: new Map(ls.map((l) => [l.vpid, l.lazyRuns])),
+                push: (runs) => source.pushVerdicts(runs),
+                clock: this.clock,
+                signal: scanAbort.signal,
+              }),
+            );
+            verdictScan.catch((err: unknown) =>
+              log.warn('verdict scan failed: the destination fetches the pages', {
+                id: report.id,
+                err: errorMessage(err),
+              }),
+            );
+          };
         }
       }
       // The destination may start preparing the restore (its network) while the state travels.
@@ -568,8 +573,8 @@ export class MigrationEngine {
             // and its round trips). (Pre-copy's final state is small too, but its restore must
             // first reassemble all memory, which the transfer session's early start overlaps.)
             const base = precopy?.base;
-            const known = new Set(base ? manifestDigests(base.manifest) : []);
             const source = precopy ? precopy.source(mover.store) : mover.store;
+            const known = (d: string): boolean => precopy?.sent(d) ?? false;
             const enc = await encodeInlineState(snap.manifest, known, source, undefined, base);
             if (enc) {
               inline = enc.state;
@@ -627,11 +632,13 @@ export class MigrationEngine {
             lazy = {
               source: { host: pageSource.address, port: pageSource.port, token: pageToken.toString('hex') },
               remote,
-              ...(verdictScan && precopy?.base ? { verdicts: { base: precopy.base.name } } : {}),
+              ...(startVerdictScan && precopy?.base ? { verdicts: { base: precopy.base.name } } : {}),
             };
           }
           restoreAsked = true;
-          const res = await peer.restore(report.id, name, lazy, inline);
+          const restoring = peer.restore(report.id, name, lazy, inline);
+          startVerdictScan?.();
+          const res = await restoring;
           r.detail = {
             pid: res.pid,
             restoreMs: Math.round(res.restoreMs),

@@ -29,7 +29,7 @@ export const MAX_INLINE_STATE_BYTES = 640 * 1024;
  */
 export async function encodeInlineState(
   manifest: Manifest,
-  known: ReadonlySet<Digest>,
+  known: ReadonlySet<Digest> | ((d: Digest) => boolean),
   store: Pick<ChunkStore, 'get'>,
   limit = MAX_INLINE_STATE_BYTES,
   base?: { name: string; manifest: Manifest },
@@ -43,8 +43,9 @@ export async function encodeInlineState(
   if (wire > limit) return undefined;
   let raw = 0;
   const chunks: InlineState['chunks'] = [];
+  const isKnown = typeof known === 'function' ? known : (d: Digest): boolean => known.has(d);
   for (const d of new Set(manifestDigests(manifest))) {
-    if (known.has(d)) continue;
+    if (isKnown(d)) continue;
     const data = await store.get(d);
     const enc = compressor.compress(data);
     const b64 = enc.data.toString('base64');

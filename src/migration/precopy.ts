@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import type { Clock } from '../core/clock.js';
-import { PAGE_SIZE, type ChunkStore, type Manifest } from '../core/chunks.js';
+import { PAGE_SIZE, type ChunkStore, type Digest, type Manifest } from '../core/chunks.js';
 import type { KnownPage, SnapshotOptions } from '../chunks/index.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import type { RoundReport } from '../core/migration.js';
@@ -56,6 +56,8 @@ export interface PrecopyResult {
   source(fallback: ChunkStore): ChunkStore;
   /** What the destination holds per page (the hybrid final phase's verdicts). */
   mirror: VerdictMirror;
+  /** Whether chunk `d` is in the last round's manifest (so the destination holds it). */
+  sent(d: Digest): boolean;
 }
 
 /** Runs pre-copy rounds until a convergence rule stops them. */
@@ -154,5 +156,6 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
     },
     source: (fallback) => mirror.chunkSource(fallback),
     mirror,
+    sent: (d) => mirror.holds(d),
   };
 }
