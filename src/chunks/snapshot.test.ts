@@ -137,6 +137,23 @@ describe('snapshotDirectory and materialize', () => {
     assert.equal(stats.inlineBytes, 20 + 4096 + 10 + 21);
   });
 
+  it('leaves out excluded paths and everything below them', async () => {
+    await makeTree();
+    const store = new MemoryChunkStore();
+    const all = await snapshotDirectory(src, store, { label: 'all' });
+    const some = await snapshotDirectory(src, store, { label: 'some', exclude: (rel) => rel === 'etc' });
+    const paths = some.manifest.entries.map((e) => e.path);
+    assert.ok(
+      all.manifest.entries.some((e) => e.path.startsWith('etc/')),
+      'the tree has etc/…',
+    );
+    assert.ok(!paths.some((p) => p === 'etc' || p.startsWith('etc/')), JSON.stringify(paths));
+    assert.deepEqual(
+      paths,
+      all.manifest.entries.map((e) => e.path).filter((p) => p !== 'etc' && !p.startsWith('etc/')),
+    );
+  });
+
   it('lists entries depth-first in name order, and is deterministic', async () => {
     await makeTree();
     const store = new MemoryChunkStore();

@@ -82,6 +82,8 @@ export interface SnapshotOptions {
    */
   holes?: (relPath: string) => readonly { offset: number; length: number }[] | undefined;
   /** Files up to this size are carried inline. Default 4096, at most 64 KiB. */
+  /** Paths (relative, `/`-separated) left out, with everything below them. */
+  exclude?: (relPath: string) => boolean;
   inlineMax?: number;
   /** Called with the bytes of file content processed so far (monotonic). */
   onProgress?: (bytesDone: number) => void;
@@ -142,7 +144,7 @@ function checkOptions(opts: SnapshotOptions): { chunkSize: number; inlineMax: nu
 }
 
 /** Lists the tree below `root` depth-first, siblings in byte order of their names. */
-async function walkTree(root: string): Promise<WalkItem[]> {
+async function walkTree(root: string, exclude?: (relPath: string) => boolean): Promise<WalkItem[]> {
   const out: WalkItem[] = [];
   const visit = async (absDir: string, relDir: string): Promise<void> => {
     const names = await readdir(absDir, { encoding: 'buffer' });
@@ -159,6 +161,7 @@ async function walkTree(root: string): Promise<WalkItem[]> {
       return { rel, abs, st: await lstat(abs) };
     });
     for (const item of items) {
+      if (exclude?.(item.rel)) continue;
       if (Buffer.byteLength(item.rel) > DEFAULT_MANIFEST_LIMITS.maxPathBytes) {
         throw unsupported(item.rel, `its path is longer than ${DEFAULT_MANIFEST_LIMITS.maxPathBytes} bytes`);
       }
@@ -402,7 +405,7 @@ export async function snapshotDirectory(
   if (!rootStat.isDirectory()) throw unsupported(root, 'it is not a directory');
   const createdAt = new Date((opts.clock ?? systemClock).now()).toISOString();
 
-  const items = await walkTree(root);
+  const items = await walkTree(root, opts.exclude);
   const chunker = new Chunker(
     store,
     chunkSize,

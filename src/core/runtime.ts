@@ -207,3 +207,14 @@ export interface ContainerRuntime {
   /** Everything the container has written to stdout and stderr so far. */
   logs(name: string): Promise<string>;
 }
+
+/**
+ * The layout of a checkpoint directory: the manifest godwit writes, CRIU's images, CRIU's work
+ * directory (its logs; never moved to another host) and the root filesystem changes.
+ */
+export const CHECKPOINT_FILES = {
+  manifest: 'checkpoint.json',
+  criuDir: 'criu',
+  workDir: 'work',
+  rootfsDiff: 'rootfs.tar',
+} as const;

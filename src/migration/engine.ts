@@ -34,7 +34,12 @@ import {
   type PhaseRecord,
 } from '../core/migration.js';
 import { DEFAULT_CONVERGENCE_LIMITS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_MAX_ROUNDS } from '../memory/index.js';
-import { ContainerStatus, type ContainerRuntime, type HeldCheckpoint } from '../core/runtime.js';
+import {
+  CHECKPOINT_FILES,
+  ContainerStatus,
+  type ContainerRuntime,
+  type HeldCheckpoint,
+} from '../core/runtime.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import type { MigrationPeer } from './peer.js';
 import { collectGarbage } from '../system/gc.js';
@@ -67,7 +72,11 @@ export interface StateMover {
   snapshot(
     dir: string,
     label: string,
-    opts?: { knownPages?: SnapshotOptions['knownPages']; holes?: SnapshotOptions['holes'] },
+    opts?: {
+      knownPages?: SnapshotOptions['knownPages'];
+      holes?: SnapshotOptions['holes'];
+      exclude?: SnapshotOptions['exclude'];
+    },
   ): Promise<{ manifest: Manifest; stats: ManifestStats }>;
   send(opts: {
     host: string;
@@ -546,6 +555,8 @@ export class MigrationEngine {
           const planMs = Math.round(this.clock.monotonic() - snapStart);
           if (plan) knownPages = plan.hook;
           const s = await mover.snapshot(checkpointDir, `checkpoint:${name}`, {
+            // CRIU's work directory (its logs: 0.3–0.9 MB at -v4) stays here.
+            exclude: (rel) => rel === CHECKPOINT_FILES.workDir,
             ...(knownPages ? { knownPages } : {}),
             ...(plan?.holes ? { holes: plan.holes } : {}),
           });
@@ -572,10 +583,11 @@ export class MigrationEngine {
             // No memory in it: small enough to go with the restore request (no transfer session
             // and its round trips). (Pre-copy's final state is small too, but its restore must
             // first reassemble all memory, which the transfer session's early start overlaps.)
-            const base = precopy?.base;
+            // The whole manifest (a few dozen files): a delta against the last round would cost
+            // both ends a walk over every page reference of it (~40 ms each at 1 GiB).
             const source = precopy ? precopy.source(mover.store) : mover.store;
             const known = (d: string): boolean => precopy?.sent(d) ?? false;
-            const enc = await encodeInlineState(snap.manifest, known, source, undefined, base);
+            const enc = await encodeInlineState(snap.manifest, known, source);
             if (enc) {
               inline = enc.state;
               addBytes(report, enc.rawBytes, enc.wireBytes);

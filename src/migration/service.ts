@@ -113,6 +113,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         chunkSizeFor: chunkSizeForCheckpoint,
         ...(o?.knownPages ? { knownPages: o.knownPages } : {}),
         ...(o?.holes ? { holes: o.holes } : {}),
+        ...(o?.exclude ? { exclude: o.exclude } : {}),
       }),
     send: async (o) => {
       const st = await sendManifest({

@@ -29,6 +29,7 @@ import {
 import { nullLogger, type Logger } from '../core/logger.js';
 import type { AddressAllocator, ContainerNetwork, NetworkProvider } from '../core/network.js';
 import {
+  CHECKPOINT_FILES,
   ContainerStatus,
   type CheckpointOptions,
   type CheckpointResult,
@@ -79,12 +80,7 @@ export interface RuncRuntimeOptions {
 }
 
 /** Files of a checkpoint directory. */
-export const CHECKPOINT_FILES = {
-  manifest: 'checkpoint.json',
-  criuDir: 'criu',
-  workDir: 'work',
-  rootfsDiff: 'rootfs.tar',
-} as const;
+export { CHECKPOINT_FILES } from '../core/runtime.js';
 
 /** Longest a held checkpoint may wait to be released or resumed (a post-copy fill on a slow link). */
 const HELD_CHECKPOINT_TIMEOUT_MS = 60 * 60_000;
