@@ -384,7 +384,7 @@ export class MigrationEngine {
     let memoryLost = false;
     const pageToken = randomBytes(16);
     let verdictScan: Promise<VerdictScanResult> | undefined;
-    let startVerdictScan: ((restored: Promise<unknown>) => void) | undefined;
+    let startVerdictScan: (() => void) | undefined;
     const scanAbort = new AbortController();
     let inline: InlineState | undefined;
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
@@ -514,7 +514,7 @@ export class MigrationEngine {
           const source = pageSource;
           const mirror = precopy.mirror;
           const layouts = readPagesLayouts(join(checkpointDir, 'criu'));
-          startVerdictScan = (restored: Promise<unknown>) => {
+          startVerdictScan = () => {
             verdictScan = layouts.then((ls) =>
               scanVerdicts({
                 mirror,
@@ -523,7 +523,6 @@ export class MigrationEngine {
                 push: (runs) => source.pushVerdicts(runs),
                 clock: this.clock,
                 signal: scanAbort.signal,
-                secondPassAfter: restored,
               }),
             );
             verdictScan.catch((err: unknown) =>
@@ -650,7 +649,7 @@ export class MigrationEngine {
           }
           restoreAsked = true;
           const restoring = peer.restore(report.id, name, lazy, inline);
-          startVerdictScan?.(restoring);
+          startVerdictScan?.();
           const res = await restoring;
           r.detail = {
             pid: res.pid,

@@ -35,12 +35,6 @@ export interface VerdictScanOptions {
   push(runs: VerdictRun[]): void;
   clock: Clock;
   signal?: AbortSignal;
-  /**
-   * The second pass (pages not written during the rounds) waits for this: the first pass judges
-   * what a restored process touches first; the rest need not compete for the CPU with the
-   * destination's restore (all of a testbed's hosts share the machine's cores).
-   */
-  secondPassAfter?: Promise<unknown>;
   /** Pages read at once. Default 256 (1 MiB). */
   batchPages?: number;
   /**
@@ -145,7 +139,6 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     }
     flush();
     res.firstPassMs = Math.round(o.clock.monotonic() - t0);
-    await o.secondPassAfter?.catch(() => undefined);
     // Then every other page, in address order.
     for (const [vpid, runs] of o.lazyRuns) {
       const skip = first.get(vpid);
