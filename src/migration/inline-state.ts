@@ -9,12 +9,12 @@
  */
 import type { ChunkStore, Digest, Manifest } from '../core/chunks.js';
 import { ErrorCode, InvalidArgumentError } from '../core/errors.js';
-import { encodeManifestDelta, manifestDigests } from '../chunks/index.js';
+import { manifestDigests } from '../chunks/index.js';
 import { ChunkCompressor, decompressChunk } from '../transfer/codec.js';
 
 /** The wire form (inside the restore request's JSON body). */
 export interface InlineState {
-  /** The manifest, or a delta against a session the receiver completed (`base`), JSON, base64. */
+  /** The manifest (or a delta against a session the receiver completed), JSON, base64. */
   manifest: string;
   chunks: { digest: string; codec: number; size: number; data: string }[];
 }
@@ -25,20 +25,15 @@ export const MAX_INLINE_STATE_BYTES = 640 * 1024;
 /**
  * The inline form of `manifest` with every chunk not in `known` (what the destination holds
  * for certain: the last round's chunks), or undefined when it would be larger than the limit.
- * With `base` (a session the destination completed), the manifest goes as a delta against it.
  */
 export async function encodeInlineState(
   manifest: Manifest,
   known: ReadonlySet<Digest> | ((d: Digest) => boolean),
   store: Pick<ChunkStore, 'get'>,
   limit = MAX_INLINE_STATE_BYTES,
-  base?: { name: string; manifest: Manifest },
 ): Promise<{ state: InlineState; rawBytes: number; wireBytes: number } | undefined> {
   const compressor = new ChunkCompressor('zstd', 1);
-  // Against the last pre-copy round, a 256 MiB memory image's manifest is ~14 KB instead of MBs.
-  const json = Buffer.from(
-    JSON.stringify(base ? encodeManifestDelta(manifest, base.manifest, base.name) : manifest),
-  );
+  const json = Buffer.from(JSON.stringify(manifest));
   let wire = Math.ceil((json.length * 4) / 3);
   if (wire > limit) return undefined;
   let raw = 0;

@@ -105,7 +105,7 @@ export function encodeVerdictFrame(runs: readonly VerdictRun[], compressor?: Chu
 }
 
 function decodeVerdicts(count: number, codec: number, body: Buffer): VerdictRun[] {
-  const raw = count === 0 ? body : decompressChunk(codec, body, count * VERDICT_BYTES);
+  const raw = decompressChunk(codec, body, count * VERDICT_BYTES);
   if (raw.length !== count * VERDICT_BYTES)
     throw protocol(`verdict frame of ${raw.length} bytes for ${count} runs`);
   const out: VerdictRun[] = [];

@@ -138,20 +138,8 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
       if (await netnsExists(ns)) return netnsPath(ns);
     }
     this.prestaged.delete(key);
-    if (prior === `${want} built` && (await netnsExists(ns))) {
-      // Built ahead: only its connection to the network is left.
-      if (opts.reclaim) await this.reclaim(key, net.ip);
-      const createdLease = await this.lease(key, net.ip);
-      try {
-        await this.connect(key, ns, net);
-      } catch (err) {
-        await this.removeNetns(key).catch(() => undefined);
-        if (createdLease) await rm(join(this.info.leaseDir, net.ip), { force: true });
-        throw err;
-      }
-      if (opts.prestage) this.prestaged.set(key, want);
-      return netnsPath(ns);
-    }
+    // Built ahead (`build`): only its connection to the network is left.
+    const builtAhead = prior === `${want} built` && (await netnsExists(ns));
     const leases = await this.leases();
     for (const [leasedIp, holder] of leases) {
       if (holder === key && leasedIp !== net.ip) {
@@ -165,6 +153,11 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     if (opts.reclaim) await this.reclaim(key, net.ip);
     const createdLease = await this.lease(key, net.ip);
     try {
+      if (builtAhead) {
+        await this.connect(key, ns, net);
+        if (opts.prestage) this.prestaged.set(key, want);
+        return netnsPath(ns);
+      }
       if (await netnsExists(ns)) {
         if (!opts.locked && (await this.matches(ns, net))) {
           await this.announce(ns, net.ip);

@@ -5,26 +5,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MANIFEST_VERSION, type ChunkRef, type Digest, type Manifest } from '../core/chunks.js';
 import type { Clock } from '../core/clock.js';
-import { ErrorCode, GodwitError } from '../core/errors.js';
-import { nullLogger } from '../core/logger.js';
+import { ErrorCode } from '../core/errors.js';
 import { digestOf, encodeManifestDelta, manifestDigests, MemoryChunkStore } from '../chunks/index.js';
 import { sendManifest } from './client.js';
 import { encodeJsonFrame, encodeOffer, FrameType } from './frames.js';
 import { PROTOCOL_VERSION } from './messages.js';
-import {
-  completedManifest,
-  startTransferServer,
-  type TransferServer,
-  type TransferServerOptions,
-} from './server.js';
-import { CountingStore, RawClient } from './testing.js';
-
-function hasCode(code: string): (err: unknown) => boolean {
-  return (err: unknown) => {
-    if (err instanceof GodwitError && err.code === code) return true;
-    throw err;
-  };
-}
+import { completedManifest, type TransferServerOptions } from './server.js';
+import { hasCode, RawClient, startTestReceiver } from './testing.js';
 
 /** A clock that never moves on its own: completion markers get a fixed date. */
 const FIXED_NOW = Date.UTC(2024, 0, 2, 3, 4, 5);
@@ -45,23 +32,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-let serial = 0;
-async function receiver(
-  opts: Partial<TransferServerOptions> = {},
-): Promise<{ server: TransferServer; store: CountingStore; mem: MemoryChunkStore; dataDir: string }> {
-  const mem = new MemoryChunkStore();
-  const store = new CountingStore(mem);
-  const dataDir = join(dir, `recv-${serial++}`);
-  const server = await startTransferServer({
-    store,
-    listen: { host: '127.0.0.1', port: 0 },
-    dataDir,
-    log: nullLogger,
-    idleTimeoutMs: 10_000,
-    clock: fixedClock(),
-    ...opts,
-  });
-  return { server, store, mem, dataDir };
+function receiver(opts: Partial<TransferServerOptions> = {}): ReturnType<typeof startTestReceiver> {
+  return startTestReceiver(dir, { clock: fixedClock(), ...opts });
 }
 
 /** A distinct, deterministic chunk of `size` bytes. */

@@ -320,22 +320,8 @@ class Receiver {
     if (marker !== undefined && marker.offerDigest !== offerDigest) {
       throw sessionConflict(`transfer session ${sessionId} already completed with another manifest`);
     }
-    // Sizes as the manifest gives them (one size per digest), checked against what came.
-    const sizes = new Map<Digest, number>();
-    for (const e of parsed.entries) {
-      if (e.type !== 'file') continue;
-      for (const c of e.chunks ?? []) {
-        if (!('digest' in c)) continue;
-        const known = sizes.get(c.digest);
-        if (known !== undefined && known !== c.size) {
-          throw new InvalidArgumentError(
-            ErrorCode.ManifestInvalid,
-            `invalid manifest: chunk ${c.digest} appears with sizes ${known} and ${c.size}`,
-          );
-        }
-        sizes.set(c.digest, c.size);
-      }
-    }
+    // Sizes as the manifest gives them, checked against what came.
+    const sizes = chunkSizes(parsed);
     for (const [d, data] of chunks) {
       const size = sizes.get(d);
       if (size === undefined || size !== data.length) {
@@ -548,21 +534,7 @@ class Receiver {
     }
     if (session.manifest === undefined) {
       const offered = frame.manifest ?? (await this.expandDelta(frame.delta));
-      const sizes = new Map<Digest, number>();
-      for (const e of offered.entries) {
-        if (e.type !== 'file') continue;
-        for (const c of e.chunks ?? []) {
-          if (!('digest' in c)) continue;
-          const known = sizes.get(c.digest);
-          if (known !== undefined && known !== c.size) {
-            throw new InvalidArgumentError(
-              ErrorCode.ManifestInvalid,
-              `invalid manifest: chunk ${c.digest} appears with sizes ${known} and ${c.size}`,
-            );
-          }
-          sizes.set(c.digest, c.size);
-        }
-      }
+      const sizes = chunkSizes(offered);
       session.manifest = offered;
       session.offerDigest = frame.offerDigest;
       session.sizes = sizes;
@@ -729,6 +701,26 @@ class Receiver {
     });
     return session.finalizing;
   }
+}
+
+/** Each chunk of `m` and its size; ManifestInvalid when one digest appears with two sizes. */
+function chunkSizes(m: Manifest): Map<Digest, number> {
+  const sizes = new Map<Digest, number>();
+  for (const e of m.entries) {
+    if (e.type !== 'file') continue;
+    for (const c of e.chunks ?? []) {
+      if (!('digest' in c)) continue;
+      const known = sizes.get(c.digest);
+      if (known !== undefined && known !== c.size) {
+        throw new InvalidArgumentError(
+          ErrorCode.ManifestInvalid,
+          `invalid manifest: chunk ${c.digest} appears with sizes ${known} and ${c.size}`,
+        );
+      }
+      sizes.set(c.digest, c.size);
+    }
+  }
+  return sizes;
 }
 
 /** Starts a transfer server; resolves once it listens. */

@@ -4,6 +4,7 @@
  * frame client for playing a hostile sender. Loopback only.
  */
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import {
   MANIFEST_VERSION,
   type ChunkRef,
@@ -12,8 +13,11 @@ import {
   type Manifest,
   type ManifestEntry,
 } from '../core/chunks.js';
-import { digestOf, isZero } from '../chunks/index.js';
+import { GodwitError } from '../core/errors.js';
+import { nullLogger } from '../core/logger.js';
+import { digestOf, isZero, MemoryChunkStore } from '../chunks/index.js';
 import { FrameDecoder, SENDER_ACCEPTS, type Frame } from './frames.js';
+import { startTransferServer, type TransferServer, type TransferServerOptions } from './server.js';
 
 /** A file for `buildManifest`. */
 export interface TestFile {
@@ -252,4 +256,36 @@ export class RawClient {
       }),
     ]).finally(() => clearTimeout(timer));
   }
+}
+
+/** For `assert.rejects`: the error is a GodwitError with `code` (anything else is rethrown). */
+export function hasCode(code: string): (err: unknown) => boolean {
+  return (err: unknown) => {
+    if (err instanceof GodwitError && err.code === code) return true;
+    throw err;
+  };
+}
+
+let receivers = 0;
+
+/**
+ * A transfer server on loopback over a counting in-memory store, recording its sessions in a
+ * fresh directory under `parentDir`.
+ */
+export async function startTestReceiver(
+  parentDir: string,
+  opts: Partial<TransferServerOptions> = {},
+): Promise<{ server: TransferServer; store: CountingStore; mem: MemoryChunkStore; dataDir: string }> {
+  const mem = new MemoryChunkStore();
+  const store = new CountingStore(mem);
+  const dataDir = join(parentDir, `recv-${receivers++}`);
+  const server = await startTransferServer({
+    store,
+    listen: { host: '127.0.0.1', port: 0 },
+    dataDir,
+    log: nullLogger,
+    idleTimeoutMs: 10_000,
+    ...opts,
+  });
+  return { server, store, mem, dataDir };
 }

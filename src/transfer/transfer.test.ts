@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ChunkStore, Digest, Manifest } from '../core/chunks.js';
 import { ErrorCode, GodwitError } from '../core/errors.js';
-import { nullLogger } from '../core/logger.js';
 import { digestOf, manifestDigests, MemoryChunkStore } from '../chunks/index.js';
 import { sendManifest, type SendManifestOptions } from './client.js';
 import { CodecId } from './codec.js';
@@ -23,22 +22,10 @@ import {
 } from './frames.js';
 import { PROTOCOL_VERSION } from './messages.js';
 import { mixedPages, seededRandom } from './mixed-content.js';
-import {
-  completedManifest,
-  startTransferServer,
-  type TransferServer,
-  type TransferServerOptions,
-} from './server.js';
-import { buildManifest, CountingStore, CutProxy, RawClient } from './testing.js';
+import { completedManifest, type TransferServerOptions } from './server.js';
+import { buildManifest, CountingStore, CutProxy, hasCode, RawClient, startTestReceiver } from './testing.js';
 
 const MiB = 1024 * 1024;
-
-function hasCode(code: string): (err: unknown) => boolean {
-  return (err: unknown) => {
-    if (err instanceof GodwitError && err.code === code) return true;
-    throw err;
-  };
-}
 
 let dir: string;
 before(async () => {
@@ -48,22 +35,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-let serial = 0;
-async function receiver(
-  opts: Partial<TransferServerOptions> = {},
-): Promise<{ server: TransferServer; store: CountingStore; mem: MemoryChunkStore; dataDir: string }> {
-  const mem = new MemoryChunkStore();
-  const store = new CountingStore(mem);
-  const dataDir = join(dir, `recv-${serial++}`);
-  const server = await startTransferServer({
-    store,
-    listen: { host: '127.0.0.1', port: 0 },
-    dataDir,
-    log: nullLogger,
-    idleTimeoutMs: 10_000,
-    ...opts,
-  });
-  return { server, store, mem, dataDir };
+function receiver(opts: Partial<TransferServerOptions> = {}): ReturnType<typeof startTestReceiver> {
+  return startTestReceiver(dir, opts);
 }
 
 async function source(
