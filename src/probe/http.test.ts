@@ -17,6 +17,26 @@ describe('parseTarget', () => {
     assert.deepEqual(parseTarget('http://example.test'), { host: 'example.test', port: 80, path: '/' });
     assert.deepEqual(parseTarget('http://[::1]:81/a'), { host: '::1', port: 81, path: '/a' });
   });
+  it('accepts redis URLs, port 6379 by default', () => {
+    assert.deepEqual(parseTarget('redis://10.78.0.5:6380'), {
+      host: '10.78.0.5',
+      port: 6380,
+      path: '',
+      protocol: 'redis',
+    });
+    assert.deepEqual(parseTarget('redis://cache.local/'), {
+      host: 'cache.local',
+      port: 6379,
+      path: '',
+      protocol: 'redis',
+    });
+    assert.deepEqual(parseTarget('redis://[::1]:7000'), {
+      host: '::1',
+      port: 7000,
+      path: '',
+      protocol: 'redis',
+    });
+  });
   it('rejects the rest with InvalidFlag', () => {
     for (const bad of [
       '',
@@ -26,6 +46,11 @@ describe('parseTarget', () => {
       'https://x:1/',
       'ftp://x',
       '[zz]:1',
+      'redis://x:0',
+      'redis://x:6379/1',
+      'redis://u:p@x:6379',
+      'redis://x:6379?db=1',
+      'rediss://x:6379',
     ]) {
       assert.throws(() => parseTarget(bad), { code: 'GODWIT_INVALID_FLAG' }, bad);
     }

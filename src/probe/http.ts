@@ -1,6 +1,6 @@
 /**
- * The little HTTP/1.1 a probe needs: target parsing, GET requests and an incremental response parser
- * (Content-Length, chunked, or delimited by the connection's close). Pure; no I/O.
+ * The little HTTP/1.1 a probe needs: target parsing (HTTP and Redis targets), GET requests and an
+ * incremental response parser (Content-Length, chunked, or delimited by the connection's close). Pure; no I/O.
  */
 import { isIP } from 'node:net';
 import { ErrorCode, InvalidArgumentError } from '../core/errors.js';
@@ -10,18 +10,24 @@ export interface ProbeTarget {
   /** Host name or IP address (IPv6 without brackets). */
   host: string;
   port: number;
-  /** Request target, starting with `/`. */
+  /** Request target, starting with `/`; empty for Redis. */
   path: string;
+  /** `redis` for a `redis://` target; absent for HTTP. */
+  protocol?: 'redis';
 }
+
+/** The port of a `redis://` target without one. */
+export const REDIS_DEFAULT_PORT = 6379;
 
 /**
  * Parses `host:port`, `host:port/path`, `[v6]:port` or `http://host[:port]/path` (port 80 by default for the
- * URL form). Throws InvalidFlag on anything else (https, no port in the short form, a bad port).
+ * URL form), or `redis://host[:port]` (port 6379 by default). Throws InvalidFlag on anything else (https, no
+ * port in the short form, a bad port, a Redis database or credentials).
  */
 export function parseTarget(text: string): ProbeTarget {
   const bad = (why: string): InvalidArgumentError =>
     new InvalidArgumentError(ErrorCode.InvalidFlag, `probe target ${JSON.stringify(text)}: ${why}`, {
-      hint: 'use host:port or http://host:port/path, e.g. 127.0.0.1:8080',
+      hint: 'use host:port, http://host:port/path or redis://host:port, e.g. 127.0.0.1:8080',
     });
   const trimmed = text.trim();
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed)) {
@@ -31,10 +37,20 @@ export function parseTarget(text: string): ProbeTarget {
     } catch {
       throw bad('not a URL');
     }
-    if (url.protocol !== 'http:') throw bad(`${url.protocol.slice(0, -1)} is not supported (only http)`);
+    if (url.protocol !== 'http:' && url.protocol !== 'redis:') {
+      throw bad(`${url.protocol.slice(0, -1)} is not supported (only http and redis)`);
+    }
     if (url.username || url.password) throw bad('credentials are not supported');
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
     if (host === '') throw bad('no host');
+    if (url.protocol === 'redis:') {
+      if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') {
+        throw bad('a database, path or query is not supported for redis');
+      }
+      const port = url.port === '' ? REDIS_DEFAULT_PORT : Number(url.port);
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad('port must be 1–65535');
+      return { host, port, path: '', protocol: 'redis' };
+    }
     return {
       host,
       port: url.port === '' ? 80 : Number(url.port),

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, afterEach, describe, it } from 'node:test';
-import { runProbe, type ProbeProgress } from './probe.js';
+import { describeTarget, runProbe, type ProbeProgress } from './probe.js';
+import { RespParser } from './resp.js';
 
 /**
  * A counter service on 127.0.0.1 that a test can disturb: hold every reply for a while (pause),
@@ -215,5 +216,99 @@ describe('runProbe', () => {
     await assert.rejects(runProbe({ target: 'nope', durationMs: 10 }), { code: 'GODWIT_INVALID_FLAG' });
     await assert.rejects(runProbe({ target: '127.0.0.1:1', durationMs: 0 }), { code: 'GODWIT_INVALID_FLAG' });
     await assert.rejects(runProbe({ target: '127.0.0.1:1', durationMs: 10, intervalMs: -1 }), /intervalMs/);
+  });
+});
+
+/** A Redis stand-in on 127.0.0.1: answers INCR with its counter, or with an error or garbage when told. */
+class TestRedisServer {
+  counter = 0;
+  mode: 'ok' | 'error' | 'garbage' = 'ok';
+  readonly commands: string[] = [];
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+
+  constructor() {
+    this.server = createServer((socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+      socket.on('error', () => undefined);
+      const parser = new RespParser();
+      socket.on('data', (chunk: Buffer) => {
+        for (const v of parser.push(chunk)) {
+          const words =
+            v.type === 'array' ? (v.items ?? []).map((i) => (i.type === 'bulk' ? String(i.value) : '?')) : [];
+          if (this.commands.length < 5) this.commands.push(words.join(' '));
+          if (this.mode === 'error') socket.write('-LOADING Redis is loading the dataset in memory\r\n');
+          else if (this.mode === 'garbage') socket.write('?what\r\n');
+          else socket.write(`:${++this.counter}\r\n`);
+        }
+      });
+    });
+  }
+
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return `redis://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+describe('runProbe against Redis (redis:// targets)', () => {
+  const redises: TestRedisServer[] = [];
+  const startRedis = async (): Promise<{ server: TestRedisServer; target: string }> => {
+    const server = new TestRedisServer();
+    redises.push(server);
+    return { server, target: await server.start() };
+  };
+  afterEach(async () => {
+    for (const s of redises.splice(0)) await s.stop();
+  });
+
+  it('sends INCR godwit:probe on both series and follows the integer as the counter', async () => {
+    const { server, target } = await startRedis();
+    const r = await runProbe({ target, durationMs: 400 });
+    assert.equal(r.target.protocol, 'redis');
+    assert.equal(describeTarget(r.target), `${target}`);
+    assert.deepEqual(server.commands.slice(0, 2), ['INCR godwit:probe', 'INCR godwit:probe']);
+    for (const s of [r.fresh, r.longLived]) {
+      assert.ok(s.ok > 30, `ok ${s.ok}`);
+      assert.equal(s.requests, s.ok);
+      assert.equal(s.counterResets, 0);
+      assert.ok(s.counterFirst !== null && s.counterLast !== null && s.counterLast > s.counterFirst);
+    }
+    assert.equal(r.survived, true);
+    assert.equal(r.verdict.ok, true, r.verdict.problems.join('; '));
+    assert.equal(server.counter, r.fresh.ok + r.longLived.ok);
+  });
+
+  it('detects a counter that restarts (state lost)', async () => {
+    const { server, target } = await startRedis();
+    at(200, () => (server.counter = 0));
+    const r = await runProbe({ target, durationMs: 400 });
+    assert.equal(r.fresh.counterResets, 1);
+    assert.equal(r.longLived.counterResets, 1);
+    assert.equal(r.verdict.ok, false);
+  });
+
+  it('counts error replies as errors, and a malformed reply breaks the long-lived connection', async () => {
+    const { server, target } = await startRedis();
+    at(100, () => (server.mode = 'error'));
+    at(140, () => (server.mode = 'garbage'));
+    at(240, () => (server.mode = 'ok'));
+    const r = await runProbe({ target, durationMs: 450 });
+    assert.ok(r.fresh.errors.other > 5, `fresh other ${r.fresh.errors.other}`);
+    // At most MAX_EVENTS (20) are kept: about 8 -LOADING replies come first.
+    assert.ok(r.fresh.firstErrors.some((e) => /^-LOADING/.test(e.message)));
+    assert.ok(r.longLived.firstErrors.some((e) => /^-LOADING/.test(e.message)));
+    assert.ok(r.fresh.firstErrors.some((e) => /unknown reply type/.test(e.message)));
+    assert.equal(r.longLived.survived, false);
+    assert.equal(r.longLived.breaks[0]?.kind, 'other');
+    assert.match(r.longLived.breaks[0]?.message ?? '', /unknown reply type/);
+    assert.ok(r.longLived.reconnects >= 1);
+    assert.ok((r.longLived.counterLast ?? 0) > 0, 'answers again after the garbage');
   });
 });

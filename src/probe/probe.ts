@@ -1,5 +1,5 @@
 /**
- * Service-interruption probe: measures what an HTTP client sees while a service is checkpointed,
+ * Service-interruption probe: measures what a client sees while a service is checkpointed,
  * migrated or restarted. Two series run side by side against one target:
  *
  *   fresh       a new TCP connection per request (GET, `Connection: close`), one every interval;
@@ -9,21 +9,16 @@
  * Each series has at most one request outstanding: when one is slow, the next starts when it ends.
  * Reported per series: counts by outcome, the longest gap between successful replies, latency
  * percentiles, and the continuity of the `counter N` values the service returns (godwit-counterd).
- * Timestamps come from the injected Clock; per-request timeouts run on real timers, as sockets are real.
+ * A `redis://` target gets `INCR godwit:probe` instead of the GET, and its integer reply is the counter
+ * (see protocol.ts). Timestamps come from the injected Clock; per-request timeouts run on real timers,
+ * as sockets are real.
  */
 import { Socket } from 'node:net';
 import { systemClock, type Clock } from '../core/clock.js';
 import { ErrorCode, InvalidArgumentError } from '../core/errors.js';
-import {
-  counterFromBody,
-  formatHostPort,
-  getRequest,
-  HttpProtocolError,
-  HttpResponseParser,
-  parseTarget,
-  type HttpResponse,
-  type ProbeTarget,
-} from './http.js';
+import { formatHostPort, HttpProtocolError, parseTarget, type ProbeTarget } from './http.js';
+import { protocolFor, type ProbeProtocol, type ProbeReply, type ReplyParser } from './protocol.js';
+import { RespProtocolError } from './resp.js';
 import { countDecreases, longestGap, summarizeLatency, type LatencySummary } from './stats.js';
 
 /** How a request failed: refused (ECONNREFUSED), reset (reset or closed by the peer before a complete reply), timeout, other. */
@@ -34,7 +29,7 @@ export const PROBE_ERROR_KINDS: readonly ProbeErrorKind[] = ['refused', 'reset',
 
 /** Options of `runProbe`. */
 export interface ProbeOptions {
-  /** `host:port` or `http://host:port/path`. */
+  /** `host:port`, `http://host:port/path` or `redis://host:port`. */
   target: string;
   /** Time between the starts of two requests of a series, ms; default 5. */
   intervalMs?: number;
@@ -67,7 +62,7 @@ export interface ProbeEvent {
 export interface SeriesReport {
   /** Requests started (a failed connect counts as one): ok + every error. */
   requests: number;
-  /** Requests answered with a 2xx status within the timeout. */
+  /** Requests answered with a success (a 2xx status; an integer from Redis) within the timeout. */
   ok: number;
   errors: Record<ProbeErrorKind, number>;
   /** Longest time without a successful reply, counting from the start and up to the end of the run. */
@@ -166,6 +161,7 @@ export async function runProbe(opts: ProbeOptions): Promise<ProbeReport> {
   const elapsed = (): number => clock.monotonic() - t0;
   const ctx: SeriesContext = {
     target,
+    protocol: protocolFor(target),
     intervalMs,
     timeoutMs,
     stallTimeoutMs,
@@ -253,6 +249,7 @@ export function probeVerdict(fresh: SeriesReport, longLived: LongLivedReport): P
 
 interface SeriesContext {
   target: ProbeTarget;
+  protocol: ProbeProtocol;
   intervalMs: number;
   timeoutMs: number;
   stallTimeoutMs: number;
@@ -264,7 +261,7 @@ interface SeriesContext {
 }
 
 /** Outcome of one request. */
-type Outcome = { ok: true; response: HttpResponse; latencyMs: number } | { ok: false; error: FailedRequest };
+type Outcome = { ok: true; response: ProbeReply; latencyMs: number } | { ok: false; error: FailedRequest };
 
 interface FailedRequest {
   kind: ProbeErrorKind;
@@ -281,16 +278,15 @@ class SeriesState {
   readonly firstErrors: ProbeEvent[] = [];
   private maxGapSoFar = 0;
 
-  /** A reply that ends a gap: in time (ok) or late. Non-2xx replies are errors, not replies. */
-  reply(atMs: number, response: HttpResponse): void {
+  /** A reply that ends a gap: in time (ok) or late. Replies that are not a success are errors, not replies. */
+  reply(atMs: number, response: ProbeReply): void {
     const prev = this.replyTimes[this.replyTimes.length - 1] ?? 0;
     this.maxGapSoFar = Math.max(this.maxGapSoFar, atMs - prev);
     this.replyTimes.push(atMs);
-    const counter = counterFromBody(response.body);
-    if (counter !== undefined) this.counters.push(counter);
+    if (response.counter !== undefined) this.counters.push(response.counter);
   }
 
-  success(atMs: number, response: HttpResponse, latencyMs: number): void {
+  success(atMs: number, response: ProbeReply, latencyMs: number): void {
     this.ok++;
     this.latencies.push(latencyMs);
     this.reply(atMs, response);
@@ -358,11 +354,11 @@ async function runFresh(ctx: SeriesContext, state: SeriesState): Promise<void> {
   }
 }
 
-/** Records an outcome; a non-2xx reply counts as an `other` error. */
+/** Records an outcome; a reply that is not a success (e.g. non-2xx) counts as an `other` error. */
 function record(state: SeriesState, atMs: number, outcome: Outcome): void {
   if (!outcome.ok) state.error(atMs, outcome.error);
-  else if (outcome.response.status < 200 || outcome.response.status > 299) {
-    state.error(atMs, { kind: 'other', message: `HTTP ${outcome.response.status}` });
+  else if (!outcome.response.ok) {
+    state.error(atMs, { kind: 'other', message: outcome.response.problem ?? 'not a success' });
   } else state.success(atMs, outcome.response, outcome.latencyMs);
 }
 
@@ -390,12 +386,12 @@ async function sleepUntil(ctx: SeriesContext, atMs: number): Promise<void> {
   }
 }
 
-/** One GET on a new connection, closed afterwards. Never rejects. */
+/** One request on a new connection, closed afterwards. Never rejects. */
 function freshRequest(ctx: SeriesContext): Promise<Outcome> {
   const started = ctx.elapsed();
   return new Promise((resolve) => {
     const socket = new Socket();
-    const parser = new HttpResponseParser();
+    const parser = ctx.protocol.parser();
     let settled = false;
     const settle = (outcome: Outcome): void => {
       if (settled) return;
@@ -435,7 +431,7 @@ function freshRequest(ctx: SeriesContext): Promise<Outcome> {
     });
     socket.on('close', () => fail('reset', 'closed before a reply'));
     socket.connect({ host: ctx.target.host, port: ctx.target.port }, () => {
-      socket.write(getRequest(ctx.target, false));
+      socket.write(ctx.protocol.request(false));
     });
   });
 }
@@ -473,7 +469,7 @@ async function runLongLived(ctx: SeriesContext, state: LongLivedState): Promise<
   }
 }
 
-/** One GET on the long-lived connection: ok, a failure that breaks it, or a timeout followed by a late reply. */
+/** One request on the long-lived connection: ok, a failure that breaks it, or a timeout followed by a late reply. */
 async function longLivedRequest(
   ctx: SeriesContext,
   state: LongLivedState,
@@ -481,7 +477,7 @@ async function longLivedRequest(
   deadline: number,
 ): Promise<void> {
   const start = ctx.elapsed();
-  const reply = conn.request(getRequest(ctx.target, true));
+  const reply = conn.request(ctx.protocol.request(true));
   const first = await withTimeout(reply, ctx.timeoutMs);
   if (first.kind === 'value') {
     const response = first.value;
@@ -505,7 +501,7 @@ async function longLivedRequest(
   const late = waitMs > 0 ? await withTimeout(reply, waitMs) : ({ kind: 'timeout' } as const);
   if (late.kind === 'value') {
     state.lateReplies++;
-    if (late.value.status >= 200 && late.value.status <= 299) state.reply(ctx.elapsed(), late.value);
+    if (late.value.ok) state.reply(ctx.elapsed(), late.value);
     if (late.value.closes)
       breakConn(ctx, state, conn, {
         kind: 'reset',
@@ -564,15 +560,17 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<Raced<T>> {
 class KeepAliveConnection {
   /** Set once the connection failed or was given up; no request can be sent on it then. */
   broken: FailedRequest | undefined;
-  private readonly parser = new HttpResponseParser();
-  private waiter: { resolve: (r: HttpResponse) => void; reject: (e: unknown) => void } | undefined;
+  private readonly parser: ReplyParser;
+  private waiter: { resolve: (r: ProbeReply) => void; reject: (e: unknown) => void } | undefined;
 
   private constructor(
     private readonly socket: Socket,
+    protocol: ProbeProtocol,
     private readonly onIdleBreak: (err: FailedRequest) => void,
   ) {
+    this.parser = protocol.parser();
     socket.on('data', (chunk: Buffer) => {
-      let responses: HttpResponse[];
+      let responses: ProbeReply[];
       try {
         responses = this.parser.push(chunk);
       } catch (err) {
@@ -587,7 +585,7 @@ class KeepAliveConnection {
       }
     });
     socket.on('end', () => {
-      let last: HttpResponse | undefined;
+      let last: ProbeReply | undefined;
       try {
         last = this.parser.end();
       } catch (err) {
@@ -623,13 +621,13 @@ class KeepAliveConnection {
       socket.connect({ host: ctx.target.host, port: ctx.target.port }, () => {
         clearTimeout(timer);
         socket.off('error', onError);
-        resolve(new KeepAliveConnection(socket, onIdleBreak));
+        resolve(new KeepAliveConnection(socket, ctx.protocol, onIdleBreak));
       });
     });
   }
 
   /** Sends a request; resolves with its reply, rejects when the connection fails first. */
-  request(bytes: Buffer): Promise<HttpResponse> {
+  request(bytes: Buffer): Promise<ProbeReply> {
     if (this.broken !== undefined)
       return Promise.reject(new ProbeFailure(this.broken.kind, this.broken.message));
     if (this.waiter !== undefined) return Promise.reject(new Error('internal: a request is outstanding'));
@@ -673,7 +671,9 @@ class ProbeFailure extends Error {
 /** Maps a socket or parser error to its kind. */
 function classify(err: unknown): FailedRequest {
   if (err instanceof ProbeFailure) return { kind: err.kind, message: err.message };
-  if (err instanceof HttpProtocolError) return { kind: 'other', message: err.message };
+  if (err instanceof HttpProtocolError || err instanceof RespProtocolError) {
+    return { kind: 'other', message: err.message };
+  }
   const e = err as NodeJS.ErrnoException;
   const message = err instanceof Error ? err.message : String(err);
   switch (e?.code) {
@@ -699,7 +699,8 @@ function roundLatency(s: LatencySummary | undefined): LatencySummary | null {
   return { count: s.count, p50: round(s.p50), p90: round(s.p90), p99: round(s.p99), max: round(s.max) };
 }
 
-/** `host:port/path` of a report's target, for human output. */
+/** `host:port/path` (or `redis://host:port`) of a report's target, for human output. */
 export function describeTarget(target: ProbeTarget): string {
+  if (target.protocol === 'redis') return `redis://${formatHostPort(target)}`;
   return `${formatHostPort(target)}${target.path}`;
 }

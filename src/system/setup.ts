@@ -36,6 +36,12 @@ export const REQUIRED_PACKAGES: readonly string[] = [
   'gcc',
   'libc6-dev',
   'ca-certificates',
+  // The benchmark suite (`godwit bench`): zstd for the by-hand baseline's tar stream; Redis
+  // (redis-tools carries the server binary as redis-check-rdb, without a host service) and
+  // redis-benchmark for the Redis workload; a font for the charts' PNG rendering.
+  'zstd',
+  'redis-tools',
+  'fonts-dejavu-core',
 ];
 
 /** How one step went: 'already' means nothing needed doing. */

@@ -1,4 +1,4 @@
-/** `godwit probe`: measures the service interruption an HTTP client sees (fresh and long-lived connections). */
+/** `godwit probe`: measures the service interruption an HTTP or Redis client sees (fresh and long-lived connections). */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -36,11 +36,12 @@ export function registerProbeCommand(
   program
     .command('probe')
     .description(
-      'probe an HTTP service with a new connection per request and one long-lived keep-alive connection; ' +
+      'probe an HTTP service (or Redis, with INCR, for redis:// targets) with a new connection per request and ' +
+        'one long-lived keep-alive connection; ' +
         'report the longest gap between replies, latency, counter continuity and whether the connection survived ' +
         '(exit 1 when a series got no reply, a counter went back, or the long-lived connection broke)',
     )
-    .argument('<target>', 'host:port or http://host:port/path')
+    .argument('<target>', 'host:port, http://host:port/path or redis://host:port')
     .option('--interval <duration>', 'time between two requests of each series (ms or s suffix)', '5ms')
     .option(
       '--duration <duration>',
