@@ -121,15 +121,15 @@ export function probeInNetns(opts: {
 }
 
 /** Time the probe runs before and after the measured work, so both sides of a gap are seen. */
-const PROBE_MARGIN_MS = 1500;
+export const PROBE_MARGIN_MS = 1500;
 
 /**
  * Runs `work` while `godwit probe` watches `target` from namespace `netns`: the probe starts
- * PROBE_MARGIN_MS before, and is stopped PROBE_MARGIN_MS after `work` has resolved. Resolves with
+ * `marginMs` (default PROBE_MARGIN_MS) before, and is stopped as long after `work` has resolved. Resolves with
  * what `work` returned and the probe's report; the probe is stopped when `work` throws too.
  */
 export async function probeDuring<T>(
-  opts: { bin: string; netns: string; target: string; intervalMs?: number },
+  opts: { bin: string; netns: string; target: string; intervalMs?: number; marginMs?: number },
   work: () => Promise<T>,
 ): Promise<[T, ProbeReport]> {
   const stop = new AbortController();
@@ -137,9 +137,10 @@ export async function probeDuring<T>(
   probe.catch(() => undefined);
   const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
   try {
-    await pause(PROBE_MARGIN_MS);
+    const margin = opts.marginMs ?? PROBE_MARGIN_MS;
+    await pause(margin);
     const out = await work();
-    await pause(PROBE_MARGIN_MS);
+    await pause(margin);
     stop.abort();
     return [out, await probe];
   } finally {

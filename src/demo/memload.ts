@@ -15,11 +15,13 @@ export function memloadServiceArgs(o: {
   hotMiB: number;
   seed?: number;
   port?: number;
+  /** Where the writes land: the hot set (default) or all of the memory. */
+  pattern?: 'hotset' | 'uniform';
 }): string[] {
   return [
     MEMLOAD_IN_CONTAINER,
     ...(o.seed !== undefined ? ['--seed', String(o.seed)] : []),
-    ...['--mib', String(o.mib), '--mix', '30:30:40', '--pattern', 'hotset'],
+    ...['--mib', String(o.mib), '--mix', '30:30:40', '--pattern', o.pattern ?? 'hotset'],
     ...['--hot-mib', String(o.hotMiB), '--dirty-mib-per-s', String(o.dirtyMBps), '--interval-ms', '100'],
     ...['--verify-interval-ms', '0', '--port', String(o.port ?? 8080)],
   ];
