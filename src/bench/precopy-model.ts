@@ -4,7 +4,7 @@
  * writable working set bounding what a round can find dirty. Pure arithmetic.
  *
  * Memory of M bytes is sent in rounds over a link of B bytes/s, each byte costing `wireRatio`
- * bytes on the wire (zero pages, compression). Writes land at D bytes/s, uniformly over a
+ * bytes on the wire in the first round (zero pages, compression) and `dirtyWireRatio` after. Writes land at D bytes/s, uniformly over a
  * writable set of W bytes (the whole memory for a uniform pattern, the hot set otherwise), so
  * the distinct bytes dirtied in an interval t are W · (1 − e^(−D·t/W)): D·t while small, never
  * more than W. Round 0 sends M; round k sends what round k−1's interval dirtied; a round lasts
@@ -13,8 +13,10 @@
  * in its order: the predicted final phase fits the downtime target; the rounds limit; the dirty
  * rate on the wire (an interval's dirty bytes over its length) reaches the link for
  * DIRTY_RATE_PATIENCE rounds; the pending bytes
- * no longer shrink by MIN_SHRINK for NOT_SHRINKING_PATIENCE rounds. Downtime = a fixed stop
- * cost (freeze, dump, restore: measured, not modelled) + the final transfer + one round trip.
+ * no longer shrink by MIN_SHRINK for NOT_SHRINKING_PATIENCE rounds. Every transfer (each round's
+ * and the final one) also pays a fixed cost, one RTT unless a measured one is given (on a long
+ * RTT a fresh TCP connection's slow start costs several). Downtime = a fixed stop cost (freeze,
+ * dump, restore: measured, not modelled) + the final transfer.
  */
 import {
   DEFAULT_MAX_DOWNTIME_MS,
@@ -33,8 +35,10 @@ export interface PrecopyModelInput {
   dirtyBytesPerS: number;
   /** Where the writes land: all of the memory (uniform) or the hot set. */
   writableBytes: number;
-  /** Wire bytes per memory byte sent (zero pages and compression make it < 1). */
+  /** Wire bytes per memory byte in the first round (zero pages and compression make it < 1). */
   wireRatio: number;
+  /** Wire bytes per byte of the pages rewritten since (default wireRatio): rewrites are often less compressible. */
+  dirtyWireRatio?: number;
   linkBytesPerS: number;
   rttMs: number;
   scanBytesPerS?: number;
@@ -42,6 +46,11 @@ export interface PrecopyModelInput {
   maxRounds?: number;
   /** The stop's fixed cost, independent of the bytes moved; 0 when unknown. */
   stopOverheadMs?: number;
+  /**
+   * A transfer's fixed cost, independent of its bytes (handshakes, TCP slow start on a long
+   * RTT), added to every round and to the final transfer; default one RTT.
+   */
+  roundOverheadMs?: number;
 }
 
 export type ModelStopReason = 'downtime-target' | 'max-rounds' | 'dirty-rate-exceeds-link' | 'not-shrinking';
@@ -78,7 +87,10 @@ export function predictPrecopy(input: PrecopyModelInput): PrecopyModelOutput {
   const scanMs = (M / (input.scanBytesPerS ?? MODEL_SCAN_BYTES_PER_S)) * 1000;
   const target = input.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS;
   const maxRounds = input.maxRounds ?? DEFAULT_MAX_ROUNDS;
-  const sendMs = (bytes: number): number => ((bytes * w) / B) * 1000;
+  const wd = input.dirtyWireRatio !== undefined && input.dirtyWireRatio > 0 ? input.dirtyWireRatio : w;
+  const ratio = (k: number): number => (k === 0 ? w : wd);
+  const fixedMs = input.roundOverheadMs ?? input.rttMs;
+  const sendMs = (bytes: number, k: number): number => fixedMs + ((bytes * ratio(k)) / B) * 1000;
 
   const rounds: PrecopyModelOutput['rounds'] = [];
   let bytes = M;
@@ -87,16 +99,16 @@ export function predictPrecopy(input: PrecopyModelInput): PrecopyModelOutput {
   let fastRounds = 0;
   let pending = 0;
   for (let k = 0; stopReason === undefined; k++) {
-    const durationMs = scanMs + sendMs(bytes);
-    rounds.push({ round: k, bytes, wireBytes: bytes * w, durationMs });
+    const durationMs = scanMs + sendMs(bytes, k);
+    rounds.push({ round: k, bytes, wireBytes: bytes * ratio(k), durationMs });
     const previous = pending;
     pending = dirtiedBytes(D, W, durationMs);
     if (k === 0) {
       if (maxRounds <= 1) stopReason = 'max-rounds';
-    } else if (input.rttMs + sendMs(pending) <= target) stopReason = 'downtime-target';
+    } else if (sendMs(pending, 1) <= target) stopReason = 'downtime-target';
     else if (k + 1 >= maxRounds) stopReason = 'max-rounds';
     else if (
-      (fastRounds = (pending * w * 1000) / durationMs >= B ? fastRounds + 1 : 0) >= DIRTY_RATE_PATIENCE
+      (fastRounds = (pending * wd * 1000) / durationMs >= B ? fastRounds + 1 : 0) >= DIRTY_RATE_PATIENCE
     )
       stopReason = 'dirty-rate-exceeds-link';
     else {
@@ -105,8 +117,8 @@ export function predictPrecopy(input: PrecopyModelInput): PrecopyModelOutput {
     }
     bytes = pending;
   }
-  const finalWireBytes = pending * w;
-  const finalTransferMs = input.rttMs + sendMs(pending);
+  const finalWireBytes = pending * wd;
+  const finalTransferMs = sendMs(pending, 1);
   const wireBytes = rounds.reduce((s, r) => s + r.wireBytes, 0) + finalWireBytes;
   const downtimeMs = (input.stopOverheadMs ?? 0) + finalTransferMs;
   const totalMs = rounds.reduce((s, r) => s + r.durationMs, 0) + downtimeMs;

@@ -9,6 +9,7 @@ import type { MigrationReport } from '../core/migration.js';
 import type { BaselineReport } from './baseline.js';
 import { isBaseline, type BenchKind, type WorkloadSpec } from './matrix.js';
 import { predictPrecopy, type PrecopyModelOutput } from './precopy-model.js';
+import { MEMLOAD_MIX } from '../demo/memload.js';
 
 /** The results.json schema id; bumped when a field changes meaning. */
 export const RESULTS_SCHEMA = 'godwit-bench/1';
@@ -66,8 +67,10 @@ export interface ModelRow {
     dirtyBytesPerS: number;
     writableBytes: number;
     wireRatio: number;
+    dirtyWireRatio: number;
     linkBytesPerS: number;
     rttMs: number;
+    roundOverheadMs: number;
     stopOverheadMs: number;
   };
   rounds: number;
@@ -162,7 +165,9 @@ const isGodwit = (r: BenchRun): r is BenchRun & { report: MigrationReport } =>
 
 /**
  * The model's prediction for a pre-copy kind of a cell, fed by the workload's nominal figures
- * (memload) or by what the runs' first rounds measured (other workloads), the link's profile,
+ * (memload: its dirty rate and hot set, of which only the random pages' rewrites change content)
+ * or by what the runs' rounds measured (other workloads: the dirty rate round 1 found, the
+ * compression of the rewritten pages), the first round's compression, the link's profile,
  * and the stop's fixed cost measured by cold migration in the same cell (its downtime minus its
  * transfer); undefined when no pre-copy run has a first round.
  */
@@ -182,10 +187,22 @@ export function modelRow(
   let resident = scanned;
   let dirty = 0;
   let writable = scanned;
+  // Rounds after the first: wire bytes per byte of the rewritten pages sent, as measured.
+  let dirtyWireRatio =
+    stat(
+      reports.map((r) => {
+        const later = r.rounds.slice(1);
+        const sent = later.reduce((a, x) => a + x.bytesSent, 0);
+        return sent > 0 ? later.reduce((a, x) => a + x.bytesWire, 0) / sent : undefined;
+      }),
+    )?.median ?? wireRatio;
   if (workload.type === 'memload') {
+    // memload's rewrites change content only on its random pages (MEMLOAD_MIX), incompressibly.
+    const visible = MEMLOAD_MIX.randomPct / 100;
     resident = workload.mib * MiB;
-    dirty = workload.dirtyMBps * 1e6;
-    writable = (workload.pattern === 'hotset' ? workload.hotMiB : workload.mib) * MiB;
+    dirty = workload.dirtyMBps * MiB * visible;
+    writable = (workload.pattern === 'hotset' ? workload.hotMiB : workload.mib) * MiB * visible;
+    dirtyWireRatio = 1;
   } else {
     // Round 1 found what was written during round 0.
     dirty =
@@ -207,13 +224,23 @@ export function modelRow(
             : undefined,
         ),
     )?.median ?? 0;
+  // A transfer's fixed cost: what rounds after the first took beyond their bytes at the link's rate.
+  const linkBytesPerS = (link.rateMbit * 1e6) / 8;
+  const roundOverheadMs =
+    stat(
+      reports.flatMap((r) =>
+        r.rounds.slice(1).map((x) => Math.max(0, x.transferMs - (x.bytesWire / linkBytesPerS) * 1000)),
+      ),
+    )?.median ?? 2 * link.delayMs;
   const inputs = {
     residentBytes: resident,
     dirtyBytesPerS: dirty,
     writableBytes: writable,
     wireRatio,
-    linkBytesPerS: (link.rateMbit * 1e6) / 8,
+    dirtyWireRatio,
+    linkBytesPerS,
     rttMs: 2 * link.delayMs,
+    roundOverheadMs,
     stopOverheadMs: overhead,
   };
   const p = predictPrecopy(inputs);

@@ -8,6 +8,14 @@
 /** Where godwit ships memload inside its containers. */
 export const MEMLOAD_IN_CONTAINER = '/usr/local/bin/godwit-memload';
 
+/**
+ * The service's content mix, % of pages: zero, repeated (one shared image), random. A rewrite
+ * gives a page fresh content of its own kind, so only the random pages' rewrites change their
+ * content: content-based dirty tracking sees RANDOM_PCT % of the writes, and sees them
+ * incompressible.
+ */
+export const MEMLOAD_MIX = { zeroPct: 30, repeatedPct: 30, randomPct: 40 } as const;
+
 /** The command line of that service. `seed` picks its memory content (default memload's own). */
 export function memloadServiceArgs(o: {
   mib: number;
@@ -21,7 +29,14 @@ export function memloadServiceArgs(o: {
   return [
     MEMLOAD_IN_CONTAINER,
     ...(o.seed !== undefined ? ['--seed', String(o.seed)] : []),
-    ...['--mib', String(o.mib), '--mix', '30:30:40', '--pattern', o.pattern ?? 'hotset'],
+    ...[
+      '--mib',
+      String(o.mib),
+      '--mix',
+      `${MEMLOAD_MIX.zeroPct}:${MEMLOAD_MIX.repeatedPct}:${MEMLOAD_MIX.randomPct}`,
+      '--pattern',
+      o.pattern ?? 'hotset',
+    ],
     ...['--hot-mib', String(o.hotMiB), '--dirty-mib-per-s', String(o.dirtyMBps), '--interval-ms', '100'],
     ...['--verify-interval-ms', '0', '--port', String(o.port ?? 8080)],
   ];
