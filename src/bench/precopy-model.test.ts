@@ -81,13 +81,14 @@ describe('predictPrecopy', () => {
 
   it('a transfer’s fixed cost keeps a slow link from reaching the target that its rate alone would reach', () => {
     const base = {
-      linkBytesPerS: 2.5e6,
-      rttMs: 80,
+      linkBytesPerS: 12.5e6,
+      rttMs: 20,
       residentBytes: 32 * MiB,
       dirtyBytesPerS: 1.6 * MiB,
       writableBytes: 3.2 * MiB,
       wireRatio: 0.4,
       dirtyWireRatio: 1,
+      maxRounds: 30,
     };
     assert.equal(predictPrecopy(base).stopReason, 'downtime-target');
     const slow = predictPrecopy({ ...base, roundOverheadMs: 700 });
