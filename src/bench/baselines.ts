@@ -28,7 +28,8 @@ import type { TestbedHost } from '../core/testbed.js';
 import { treeBytes } from '../runtime/index.js';
 import { which } from '../system/exec.js';
 import { defaultToolsDir, toolPaths } from '../system/tools.js';
-import type { BaselineContext, BaselineKind, BaselinePhase, BaselineReport } from './baseline.js';
+import { BaselineSteps } from './baseline-steps.js';
+import type { BaselineContext, BaselineKind, BaselineReport } from './baseline.js';
 
 /** Longest one tar stream may take (a few hundred MiB on a slow link). */
 const COPY_TIMEOUT_MS = 10 * 60_000;
@@ -237,34 +238,13 @@ export async function migrateCriuPageServer(ctx: BaselineContext): Promise<Basel
 
 // ---- one migration's bookkeeping ----
 
-/** Phases, bytes and the ending of one baseline migration. */
-class BaselineRun {
-  readonly phases: BaselinePhase[] = [];
-  wireBytes = 0;
-  logicalBytes = 0;
-  /** Start of the first step: the origin of the phases' offsets. */
-  private t0: number | undefined;
-  private checkpointAt: number | undefined;
-
+/** A baseline migration through the agents: BaselineSteps plus how it ends, committed or rolled back. */
+class BaselineRun extends BaselineSteps {
   constructor(
     private readonly ctx: BaselineContext,
-    private readonly kind: BaselineKind,
-  ) {}
-
-  /** Runs `work` as the phase `name`; the phase is recorded whether it succeeds or fails. */
-  async step<T>(name: string, work: () => Promise<T>): Promise<T> {
-    const start = systemClock.monotonic();
-    const t0 = (this.t0 ??= start);
-    if (name === 'checkpoint') this.checkpointAt = start;
-    try {
-      return await work();
-    } finally {
-      this.phases.push({
-        name,
-        startMs: Math.round(start - t0),
-        durationMs: Math.round(systemClock.monotonic() - start),
-      });
-    }
+    kind: BaselineKind,
+  ) {
+    super(kind);
   }
 
   /** The destination runs it: the source's checkpointed record goes (a failure there changes nothing). */
@@ -324,24 +304,6 @@ class BaselineRun {
         errorMessage(err) + (isGodwitError(err) && err.details.length ? `: ${err.details.join(' | ')}` : ''),
     };
     return report;
-  }
-
-  private sinceCheckpoint(): number {
-    const now = systemClock.monotonic();
-    return Math.round(now - (this.checkpointAt ?? this.t0 ?? now));
-  }
-
-  private report(outcome: BaselineReport['outcome'], downtimeMs: number): BaselineReport {
-    const last = this.phases.reduce((end, p) => Math.max(end, p.startMs + p.durationMs), 0);
-    return {
-      kind: this.kind,
-      outcome,
-      downtimeMs,
-      totalMs: last,
-      wireBytes: this.wireBytes,
-      logicalBytes: this.logicalBytes,
-      phases: this.phases,
-    };
   }
 }
 

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { isGodwitError } from '../core/errors.js';
 import { loadServiceNetwork } from '../testbed/service-network.js';
 import { registerAgentCommand } from './commands/agent.js';
+import { registerBenchCommand } from './commands/bench.js';
 import { registerMigrateCommand } from './commands/migrate.js';
 import { registerProbeCommand } from './commands/probe.js';
 import { registerTestbedCommands } from './commands/testbed.js';
@@ -54,6 +55,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerMigrateCommand(program, ctx, setExit);
   registerDemoCommand(program, ctx, setExit);
   registerProbeCommand(program, ctx, setExit);
+  registerBenchCommand(program, ctx, setExit);
   registerTestbedCommands(program, ctx, setExit);
   registerAgentCommand(program, ctx, setExit, { makeNetwork: (path) => loadServiceNetwork(path) });
   for (const cmd of program.commands) cmd.exitOverride();

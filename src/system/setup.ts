@@ -42,6 +42,7 @@ export const REQUIRED_PACKAGES: readonly string[] = [
   'zstd',
   'redis-tools',
   'fonts-dejavu-core',
+  'podman', // the Podman checkpoint/restore baseline of `godwit bench` (src/bench/podman-baseline.ts)
 ];
 
 /** How one step went: 'already' means nothing needed doing. */
