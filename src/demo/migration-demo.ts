@@ -148,7 +148,10 @@ export async function runMigrationDemo(opts: {
  * (`verify ok …` or `verify FAILED …`), or undefined when none came within `timeoutMs`.
  */
 export async function verifyMemory(
-  agent: { logs(name: string): Promise<string>; exec(name: string, args: readonly string[]): Promise<unknown> },
+  agent: {
+    logs(name: string): Promise<string>;
+    exec(name: string, args: readonly string[]): Promise<unknown>;
+  },
   name: string,
   timeoutMs = 60_000,
 ): Promise<string | undefined> {
