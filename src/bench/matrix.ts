@@ -101,7 +101,7 @@ export type MatrixName = (typeof MATRIX_NAMES)[number];
 
 /** memload's size in the quick and the full matrix, MiB. */
 export const QUICK_MIB = 16;
-export const FULL_MIB = 32;
+export const FULL_MIB = 24;
 
 /** Default repetitions: every number is a median of at least 3. */
 export const DEFAULT_REPS = 3;
@@ -111,11 +111,11 @@ const link = (name: 'lan' | 'edge' | '4g'): LinkSpec => ({ ...(LINK_PROFILES[nam
 /**
  * The named matrices.
  * - quick (≤ 10 min): memload 16 MiB at the medium rate on a hot set, on lan, edge and 4g.
- * - full (≤ 60 min): every workload on edge (idle, web, Redis, memload 32 MiB at low, medium
+ * - full (≤ 60 min): every workload on edge (idle, web, Redis, memload 24 MiB at low, medium
  *   and high rates, uniform and hot-set); on lan and 4g the web service, Redis and memload
- *   32 MiB medium hot-set.
- * Sizes are what fits the time bounds on this machine (2 cores): on 4g (20 Mbit/s) one move of
- * memload 32 MiB takes 7-18 s by the fast kinds and CRIU's page server (raw pages) ~16 s.
+ *   24 MiB medium hot-set.
+ * Sizes are what fits the time bounds on this machine (2 cores): quick (72 runs) took 7.5 min;
+ * on 4g (20 Mbit/s) one move of memload 32 MiB takes 7-18 s, CRIU's page server (raw pages) ~16 s.
  */
 export function namedMatrix(name: MatrixName, reps = DEFAULT_REPS): BenchMatrix {
   const kinds = [...BENCH_KINDS];

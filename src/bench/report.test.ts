@@ -86,7 +86,7 @@ describe('charts and files', () => {
     const charts = await buildCharts(r);
     assert.deepEqual(
       charts.map((c) => c.name),
-      ['downtime-vs-dirty-edge-hotset', 'wire-bytes', 'timeline'],
+      ['downtime-vs-dirty-edge-hotset', 'downtime', 'wire-bytes', 'timeline'],
     );
     for (const c of charts) assert.ok(isValidSvg(c.svg), c.name);
     const dir = await mkdtemp(join(tmpdir(), 'godwit-report-'));

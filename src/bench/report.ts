@@ -226,13 +226,34 @@ export async function buildCharts(r: BenchResults): Promise<ChartFile[]> {
     }
   }
   const groups = r.matrix.cells.map((c) => `${c.link.name}/${c.workload.id}`);
-  const pick = (kind: BenchKind, f: (s: Stat) => number): (number | undefined)[] =>
-    r.matrix.cells.map((c) => {
-      const s = r.summary.find(
-        (x) => x.link === c.link.name && x.workload === c.workload.id && x.kind === kind,
-      );
-      return s?.wireBytes ? f(s.wireBytes) / MB : undefined;
-    });
+  const pickOf =
+    (of: (s: CellSummary) => Stat | undefined, scale: number) =>
+    (kind: BenchKind, f: (s: Stat) => number): (number | undefined)[] =>
+      r.matrix.cells.map((c) => {
+        const s = r.summary.find(
+          (x) => x.link === c.link.name && x.workload === c.workload.id && x.kind === kind,
+        );
+        const v = s ? of(s) : undefined;
+        return v ? f(v) / scale : undefined;
+      });
+  const seconds = pickOf(downtimeOf, 1000);
+  charts.push({
+    name: 'downtime',
+    title: 'Client downtime per strategy',
+    svg: await barChart({
+      title: 'Client downtime per strategy (median, min–max)',
+      yLabel: 'downtime (s)',
+      groups,
+      series: r.matrix.kinds.map((kind) => ({
+        name: KIND_TITLES[kind],
+        values: seconds(kind, (s) => s.median),
+        mins: seconds(kind, (s) => s.min),
+        maxs: seconds(kind, (s) => s.max),
+      })),
+      valueFormat: (v) => v.toFixed(2),
+    }),
+  });
+  const pick = pickOf((s) => s.wireBytes, MB);
   charts.push({
     name: 'wire-bytes',
     title: 'Bytes on the wire per strategy',
@@ -257,8 +278,16 @@ export async function buildCharts(r: BenchResults): Promise<ChartFile[]> {
   return charts;
 }
 
-/** The run the timeline shows: the first committed hybrid with rounds, else pre-copy, else any godwit run. */
+/**
+ * The run the timeline shows: the first committed hybrid with rounds, else pre-copy, else any
+ * godwit run; on the edge link when it has one.
+ */
 export function timelineRun(runs: readonly BenchRun[]): (BenchRun & { report: MigrationReport }) | undefined {
+  const edge = runs.filter((x) => x.link === 'edge');
+  return pickTimelineRun(edge) ?? pickTimelineRun(runs);
+}
+
+function pickTimelineRun(runs: readonly BenchRun[]): (BenchRun & { report: MigrationReport }) | undefined {
   const godwit = runs.filter(
     (x): x is BenchRun & { report: MigrationReport } =>
       x.outcome === 'committed' && !isBaseline(x.kind) && x.report !== undefined && 'phases' in x.report,

@@ -43,11 +43,11 @@ import { writeReport } from './report.js';
 const run = promisify(execFile);
 
 /** How long the probe watches before and after each move, ms: both sides of the gap. */
-export const BENCH_PROBE_MARGIN_MS = 800;
+export const BENCH_PROBE_MARGIN_MS = 500;
 /** A service must be up within this long after `run`, ms. */
 const SERVICE_START_TIMEOUT_MS = 60_000;
 /** After the service is up, it runs this long before the move (memload's writes under way), ms. */
-const SETTLE_MS = 700;
+const SETTLE_MS = 400;
 
 /** Options of runBench. */
 export interface BenchOptions {

@@ -66,7 +66,10 @@ describe('godwit bench', { skip, timeout: 240_000 }, () => {
 
     const files = await readdir(out);
     const svgs = files.filter((f) => f.endsWith('.svg'));
-    assert.ok(svgs.includes('wire-bytes.svg') && svgs.includes('timeline.svg'), files.join(', '));
+    assert.ok(
+      ['downtime.svg', 'wire-bytes.svg', 'timeline.svg'].every((f) => svgs.includes(f)),
+      files.join(', '),
+    );
     assert.ok(
       svgs.some((f) => f.startsWith('downtime-vs-dirty-lan')),
       files.join(', '),
