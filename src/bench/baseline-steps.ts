@@ -4,6 +4,7 @@
  * the report it ends with.
  */
 import { systemClock } from '../core/clock.js';
+import { ErrorCode, errorMessage, isGodwitError } from '../core/errors.js';
 import type { BaselineKind, BaselinePhase, BaselineReport } from './baseline.js';
 
 /** Steps, bytes and the ending of one baseline migration. */
@@ -52,5 +53,16 @@ export class BaselineSteps {
       logicalBytes: this.logicalBytes,
       phases: this.phases,
     };
+  }
+
+  /** The report of a move that put the source back after `err`, which it names (details included). */
+  rolledBack(err: unknown, downtimeMs: number): BaselineReport {
+    const report = this.report('rolled-back', downtimeMs);
+    report.error = {
+      code: isGodwitError(err) ? err.code : ErrorCode.Internal,
+      message:
+        errorMessage(err) + (isGodwitError(err) && err.details.length ? `: ${err.details.join(' | ')}` : ''),
+    };
+    return report;
   }
 }

@@ -10,12 +10,9 @@
  * from its own checkpoint. Bytes on the wire are counted where they cross the link: by the tar
  * stream's receiver, and by a relay in front of the page server (both directions).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
-import { systemClock } from '../core/clock.js';
 import {
   ErrorCode,
   FailedPreconditionError,
@@ -30,45 +27,19 @@ import { which } from '../system/exec.js';
 import { defaultToolsDir, toolPaths } from '../system/tools.js';
 import { BaselineSteps } from './baseline-steps.js';
 import type { BaselineContext, BaselineKind, BaselineReport } from './baseline.js';
+import {
+  LISTEN_TIMEOUT_MS,
+  describeExit,
+  processFailure,
+  startInNetns,
+  streamOverLink,
+  type NetnsProcess,
+} from './link-stream.js';
 
-/** Longest one tar stream may take (a few hundred MiB on a slow link). */
-const COPY_TIMEOUT_MS = 10 * 60_000;
-/** Longest a receiver, relay or page server may take to listen. */
-const LISTEN_TIMEOUT_MS = 15_000;
 /** Longest the page server and its relay may take to end once the dump has returned. */
 const PAGE_SERVER_END_TIMEOUT_MS = 15_000;
 /** Ports tried for `criu page-server` (it takes no port 0): below Linux's ephemeral range. */
 const PAGE_SERVER_PORTS = { first: 20_000, count: 12_000, attempts: 5 } as const;
-
-/**
- * The stream's receiving end (node -e; argv: ADDRESS): accepts one connection on ADDRESS, a free
- * port, says `listening PORT` on stderr, copies the connection to stdout and says `received N`.
- */
-const RECEIVER_JS = `
-const net = require('node:net');
-let n = 0;
-const fail = (e) => { process.stderr.write('receiver: ' + e.message + '\\n'); process.exit(1); };
-const srv = net.createServer((c) => {
-  srv.close();
-  c.on('data', (d) => { n += d.length; });
-  c.on('end', () => process.stderr.write('received ' + n + '\\n'));
-  c.on('error', fail);
-  c.pipe(process.stdout);
-});
-srv.on('error', fail);
-srv.listen(0, process.argv[1], () => process.stderr.write('listening ' + srv.address().port + '\\n'));
-`;
-
-/** The sending end (argv: FROM_ADDRESS TO_ADDRESS PORT): stdin to one connection, then `sent N`. */
-const SENDER_JS = `
-const net = require('node:net');
-let n = 0;
-const s = net.connect({ host: process.argv[2], port: Number(process.argv[3]), localAddress: process.argv[1] });
-s.on('error', (e) => { process.stderr.write('sender: ' + e.message + '\\n'); process.exit(1); });
-s.on('close', (hadError) => { if (!hadError) process.stderr.write('sent ' + n + '\\n'); });
-process.stdin.on('data', (d) => { n += d.length; });
-process.stdin.pipe(s);
-`;
 
 /**
  * A byte-counting TCP relay (argv: LISTEN_ADDRESS TARGET_ADDRESS TARGET_PORT): accepts one
@@ -94,12 +65,6 @@ srv.on('error', (e) => { process.stderr.write('relay: ' + e.message + '\\n'); pr
 srv.listen(0, process.argv[1], () => process.stderr.write('listening ' + srv.address().port + '\\n'));
 `;
 
-/** Receiving side ($0 node, $1 receiver script, $2 address, $3 directory). */
-const RECEIVE_SH = 'set -o pipefail; "$0" -e "$1" "$2" | zstd -d -q -c | tar -C "$3" -xf -';
-/** Sending side ($0 directory, $1 node, $2 sender script, $3 from, $4 to, $5 port, $6… files). */
-const SEND_SH =
-  'set -o pipefail; tar -C "$0" -cf - "${@:6}" | zstd -1 -T0 -q -c | "$1" -e "$2" "$3" "$4" "$5"';
-
 /**
  * Migrates `ctx.name` from `ctx.from` to `ctx.to` the way an operator would script it: checkpoint
  * through the source agent (CRIU, established TCP connections included; the container stops),
@@ -112,7 +77,7 @@ const SEND_SH =
  * fate cannot be told (the destination does not answer), rather than risk two copies.
  */
 export async function migrateByHandTarZstd(ctx: BaselineContext): Promise<BaselineReport> {
-  await requireTools(['bash', 'tar', 'zstd', 'ip']);
+  await requireTools(['bash', 'tar', 'zstd', 'nsenter']);
   const run = new BaselineRun(ctx, 'byhand');
   const base = await mkdtemp(join(resolve(ctx.workDir), `byhand-${ctx.name}-`));
   const srcDir = join(base, `from-${ctx.from.name}`);
@@ -145,7 +110,7 @@ export async function migrateByHandTarZstd(ctx: BaselineContext): Promise<Baseli
  * UnavailableError GODWIT_CRIU_DUMP_FAILED whose message quotes CRIU's log.
  */
 export async function migrateCriuPageServer(ctx: BaselineContext): Promise<BaselineReport> {
-  await requireTools(['bash', 'tar', 'zstd', 'ip']);
+  await requireTools(['bash', 'tar', 'zstd', 'nsenter']);
   const criu = toolPaths(defaultToolsDir()).criu;
   const run = new BaselineRun(ctx, 'criu-page-server');
   const base = await mkdtemp(join(resolve(ctx.workDir), `criu-page-server-${ctx.name}-`));
@@ -173,7 +138,7 @@ export async function migrateCriuPageServer(ctx: BaselineContext): Promise<Basel
             await relay.waitFor(
               /^listening (\d+)$/m,
               LISTEN_TIMEOUT_MS,
-              `the page-server relay on ${ctx.to.name}`,
+              `the page-server relay on ${ctx.to.name} did not start listening`,
             )
           )[1],
         );
@@ -209,7 +174,7 @@ export async function migrateCriuPageServer(ctx: BaselineContext): Promise<Basel
       relay.proc.exitedWithin(PAGE_SERVER_END_TIMEOUT_MS),
     ]);
     const relayed = /^relayed (\d+) (\d+)$/m.exec(relay.proc.stderr());
-    if (!relayed) throw streamError('the page-server relay', relay.proc, rl);
+    if (!relayed) throw processFailure('the page-server relay', relay.proc, rl);
     run.wireBytes += Number(relayed[1]) + Number(relayed[2]);
     if (ps.code !== 0) {
       throw new UnavailableError(
@@ -297,13 +262,7 @@ class BaselineRun extends BaselineSteps {
         },
       );
     }
-    const report = this.report('rolled-back', this.sinceCheckpoint());
-    report.error = {
-      code: isGodwitError(err) ? err.code : ErrorCode.Internal,
-      message:
-        errorMessage(err) + (isGodwitError(err) && err.details.length ? `: ${err.details.join(' | ')}` : ''),
-    };
-    return report;
+    return this.rolledBack(err, this.sinceCheckpoint());
   }
 }
 
@@ -377,9 +336,9 @@ async function pageServerDumpError(
 // ---- the tar stream ----
 
 /**
- * Copies `files` (default: all) of `srcDir` into `dstDir` as `tar | zstd -1 -T0` over one TCP
- * connection from `from.address` to `to.address` (a free port), each end in its host's network
- * namespace, `zstd -d | tar -x` on arrival. Resolves with the stream's length on the wire.
+ * Copies `files` (default: all) of `srcDir` into `dstDir` as `tar | zstd -1 -T0` over the link
+ * from `from` to `to` (streamOverLink), `zstd -d | tar -x` on arrival. Resolves with the stream's
+ * length on the wire.
  */
 async function streamTree(
   from: TestbedHost,
@@ -389,74 +348,14 @@ async function streamTree(
   files: readonly string[] = ['.'],
 ): Promise<number> {
   await mkdir(dstDir, { recursive: true });
-  const receiver = startInNetns(to.netns, [
-    'bash',
-    '-c',
-    RECEIVE_SH,
-    process.execPath,
-    RECEIVER_JS,
-    to.address,
-    dstDir,
-  ]);
-  let sender: NetnsProcess | undefined;
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    receiver.kill();
-    sender?.kill();
-  }, COPY_TIMEOUT_MS);
-  try {
-    const port = (
-      await receiver.waitFor(/^listening (\d+)$/m, LISTEN_TIMEOUT_MS, `the receiver on ${to.name}`)
-    )[1] as string;
-    const s = startInNetns(from.netns, [
-      'bash',
-      '-c',
-      SEND_SH,
-      srcDir,
-      process.execPath,
-      SENDER_JS,
-      from.address,
-      to.address,
-      port,
-      ...files,
-    ]);
-    sender = s;
-    // One end failing ends the other: a receiver that waits for a sender that is gone waits forever.
-    void s.exited.then((e) => e.code !== 0 && receiver.kill());
-    void receiver.exited.then((e) => e.code !== 0 && s.kill());
-    const [se, re] = await Promise.all([s.exited, receiver.exited]);
-    const what = `the copy of ${srcDir} from ${from.name} to ${to.name}`;
-    if (timedOut) throw new UnavailableError(ErrorCode.Timeout, `${what} took over ${COPY_TIMEOUT_MS} ms`);
-    // The side that failed first names the cause; the other was ended for it.
-    const first =
-      se.code !== 0 && (re.code === 0 || se.at <= re.at) ? 'sender' : re.code !== 0 ? 'receiver' : undefined;
-    if (first === 'sender') throw streamError(`${what}: the sending side`, s, se);
-    if (first === 'receiver') throw streamError(`${what}: the receiving side`, receiver, re);
-    const sent = /^sent (\d+)$/m.exec(s.stderr());
-    const received = /^received (\d+)$/m.exec(receiver.stderr());
-    if (!sent || !received || sent[1] !== received[1]) {
-      throw new UnavailableError(
-        ErrorCode.TransferFailed,
-        `${what}: sent ${sent?.[1] ?? '?'} bytes, received ${received?.[1] ?? '?'}`,
-      );
-    }
-    return Number(received[1]);
-  } finally {
-    clearTimeout(timer);
-    receiver.kill();
-    sender?.kill();
-  }
-}
-
-function streamError(what: string, p: NetnsProcess, e: ProcessExit): UnavailableError {
-  const lines = p
-    .stderr()
-    .split('\n')
-    .filter((l) => l.trim() && !/^(listening|sent|received|relayed) /.test(l));
-  return new UnavailableError(ErrorCode.TransferFailed, `${what} ended with ${describeExit(e)}`, {
-    details: lines.slice(-6),
+  const { bytes } = await streamOverLink(from, to, {
+    source: 'tar -C "$1" -cf - "${@:2}" | zstd -1 -T0 -q -c',
+    sourceArgs: [srcDir, ...files],
+    sink: 'zstd -d -q -c | tar -C "$1" -xf -',
+    sinkArgs: [dstDir],
+    what: `the copy of ${srcDir}`,
   });
+  return bytes;
 }
 
 // ---- CRIU's page server ----
@@ -526,141 +425,6 @@ function stripCriuTime(line: string): string {
   return line.replace(/^\(\s*[\d.]+\)\s*/, '');
 }
 
-// ---- processes in a host's namespace ----
-
-interface ProcessExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** When it ended (monotonic ms). */
-  at: number;
-}
-
-function describeExit(e: { code: number | null; signal: NodeJS.Signals | null }): string {
-  return e.signal ? `signal ${e.signal}` : `exit status ${e.code}`;
-}
-
-/** A process started by `startInNetns`: its own process group, stderr kept. */
-interface NetnsProcess {
-  readonly exited: Promise<ProcessExit>;
-  /** Everything it has written to stderr so far. */
-  stderr(): string;
-  /**
-   * The first match of `re` in its stderr; rejects (TransferFailed, naming it `what`) when it
-   * exits first or `timeoutMs` passes.
-   */
-  waitFor(re: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray>;
-  /** With `statusFd`: true once it has written to fd 3; false when it exits or `timeoutMs` passes first. */
-  ready(timeoutMs: number): Promise<boolean>;
-  /** Its exit, or a kill and then its exit when it takes longer than `timeoutMs`. */
-  exitedWithin(timeoutMs: number): Promise<ProcessExit>;
-  /** SIGKILL to its process group, unless it has exited. */
-  kill(): void;
-}
-
-/**
- * Runs `argv` inside network namespace `netns` (`ip netns exec`, which execs it) as the leader of
- * a new process group, so that `kill` ends a whole pipeline. stdin and stdout are /dev/null.
- */
-function startInNetns(
-  netns: string,
-  argv: readonly string[],
-  opts: { statusFd?: boolean } = {},
-): NetnsProcess {
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', netns, ...argv], {
-    detached: true,
-    stdio: ['ignore', 'ignore', 'pipe', ...(opts.statusFd ? (['pipe'] as const) : [])],
-  });
-  let err = '';
-  const listeners = new Set<() => void>();
-  const changed = (): void => {
-    for (const l of [...listeners]) l();
-  };
-  child.stderr?.setEncoding('utf8').on('data', (c: string) => {
-    err += c;
-    changed();
-  });
-  let status = false;
-  const statusStream = opts.statusFd ? (child.stdio[3] as Readable | null) : null;
-  statusStream?.on('data', () => {
-    status = true;
-    changed();
-  });
-  statusStream?.on('error', () => undefined);
-  let exit: ProcessExit | undefined;
-  const exited = new Promise<ProcessExit>((res) => {
-    child.on('error', (e) => {
-      err += `${e.message}\n`;
-      exit ??= { code: 127, signal: null, at: systemClock.monotonic() };
-      res(exit);
-      changed();
-    });
-    child.on('close', (code, signal) => {
-      exit ??= { code, signal, at: systemClock.monotonic() };
-      res(exit);
-      changed();
-    });
-  });
-  const until = <T>(check: () => T | undefined, timeoutMs: number, onTimeout: () => T): Promise<T> =>
-    new Promise<T>((res) => {
-      const l = (): void => {
-        const v = check();
-        if (v === undefined) return;
-        listeners.delete(l);
-        clearTimeout(timer);
-        res(v);
-      };
-      const timer = setTimeout(() => {
-        listeners.delete(l);
-        res(onTimeout());
-      }, timeoutMs);
-      listeners.add(l);
-      l();
-    });
-  const kill = (): void => {
-    if (exit !== undefined || child.pid === undefined || child.exitCode !== null || child.signalCode !== null)
-      return;
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // gone meanwhile
-    }
-  };
-  return {
-    exited,
-    stderr: () => err,
-    async waitFor(re, timeoutMs, what) {
-      const found = await until<RegExpExecArray | Error>(
-        () => re.exec(err) ?? (exit ? new Error(`exited (${describeExit(exit)})`) : undefined),
-        timeoutMs,
-        () => new Error(`nothing after ${timeoutMs} ms`),
-      );
-      if (found instanceof Error) {
-        throw new UnavailableError(
-          ErrorCode.TransferFailed,
-          `${what} did not start listening: ${found.message}`,
-          { details: err.split('\n').filter(Boolean).slice(-6) },
-        );
-      }
-      return found;
-    },
-    ready: (timeoutMs) =>
-      until(
-        () => (status ? true : exit ? false : undefined),
-        timeoutMs,
-        () => false,
-      ),
-    async exitedWithin(timeoutMs) {
-      const timer = setTimeout(kill, timeoutMs);
-      try {
-        return await exited;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-    kill,
-  };
-}
-
 // ---- small helpers ----
 
 /** Fails with ToolMissing unless every tool is in PATH. */
@@ -669,7 +433,7 @@ async function requireTools(names: readonly string[]): Promise<void> {
   for (const n of names) if ((await which(n)) === undefined) missing.push(n);
   if (missing.length > 0) {
     throw new FailedPreconditionError(ErrorCode.ToolMissing, `the baselines need ${missing.join(', ')}`, {
-      hint: `apt-get install ${missing.map((m) => (m === 'ip' ? 'iproute2' : m)).join(' ')}`,
+      hint: `apt-get install ${missing.map((m) => (m === 'nsenter' ? 'util-linux' : m)).join(' ')}`,
     });
   }
 }

@@ -35,10 +35,9 @@
  * by the checkpoint and killed after the dump, no pre-copy, the archive written whole before it is
  * copied and copied whole before the restore starts.
  */
-import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { constants, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   AlreadyExistsError,
@@ -57,9 +56,9 @@ import { ImageStore } from '../runtime/image-store.js';
 import { runChecked, runCommand, which, type CommandResult } from '../system/exec.js';
 import { loadTools, type Tools } from '../system/tools.js';
 import { ServiceNetwork } from '../testbed/service-network.js';
-import { netnsPath } from '../testbed/system.js';
 import type { BaselineReport, ServiceHost } from './baseline.js';
 import { BaselineSteps } from './baseline-steps.js';
+import { streamOverLink } from './link-stream.js';
 
 /** Oldest Podman major version whose checkpoint --export / restore --import this baseline uses. */
 export const PODMAN_MIN_MAJOR = 4;
@@ -68,10 +67,6 @@ export const PODMAN_MIN_MAJOR = 4;
 const PODMAN_TIMEOUT_MS = 120_000;
 /** Longest a checkpoint or a restore may take (a few hundred MiB), ms. */
 const CHECKPOINT_TIMEOUT_MS = 5 * 60_000;
-/** Longest the archive's copy may take (a few hundred MiB on a slow link), ms. */
-const COPY_TIMEOUT_MS = 10 * 60_000;
-/** Longest the copy's receiver may take to listen, ms. */
-const LISTEN_TIMEOUT_MS = 15_000;
 /** Tries at a free service address when another process takes the one allocated meanwhile. */
 const ATTACH_ATTEMPTS = 5;
 
@@ -520,13 +515,7 @@ class Bed implements PodmanBed {
     run.logicalBytes = (await archiveContentBytes(src)) ?? run.logicalBytes;
     await rm(src, { force: true });
     await rm(dst, { force: true });
-    const report = run.report('rolled-back', downtimeMs);
-    report.error = {
-      code: isGodwitError(err) ? err.code : ErrorCode.Internal,
-      message:
-        errorMessage(err) + (isGodwitError(err) && err.details.length ? `: ${err.details.join(' | ')}` : ''),
-    };
-    return report;
+    return run.rolledBack(err, downtimeMs);
   }
 
   async close(): Promise<void> {
@@ -754,165 +743,20 @@ async function archiveContentBytes(archive: string): Promise<number | undefined>
 // ---- the copy over the shaped link ----
 
 /**
- * The receiving end (node -e; argv: ADDRESS FILE): accepts one connection on ADDRESS, a free
- * port, says `listening PORT` on stderr, writes the connection to FILE and says `received N`.
- */
-const RECEIVER_JS = `
-const net = require('node:net');
-const fs = require('node:fs');
-let n = 0;
-const fail = (e) => { process.stderr.write('receiver: ' + e.message + '\\n'); process.exit(1); };
-const out = fs.createWriteStream(process.argv[2]);
-out.on('error', fail);
-out.on('finish', () => process.stderr.write('received ' + n + '\\n'));
-const srv = net.createServer((c) => {
-  srv.close();
-  c.on('data', (d) => { n += d.length; });
-  c.on('error', fail);
-  c.pipe(out);
-});
-srv.on('error', fail);
-srv.listen(0, process.argv[1], () => process.stderr.write('listening ' + srv.address().port + '\\n'));
-`;
-
-/** The sending end (argv: FROM_ADDRESS TO_ADDRESS PORT FILE): FILE to one connection, then `sent N`. */
-const SENDER_JS = `
-const net = require('node:net');
-const fs = require('node:fs');
-let n = 0;
-const fail = (e) => { process.stderr.write('sender: ' + e.message + '\\n'); process.exit(1); };
-const s = net.connect({ host: process.argv[2], port: Number(process.argv[3]), localAddress: process.argv[1] });
-s.on('error', fail);
-s.on('connect', () => {
-  const f = fs.createReadStream(process.argv[4]);
-  f.on('error', fail);
-  f.on('data', (d) => { n += d.length; });
-  f.pipe(s);
-});
-s.on('close', (hadError) => { if (!hadError) process.stderr.write('sent ' + n + '\\n'); });
-`;
-
-/**
- * Copies file `src` to `dst` over one TCP connection from `from.address` to `to.address` (a free
- * port), each end in its host's network namespace, so it crosses their shaped link. Resolves with
- * the bytes received, once they equal the bytes sent and the file's size.
+ * Copies file `src` to `dst` over the link from `from` to `to` (streamOverLink: one TCP
+ * connection between the hosts' addresses, each end in its host's network namespace). Resolves
+ * with the bytes on the wire, once the sender and the receiver counted the file's size.
  */
 async function copyOverLink(from: TestbedHost, to: TestbedHost, src: string, dst: string): Promise<number> {
-  const size = (await stat(src)).size;
-  const what = `the copy of ${src} from ${from.name} to ${to.name}`;
-  const receiver = nodeInNetns(to.netns, RECEIVER_JS, [to.address, dst]);
-  let sender: NodeProcess | undefined;
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    receiver.kill();
-    sender?.kill();
-  }, COPY_TIMEOUT_MS);
-  try {
-    const listening = await receiver.waitFor(/^listening (\d+)$/m, LISTEN_TIMEOUT_MS);
-    if (!listening) throw copyError(`${what}: the receiver on ${to.name} did not listen`, receiver);
-    const s = nodeInNetns(from.netns, SENDER_JS, [from.address, to.address, listening[1] ?? '', src]);
-    sender = s;
-    // One end failing ends the other.
-    void s.exited.then((code) => code !== 0 && receiver.kill());
-    void receiver.exited.then((code) => code !== 0 && s.kill());
-    const [sc, rc] = await Promise.all([s.exited, receiver.exited]);
-    if (timedOut) {
-      throw new UnavailableError(ErrorCode.Timeout, `${what} took over ${COPY_TIMEOUT_MS} ms`);
-    }
-    if (sc !== 0) throw copyError(`${what}: the sender failed`, s);
-    if (rc !== 0) throw copyError(`${what}: the receiver failed`, receiver);
-    const sent = /^sent (\d+)$/m.exec(s.stderr());
-    const received = /^received (\d+)$/m.exec(receiver.stderr());
-    if (!sent || !received || Number(sent[1]) !== size || Number(received[1]) !== size) {
-      throw new UnavailableError(
-        ErrorCode.TransferFailed,
-        `${what}: ${size} bytes, sent ${sent?.[1] ?? '?'}, received ${received?.[1] ?? '?'}`,
-      );
-    }
-    return size;
-  } finally {
-    clearTimeout(timer);
-    receiver.kill();
-    sender?.kill();
-  }
-}
-
-function copyError(what: string, p: NodeProcess): UnavailableError {
-  const lines = p
-    .stderr()
-    .split('\n')
-    .filter((l) => l.trim() && !/^(listening|sent|received) /.test(l));
-  return new UnavailableError(ErrorCode.TransferFailed, `${what}${lines[0] ? `: ${lines[0]}` : ''}`, {
-    details: lines.slice(-6),
+  const { bytes } = await streamOverLink(from, to, {
+    source: 'cat -- "$1"',
+    sourceArgs: [src],
+    sink: 'cat > "$1"',
+    sinkArgs: [dst],
+    what: `the copy of ${src}`,
+    expectBytes: (await stat(src)).size,
   });
-}
-
-/** A node script running in a network namespace. */
-interface NodeProcess {
-  /** Its exit status (128 + n for a signal). */
-  readonly exited: Promise<number>;
-  stderr(): string;
-  /** The first match of `re` in its stderr, or undefined when it exits first or `timeoutMs` passes. */
-  waitFor(re: RegExp, timeoutMs: number): Promise<RegExpExecArray | undefined>;
-  kill(): void;
-}
-
-/** Runs `node -e script args` in network namespace `netns` (nsenter: that namespace only, same mounts). */
-function nodeInNetns(netns: string, script: string, args: readonly string[]): NodeProcess {
-  const child = spawn(
-    'nsenter',
-    [`--net=${netnsPath(netns)}`, '--', process.execPath, '-e', script, ...args],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  let err = '';
-  let done = false;
-  const listeners = new Set<() => void>();
-  const changed = (): void => {
-    for (const l of [...listeners]) l();
-  };
-  child.stderr.setEncoding('utf8').on('data', (c: string) => {
-    err += c;
-    changed();
-  });
-  const exited = new Promise<number>((res) => {
-    child.on('error', (e) => {
-      err += `${e.message}\n`;
-      done = true;
-      res(127);
-      changed();
-    });
-    child.on('close', (code, signal) => {
-      done = true;
-      res(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0));
-      changed();
-    });
-  });
-  return {
-    exited,
-    stderr: () => err,
-    waitFor: (re, timeoutMs) =>
-      new Promise((res) => {
-        const check = (): void => {
-          const m = re.exec(err);
-          if (!m && !done) return;
-          listeners.delete(check);
-          clearTimeout(timer);
-          res(m ?? undefined);
-        };
-        const timer = setTimeout(() => {
-          listeners.delete(check);
-          res(undefined);
-        }, timeoutMs);
-        listeners.add(check);
-        check();
-      }),
-    kill: () => {
-      if (!done) child.kill('SIGKILL');
-    },
-  };
+  return bytes;
 }
 
 // ---- cleanup ----
