@@ -78,6 +78,8 @@ export function probeInNetns(opts: {
   intervalMs?: number;
   /** Ends the probe early (SIGTERM); it still reports the time until then. */
   signal?: AbortSignal;
+  /** Called once both of the probe's series have had a reply. */
+  onReady?: () => void;
 }): Promise<ProbeReport> {
   const args = [
     'netns',
@@ -92,6 +94,7 @@ export function probeInNetns(opts: {
     '--duration',
     `${opts.durationMs}ms`,
     '--json',
+    ...(opts.onReady ? ['--ready'] : []),
   ];
   return new Promise((resolve, reject) => {
     const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -103,7 +106,15 @@ export function probeInNetns(opts: {
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+    let onReady = opts.onReady;
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      err += c;
+      if (onReady && /^ready$/m.test(err)) {
+        err = err.replace(/^ready\n?/m, '');
+        onReady();
+        onReady = undefined;
+      }
+    });
     child.on('error', reject);
     child.on('close', () => {
       try {
@@ -122,22 +133,40 @@ export function probeInNetns(opts: {
 
 /** Time the probe runs before and after the measured work, so both sides of a gap are seen. */
 export const PROBE_MARGIN_MS = 1500;
+/**
+ * The longest wait for the probe's first replies before the work starts anyway. Its Node process
+ * takes a few hundred ms to start, over a second on a loaded machine (measured: under a Redis
+ * load on the 2 cores, a probe started 500 ms ahead had not connected when the container froze).
+ */
+export const PROBE_READY_TIMEOUT_MS = 15_000;
 
 /**
- * Runs `work` while `godwit probe` watches `target` from namespace `netns`: the probe starts
- * `marginMs` (default PROBE_MARGIN_MS) before, and is stopped as long after `work` has resolved. Resolves with
- * what `work` returned and the probe's report; the probe is stopped when `work` throws too.
+ * Runs `work` while `godwit probe` watches `target` from namespace `netns`: once both of the
+ * probe's series have had a reply (at most PROBE_READY_TIMEOUT_MS), then `marginMs` (default
+ * PROBE_MARGIN_MS) more, `work` starts; the probe is stopped `marginMs` after it has resolved.
+ * Resolves with what `work` returned and the probe's report; the probe is stopped when `work`
+ * throws too.
  */
 export async function probeDuring<T>(
   opts: { bin: string; netns: string; target: string; intervalMs?: number; marginMs?: number },
   work: () => Promise<T>,
 ): Promise<[T, ProbeReport]> {
   const stop = new AbortController();
-  const probe = probeInNetns({ ...opts, durationMs: 600_000, signal: stop.signal });
+  let ready = (): void => undefined;
+  const isReady = new Promise<void>((r) => (ready = r));
+  const probe = probeInNetns({ ...opts, durationMs: 600_000, signal: stop.signal, onReady: () => ready() });
   probe.catch(() => undefined);
   const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
   try {
     const margin = opts.marginMs ?? PROBE_MARGIN_MS;
+    await Promise.race([
+      isReady,
+      probe.then(
+        () => undefined,
+        () => undefined,
+      ),
+      pause(PROBE_READY_TIMEOUT_MS),
+    ]);
     await pause(margin);
     const out = await work();
     await pause(margin);

@@ -356,7 +356,8 @@ async function measure(bed: Bed, p: PlannedRun, bin: string): Promise<BenchRun> 
         gapEndMs: probe.longLived.gapEndMs,
       };
     }
-    out.stateKept = await stateKept(hosts[owner], s.name, p.cell, probe);
+    const kept = await stateKept(hosts[owner], s.name, p.cell, probe);
+    if (kept !== undefined) out.stateKept = kept;
     return out;
   } catch (err) {
     return {
@@ -412,21 +413,27 @@ async function stateKept(
   name: string,
   cell: BenchCell,
   probe: ProbeReport | undefined,
-): Promise<boolean> {
+): Promise<boolean | undefined> {
   switch (cell.workload.type) {
     case 'memload':
       return /^verify ok/.test((await verifyMemory(agent, name)) ?? '');
     case 'web':
     case 'redis':
-      return (
-        probe !== undefined &&
-        probe.longLived.counterResets === 0 &&
-        probe.fresh.counterResets === 0 &&
-        probe.longLived.ok > 0
-      );
+      return probe ? counterKept(probe) : undefined;
     case 'idle':
       return (await agent.exec(name, ['true'])).exitCode === 0;
   }
+}
+
+/**
+ * The probe's verdict on the service's state: false when a counter went back (the state was
+ * lost) or the service never answered again (the longest gap ran to the end of the probe);
+ * undefined when it never answered at all (nothing to judge by); else true.
+ */
+export function counterKept(p: Pick<ProbeReport, 'durationMs' | 'fresh' | 'longLived'>): boolean | undefined {
+  if (p.longLived.counterResets > 0 || p.fresh.counterResets > 0) return false;
+  if (p.longLived.ok === 0 && p.fresh.ok === 0) return undefined;
+  return p.longLived.gapEndMs < p.durationMs - 1;
 }
 
 async function machineInfo(): Promise<MachineInfo> {

@@ -25,6 +25,7 @@ interface ProbeFlags {
   timeout: string;
   netns?: string;
   json?: boolean;
+  ready?: boolean;
 }
 
 /** Registers `probe`. Exit status: 0 when the verdict is ok, 1 when it found a problem. */
@@ -51,6 +52,10 @@ export function registerProbeCommand(
     .option('--timeout <duration>', 'per-request timeout (ms or s suffix)', '1s')
     .option('--netns <name>', 'run the probe inside this network namespace (ip netns exec)')
     .option('--json', 'print the report as one JSON document')
+    .option(
+      '--ready',
+      'print a line `ready` on stderr once both series have had a reply (for scripts that start their work then)',
+    )
     .action(async (target: string, o: ProbeFlags) => {
       const intervalMs = parseDuration(o.interval, '--interval', { allowZero: true });
       const durationMs = parseDuration(o.duration, '--duration');
@@ -66,6 +71,7 @@ export function registerProbeCommand(
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       let report: ProbeReport;
+      let saidReady = false;
       try {
         report = await runProbe({
           target,
@@ -73,7 +79,15 @@ export function registerProbeCommand(
           durationMs,
           timeoutMs,
           signal: stop.signal,
-          onTick: progress ? (p) => progress.show(p) : undefined,
+          ...(o.ready ? { tickMs: 20 } : {}),
+          onTick: (p) => {
+            progress?.show(p);
+            if (o.ready && !saidReady && p.fresh.ok > 0 && p.longLived.ok > 0) {
+              saidReady = true;
+              progress?.clear();
+              process.stderr.write('ready\n');
+            }
+          },
         });
       } finally {
         process.off('SIGINT', onSignal);
@@ -130,6 +144,7 @@ async function probeInNetns(netns: string, target: string, o: ProbeFlags, debug:
     '--timeout',
     o.timeout,
     ...(o.json ? ['--json'] : []),
+    ...(o.ready ? ['--ready'] : []),
   ];
   const res = await runCommand('ip', args, { inherit: true });
   return res.code;
