@@ -516,7 +516,11 @@ export async function barChart(spec: BarChartSpec): Promise<string> {
     type: 'nominal',
     title: null,
     scale: { domain: [...spec.groups] },
-    axis: { labelAngle: 0, labelFontSize: 12 },
+    // Many groups (a full matrix's cells): slanted labels, or they run into each other.
+    axis:
+      spec.groups.length > 4
+        ? { labelAngle: -30, labelAlign: 'right', labelBaseline: 'top', labelFontSize: 10, labelLimit: 170 }
+        : { labelAngle: 0, labelFontSize: 12 },
   };
   const xOffset: OffsetDef = { field: 'series', type: 'nominal', scale: { domain: names } };
   const y: PositionDef = {
