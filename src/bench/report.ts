@@ -288,7 +288,11 @@ export function timelineRun(runs: readonly BenchRun[]): (BenchRun & { report: Mi
 }
 
 function pickTimelineRun(runs: readonly BenchRun[]): (BenchRun & { report: MigrationReport }) | undefined {
-  const godwit = runs.filter(
+  // Runs the client watched first (the timeline then shows its outage), then the most rounds.
+  const ranked = [...runs].sort(
+    (a, b) => Number(b.probe !== undefined) - Number(a.probe !== undefined) || roundsOf(b) - roundsOf(a),
+  );
+  const godwit = ranked.filter(
     (x): x is BenchRun & { report: MigrationReport } =>
       x.outcome === 'committed' && !isBaseline(x.kind) && x.report !== undefined && 'phases' in x.report,
   );
@@ -297,7 +301,11 @@ function pickTimelineRun(runs: readonly BenchRun[]): (BenchRun & { report: Migra
   return withRounds('hybrid') ?? withRounds('precopy-predict') ?? withRounds('precopy') ?? godwit[0];
 }
 
+const roundsOf = (r: BenchRun): number => (r.report && 'rounds' in r.report ? r.report.rounds.length : 0);
+
 const SOURCE_PHASES = new Set(['round', 'checkpoint', 'snapshot', 'rollback']);
+/** Bookkeeping phases: drawn grey, out of the legend. */
+const QUIET_PHASES = new Set(['prepare', 'cleanup']);
 const LINK_PHASES = new Set(['transfer', 'fill']);
 
 /** Lanes of one migration for timelineChart: source, link, destination, and the client's outage. */
@@ -318,7 +326,12 @@ export function timelineOf(run: BenchRun & { report: MigrationReport }): {
     const durationMs = p.durationMs ?? (p.endMs !== undefined ? p.endMs - p.startMs : 0);
     const label = p.phase === 'round' ? `round ${round++}` : p.phase;
     const lane = SOURCE_PHASES.has(p.phase) ? 'source' : LINK_PHASES.has(p.phase) ? 'link' : 'destination';
-    lanes[lane].push({ label, startMs: p.startMs, durationMs, kind: p.phase });
+    lanes[lane].push({
+      label,
+      startMs: p.startMs,
+      durationMs,
+      ...(QUIET_PHASES.has(p.phase) ? {} : { kind: p.phase }),
+    });
     if (p.phase === 'checkpoint') markers.push({ atMs: p.startMs, label: 'freeze' });
     if (p.phase === 'commit') markers.push({ atMs: p.startMs, label: 'commit' });
   }
