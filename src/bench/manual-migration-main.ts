@@ -13,7 +13,7 @@ import { AgentClient } from '../agent/client.js';
 import { formatMs, table } from '../cli/format.js';
 import { projectRoot } from '../system/tools.js';
 import { parseLinkSpec } from '../testbed/profiles.js';
-import { testbedDown, testbedUp } from '../testbed/testbed.js';
+import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
 import { summarize } from './checkpoint-restore.js';
 import { migrateByHand, probeInNetns, type ManualMigrationReport } from './manual-migration.js';
 
@@ -31,17 +31,7 @@ const dir = await mkdtemp(join(tmpdir(), 'godwit-bench-manual-'));
 const bin = resolve(projectRoot(), 'bin/godwit.js');
 const log = (l: string): void => void process.stderr.write(l + '\n');
 try {
-  const tb = await testbedUp({
-    name,
-    hosts: 2,
-    link,
-    client: true,
-    startAgents: true,
-    godwitBin: bin,
-    dir,
-    baseStateDir: join(dir, 'hosts'),
-    log,
-  });
+  const tb = await pairTestbedUp({ name, link, godwitBin: bin, dir, log });
   const hosts = tb.hosts.map((h) => ({ host: h, runtime: new AgentClient({ socketPath: h.socket }) }));
   const info = await hosts[0]!.runtime.run({
     name: 'web',
@@ -60,7 +50,7 @@ try {
   for (let i = 0; i < reps; i++) {
     const from = hosts[i % 2]!;
     const to = hosts[(i + 1) % 2]!;
-    const probe = probeInNetns({ bin, netns: tb.client!.netns, target, durationMs: 4000 });
+    const probe = probeInNetns({ bin, netns: tb.clientNetns, target, durationMs: 4000 });
     probe.catch(() => undefined);
     await new Promise((r) => setTimeout(r, 1200));
     const migration = await migrateByHand({ name: 'web', from, to });

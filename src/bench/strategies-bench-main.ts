@@ -28,11 +28,10 @@ import { parseArgs } from 'node:util';
 import { AgentClient } from '../agent/client.js';
 import { formatBytes, formatMs, table } from '../cli/format.js';
 import type { LazyMemoryReport, MigrationReport } from '../core/migration.js';
-import type { TestbedHost } from '../core/testbed.js';
 import { migrateThrough, type MigrationRequest } from '../migration/client.js';
 import { projectRoot } from '../system/tools.js';
 import { parseLinkSpec } from '../testbed/profiles.js';
-import { testbedDown, testbedUp } from '../testbed/testbed.js';
+import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
 import { agentOutFile } from '../testbed/agents.js';
 import { memloadServiceArgs } from '../demo/memload.js';
 import { verifyMemory } from '../demo/migration-demo.js';
@@ -100,18 +99,9 @@ const samples: Sample[] = [];
 let fastRun: MigrationReport | undefined;
 try {
   log(`== testbed up: 2 hosts, ${link.name} link, client`);
-  const tb = await testbedUp({
-    name,
-    hosts: 2,
-    link,
-    client: true,
-    startAgents: true,
-    godwitBin: bin,
-    dir,
-    baseStateDir: join(dir, 'hosts'),
-  });
-  const hosts = tb.hosts as [TestbedHost, TestbedHost];
-  const client = tb.client as { netns: string };
+  const tb = await pairTestbedUp({ name, link, godwitBin: bin, dir });
+  const hosts = tb.hosts;
+  const client = { netns: tb.clientNetns };
   const agents = hosts.map((h) => new AgentClient({ socketPath: h.socket })) as [AgentClient, AgentClient];
   try {
     // Every measurement starts a fresh service (a new seed: new memory content) on h1, so every
@@ -126,7 +116,12 @@ try {
         args: memloadArgs(dirty, seed),
         env: {},
       });
-      while (!/listening/.test(await agents[0].logs(cname))) await sleep(100);
+      for (const deadline = Date.now() + 60_000; ; await sleep(100)) {
+        const out = await agents[0].logs(cname);
+        if (/listening/.test(out)) break;
+        if (Date.now() > deadline)
+          throw new Error(`${cname} did not start listening: ${out.trim().slice(-300)}`);
+      }
       await sleep(1000);
       return { cname, target: `${info.network?.ip ?? '?'}:8080` };
     };

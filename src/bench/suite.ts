@@ -23,7 +23,7 @@ import { verifyMemory } from '../demo/migration-demo.js';
 import { migrateThrough, type MigrationRequest } from '../migration/client.js';
 import type { ProbeReport } from '../probe/probe.js';
 import { loadTools, projectRoot } from '../system/tools.js';
-import { testbedDown, testbedUp } from '../testbed/testbed.js';
+import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
 import type { BaselineContext, BaselineKind, BaselineReport, ServiceHost } from './baseline.js';
 import { migrateByHandTarZstd, migrateCriuPageServer } from './baselines.js';
 import { probeDuring } from './manual-migration.js';
@@ -184,31 +184,22 @@ async function withTestbed(
     `testbed up: 2 hosts and a client on the ${link.name} link (${link.rateMbit} Mbit/s, ${link.delayMs} ms)`,
   );
   try {
-    const tb = await testbedUp({
-      name,
-      hosts: 2,
-      link,
-      client: true,
-      startAgents: true,
-      godwitBin: bin,
-      dir,
-      baseStateDir: join(dir, 'hosts'),
-    });
-    const hosts = tb.hosts as unknown as [TestbedHost, TestbedHost];
+    const tb = await pairTestbedUp({ name, link, godwitBin: bin, dir });
+    const hosts = tb.hosts;
     const agents = hosts.map((h) => new AgentClient({ socketPath: h.socket })) as [AgentClient, AgentClient];
     let pod: PodmanBed | undefined;
     try {
       if (podman) {
         say('podman: two stores standing in for h1 and h2');
         pod = await openPodmanBed({
-          testbed: { name, hosts, serviceNetwork: tb.serviceNetwork },
+          testbed: { name, hosts, serviceNetwork: tb.record.serviceNetwork },
           workDir: join(dir, 'podman'),
         });
       }
       await body({
         hosts,
         agents,
-        clientNetns: (tb.client as { netns: string }).netns,
+        clientNetns: tb.clientNetns,
         workDir: join(dir, 'work'),
         seq: { n: 0 },
         ...(pod ? { podman: pod } : {}),

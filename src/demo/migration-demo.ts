@@ -16,7 +16,7 @@ import type { TestbedHost } from '../core/testbed.js';
 import { formatRoundLine } from '../migration/format.js';
 import { probeDuring } from '../bench/manual-migration.js';
 import type { ProbeReport } from '../probe/probe.js';
-import { testbedDown, testbedUp } from '../testbed/testbed.js';
+import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
 import { memloadServiceArgs } from './memload.js';
 
 /** One move of the demo: the migration report and what the client saw during it. */
@@ -55,18 +55,8 @@ export async function runMigrationDemo(opts: {
   const dir = await mkdtemp(join(tmpdir(), 'godwit-demo-'));
   try {
     step(`bringing up a testbed: 2 hosts joined by the ${opts.link.name} link profile, and a client`);
-    const tb = await testbedUp({
-      name,
-      hosts: 2,
-      link: opts.link,
-      client: true,
-      startAgents: true,
-      godwitBin: opts.godwitBin,
-      dir,
-      baseStateDir: join(dir, 'hosts'),
-    });
+    const tb = await pairTestbedUp({ name, link: opts.link, godwitBin: opts.godwitBin, dir });
     const [h1, h2] = tb.hosts;
-    if (!h1 || !h2 || !tb.client) throw new Error('testbed came up without two hosts and a client');
     const agents = [new AgentClient({ socketPath: h1.socket }), new AgentClient({ socketPath: h2.socket })];
     try {
       const mib = opts.memoryMiB ?? 0;
@@ -91,7 +81,7 @@ export async function runMigrationDemo(opts: {
         const to = tb.hosts[1 - from] as TestbedHost;
         let rounds = 0;
         const [migration, seen] = await probeDuring(
-          { bin: opts.godwitBin, netns: (tb.client as { netns: string }).netns, target },
+          { bin: opts.godwitBin, netns: tb.clientNetns, target },
           () => {
             step(`migrating web h${from + 1} → ${to.name} (${strategy})`);
             return migrateThrough(

@@ -225,6 +225,41 @@ export interface TestbedDownReport {
   leftovers: string[];
 }
 
+/** A testbed of two hosts with agents and a client, as the demo and the benchmarks use it. */
+export interface PairTestbed {
+  record: TestbedRecord;
+  hosts: readonly [TestbedHost, TestbedHost];
+  /** The client's network namespace. */
+  clientNetns: string;
+}
+
+/**
+ * Brings up testbed `name` in `dir`: hosts h1 and h2 with agents running `godwitBin`, their
+ * state under `dir/hosts`, joined by `link`, and a client. Tear it down with testbedDown.
+ */
+export async function pairTestbedUp(opts: {
+  name: string;
+  link: LinkSpec;
+  godwitBin: string;
+  dir: string;
+  log?: (line: string) => void;
+}): Promise<PairTestbed> {
+  const record = await testbedUp({
+    name: opts.name,
+    hosts: 2,
+    link: opts.link,
+    client: true,
+    startAgents: true,
+    godwitBin: opts.godwitBin,
+    dir: opts.dir,
+    baseStateDir: join(opts.dir, 'hosts'),
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+  const [h1, h2] = record.hosts;
+  if (!h1 || !h2 || !record.client) throw new Error('the testbed came up without two hosts and a client');
+  return { record, hosts: [h1, h2], clientNetns: record.client.netns };
+}
+
 /**
  * Removes testbed `name` completely: agents, containers, every process in its namespaces,
  * cgroups, mounts, namespaces (and with them every veth), leases, state and run directories and
