@@ -25,6 +25,7 @@ import type { TestbedHost } from '../core/testbed.js';
 import { treeBytes } from '../runtime/index.js';
 import { which } from '../system/exec.js';
 import { defaultToolsDir, toolPaths } from '../system/tools.js';
+import { errorLines, formatEntry, parseCriuLog } from '../criu/log.js';
 import { BaselineSteps } from './baseline-steps.js';
 import type { BaselineContext, BaselineKind, BaselineReport } from './baseline.js';
 import {
@@ -304,9 +305,8 @@ async function pageServerDumpError(
   const still = await ctx.agents[0].inspect(ctx.name).catch(() => undefined);
   const dumpLines = isGodwitError(err) ? [...err.details] : [];
   const fullLog = isGodwitError(err) ? /full CRIU log: (\S+)/.exec(err.hint ?? '')?.[1] : undefined;
-  const transferLines = (fullLog ? await readFile(fullLog, 'utf8').catch(() => '') : '')
-    .split('\n')
-    .map(stripCriuTime)
+  const transferLines = parseCriuLog(fullLog ? await readFile(fullLog, 'utf8').catch(() => '') : '')
+    .map(formatEntry)
     .filter((l) => PAGE_SERVER_TOPIC.test(l) && FAILURE_WORDS.test(l))
     .slice(0, 6);
   const serverLines = (await criuErrorLines(join(psWorkDir, 'page-server.log'))).map(
@@ -408,21 +408,9 @@ async function startPageServer(
   }
 }
 
-/**
- * The error lines of a CRIU log file, without their time stamps (some, such as a failed bind, come
- * before CRIU stamps its lines); empty when it cannot be read.
- */
+/** The errors of a CRIU log file (criu/log.ts errorLines); empty when it cannot be read. */
 async function criuErrorLines(path: string): Promise<string[]> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .map(stripCriuTime)
-    .filter((l) => l.startsWith('Error ('))
-    .slice(0, 6);
-}
-
-function stripCriuTime(line: string): string {
-  return line.replace(/^\(\s*[\d.]+\)\s*/, '');
+  return errorLines(await readFile(path, 'utf8').catch(() => ''));
 }
 
 // ---- small helpers ----

@@ -52,11 +52,13 @@ import {
 } from '../core/errors.js';
 import type { ContainerNetwork } from '../core/network.js';
 import type { ServiceNetworkInfo, TestbedHost } from '../core/testbed.js';
-import { ImageStore } from '../runtime/image-store.js';
+import { openLocalImages } from '../runtime/local-runtime.js';
+import { StateDir } from '../runtime/state-dir.js';
 import { runChecked, runCommand, which, type CommandResult } from '../system/exec.js';
 import { loadTools, type Tools } from '../system/tools.js';
 import { ServiceNetwork } from '../testbed/service-network.js';
 import type { BaselineReport, ServiceHost } from './baseline.js';
+import { errorLines } from '../criu/log.js';
 import { BaselineSteps } from './baseline-steps.js';
 import { streamOverLink } from './link-stream.js';
 
@@ -320,9 +322,7 @@ class Bed implements PodmanBed {
   private async importImage(name: string): Promise<string> {
     const [a, b] = this.stores;
     const host = this.testbedHosts[0];
-    const images = new ImageStore(join(host.stateDir, 'images'), {
-      binaries: [this.tools.memload, this.tools.counterd],
-    });
+    const images = openLocalImages((await StateDir.open(host.stateDir)).imagesDir, this.tools);
     const info = await images.ensure(name);
     const ref = `localhost/godwit-${info.name}:${info.id}`;
     const work = join(this.dir, 'images');
@@ -651,20 +651,9 @@ class PodmanStore {
     );
     const dir = res?.code === 0 ? res.stdout.trim() : '';
     if (!dir) return [];
-    const text = await readFile(join(dir, log), 'utf8').catch(() => '');
-    return text
-      .split('\n')
-      .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, ''))
-      .filter((l) => l.startsWith('Error (') && !BENIGN_CRIU_ERROR.test(l))
-      .slice(0, 6);
+    return errorLines(await readFile(join(dir, log), 'utf8').catch(() => ''));
   }
 }
-
-/**
- * CRIU logs this as an error and carries on: it tries to raise its own RLIMIT_NOFILE to the
- * kernel's nr_open, above this machine's hard limit, which even root may not do here.
- */
-const BENIGN_CRIU_ERROR = /rlimit: Can't setup RLIMIT_NOFILE for self/;
 
 /** The CRIU configuration runc hands to CRIU for the bed's containers (annotation org.criu.config). */
 const CRIU_CONFIG_FILE = 'criu.conf';

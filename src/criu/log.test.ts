@@ -4,6 +4,7 @@ import {
   criuLogPathFromRunc,
   criuVersionFromLog,
   decisiveLines,
+  errorLines,
   parseCriuLog,
   parseRuncStderr,
 } from './log.js';
@@ -42,6 +43,29 @@ describe('parseCriuLog', () => {
   it('recognises Warn lines with two spaces', () => {
     const warn = parseCriuLog(RESTORE_OK).find((e) => e.level === 'warn');
     assert.equal(warn?.source, 'criu/cr-restore.c:1050');
+  });
+
+  it('takes an unstamped Error line as an entry of its own, at the time before it', () => {
+    const entries = parseCriuLog(
+      "Error (criu/page-xfer.c:83): Can't bind page server: Cannot assign requested address\n" +
+        '(00.2) Error (a.c:1): first\nError (b.c:2): second, unstamped\n',
+    );
+    assert.deepEqual(
+      entries.map((e) => [e.time, e.level, e.source, e.message]),
+      [
+        [0, 'error', 'criu/page-xfer.c:83', "Can't bind page server: Cannot assign requested address"],
+        [0.2, 'error', 'a.c:1', 'first'],
+        [0.2, 'error', 'b.c:2', 'second, unstamped'],
+      ],
+    );
+  });
+
+  it('errorLines: non-benign errors only, nothing when there are none', () => {
+    const log =
+      "(00.1) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n" +
+      '(00.2) Error (sk-inet.c:200): inet: Connected TCP socket\n(00.3) the end\n';
+    assert.deepEqual(errorLines(log), ['Error (sk-inet.c:200): inet: Connected TCP socket']);
+    assert.deepEqual(errorLines('(00.1) all fine\n'), []);
   });
 
   it('appends unprefixed lines to the previous entry', () => {

@@ -17,6 +17,8 @@ export interface CriuLogEntry {
 }
 
 const LINE = /^\((\d+\.\d+)\)\s+(?:(Error|Warn)\s+\(([^)]+)\):\s*)?(.*)$/;
+/** An error or warning CRIU printed before it stamps its lines (e.g. a page server's failed bind). */
+const UNSTAMPED = /^(Error|Warn)\s+\(([^)]+)\):\s*(.*)$/;
 
 /**
  * Errors CRIU reports on every run on this machine kind and that never decide an outcome.
@@ -29,7 +31,11 @@ export const BENIGN_CRIU_ERRORS: readonly { pattern: RegExp; why: string }[] = [
   },
 ];
 
-/** Parses every line of a CRIU log. Lines that do not carry CRIU's time prefix continue the previous entry. */
+/**
+ * Parses every line of a CRIU log. Lines that do not carry CRIU's time prefix continue the
+ * previous entry, unless they are an `Error (…)` or `Warn (…)` line of their own (CRIU prints
+ * some before it stamps its lines): those are entries at the previous entry's time (0 first).
+ */
 export function parseCriuLog(text: string): CriuLogEntry[] {
   const entries: CriuLogEntry[] = [];
   for (const raw of text.split('\n')) {
@@ -38,7 +44,16 @@ export function parseCriuLog(text: string): CriuLogEntry[] {
     const m = LINE.exec(line);
     if (!m) {
       const prev = entries[entries.length - 1];
-      if (prev) prev.message += `\n${line.trim()}`;
+      const u = UNSTAMPED.exec(line);
+      if (u) {
+        const [, level, source, message] = u;
+        entries.push({
+          time: prev?.time ?? 0,
+          level: level === 'Error' ? 'error' : 'warn',
+          ...(source === undefined ? {} : { source }),
+          message: message ?? '',
+        });
+      } else if (prev) prev.message += `\n${line.trim()}`;
       continue;
     }
     const [, time, level, source, message] = m;
@@ -64,9 +79,18 @@ export function isBenign(entry: CriuLogEntry): boolean {
  */
 export function decisiveLines(text: string, max = 6): string[] {
   const entries = parseCriuLog(text);
-  const errors = entries.filter((e) => e.level === 'error' && !isBenign(e));
+  const errors = errorEntries(entries);
   const picked = errors.length > 0 ? errors : entries.slice(-Math.min(3, max));
   return picked.slice(0, max).map(formatEntry);
+}
+
+/** A CRIU log's non-benign errors, formatted as `Error (source): message`, at most `max`; empty when none. */
+export function errorLines(text: string, max = 6): string[] {
+  return errorEntries(parseCriuLog(text)).slice(0, max).map(formatEntry);
+}
+
+function errorEntries(entries: readonly CriuLogEntry[]): CriuLogEntry[] {
+  return entries.filter((e) => e.level === 'error' && !isBenign(e));
 }
 
 /** One entry as CRIU would print it, without the time prefix. */

@@ -10,9 +10,14 @@ export interface ImageHelperTools {
   counterd: string;
 }
 
+/** The images in `imagesDir`, with godwit's helpers: the one place that says which helpers images get. */
+export function openLocalImages(imagesDir: string, tools: ImageHelperTools): ImageStore {
+  return new ImageStore(imagesDir, { binaries: [tools.memload, tools.counterd] });
+}
+
 /**
  * The RuncRuntime of a godwit host on this machine: its state directory, godwit's tools, and
- * the busybox image with godwit's helpers. The one place that says which helpers images get.
+ * its images (openLocalImages).
  */
 export function openLocalRuntime(
   state: StateDir,
@@ -22,7 +27,7 @@ export function openLocalRuntime(
   return new RuncRuntime({
     state,
     tools,
-    images: new ImageStore(state.imagesDir, { binaries: [tools.memload, tools.counterd] }),
+    images: openLocalImages(state.imagesDir, tools),
     ...(opts.log === undefined ? {} : { log: opts.log }),
     ...(opts.network === undefined ? {} : { network: opts.network }),
   });
