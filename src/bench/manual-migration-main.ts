@@ -14,6 +14,7 @@ import { formatMs, table } from '../cli/format.js';
 import { projectRoot } from '../system/tools.js';
 import { parseLinkSpec } from '../testbed/profiles.js';
 import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
+import { counterdServiceArgs } from '../demo/memload.js';
 import { summarize } from './checkpoint-restore.js';
 import { migrateByHand, probeInNetns, type ManualMigrationReport } from './manual-migration.js';
 
@@ -36,7 +37,7 @@ try {
   const info = await hosts[0]!.runtime.run({
     name: 'web',
     image: 'busybox',
-    args: ['/usr/local/bin/godwit-counterd', '--port', '8080'],
+    args: counterdServiceArgs(),
     env: {},
   });
   const target = `${info.network!.ip}:8080`;

@@ -8,7 +8,7 @@ import { ErrorCode, InvalidArgumentError, UnavailableError } from '../core/error
 import { RespParser, encodeCommand, describeReply, type RespValue } from '../probe/resp.js';
 import { REDIS_SERVER_PATH } from '../runtime/image-store.js';
 import { capCpu } from '../system/cpu-cap.js';
-import { runCommand } from '../system/exec.js';
+import { runInNetns } from '../testbed/system.js';
 
 /** The port the workload's Redis listens on. */
 export const REDIS_PORT = 6379;
@@ -268,21 +268,11 @@ export async function redisCommand(
   positive(port, 'port', 65535);
   // QUIT makes Redis close the connection once it has answered both, which ends the relay.
   const request = Buffer.concat([encodeCommand(command), encodeCommand(['QUIT'])]);
-  const res = await runCommand(
-    'ip',
-    [
-      'netns',
-      'exec',
-      netns,
-      process.execPath,
-      '-e',
-      RELAY_SCRIPT,
-      host,
-      String(port),
-      request.toString('base64'),
-      String(timeoutMs),
-    ],
-    { timeoutMs: timeoutMs + 10_000 },
+  const res = await runInNetns(
+    netns,
+    process.execPath,
+    ['-e', RELAY_SCRIPT, host, String(port), request.toString('base64'), String(timeoutMs)],
+    timeoutMs + 10_000,
   );
   const what = `redis ${host}:${port} ${command[0] ?? ''}`;
   if (res.code !== 0) {

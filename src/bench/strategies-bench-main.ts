@@ -34,7 +34,7 @@ import { parseLinkSpec } from '../testbed/profiles.js';
 import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
 import { agentOutFile } from '../testbed/agents.js';
 import { memloadServiceArgs } from '../demo/memload.js';
-import { verifyMemory } from '../demo/migration-demo.js';
+import { verifyMemory, waitListening } from '../demo/migration-demo.js';
 import { probeDuring } from './manual-migration.js';
 
 const { values } = parseArgs({
@@ -116,12 +116,7 @@ try {
         args: memloadArgs(dirty, seed),
         env: {},
       });
-      for (const deadline = Date.now() + 60_000; ; await sleep(100)) {
-        const out = await agents[0].logs(cname);
-        if (/listening/.test(out)) break;
-        if (Date.now() > deadline)
-          throw new Error(`${cname} did not start listening: ${out.trim().slice(-300)}`);
-      }
+      await waitListening(agents[0], cname);
       await sleep(1000);
       return { cname, target: `${info.network?.ip ?? '?'}:8080` };
     };

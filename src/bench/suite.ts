@@ -18,8 +18,8 @@ import { AgentClient } from '../agent/client.js';
 import { errorMessage, isGodwitError } from '../core/errors.js';
 import type { MigrationReport } from '../core/migration.js';
 import type { LinkSpec, TestbedHost } from '../core/testbed.js';
-import { memloadServiceArgs } from '../demo/memload.js';
-import { verifyMemory } from '../demo/migration-demo.js';
+import { counterdServiceArgs, memloadServiceArgs } from '../demo/memload.js';
+import { verifyMemory, waitListening } from '../demo/migration-demo.js';
 import { migrateThrough, type MigrationRequest } from '../migration/client.js';
 import type { ProbeReport } from '../probe/probe.js';
 import { loadTools, projectRoot } from '../system/tools.js';
@@ -234,41 +234,31 @@ async function startService(bed: Bed, cell: BenchCell, agent: ServiceHost): Prom
   const n = ++bed.seq.n;
   const name = `b${n}`;
   const w = cell.workload;
-  const spec =
-    w.type === 'memload'
-      ? {
-          image: 'busybox',
-          args: memloadServiceArgs({
-            mib: w.mib,
-            dirtyMBps: w.dirtyMBps,
-            hotMiB: w.hotMiB,
-            seed: n,
-            pattern: w.pattern,
-          }),
-        }
-      : w.type === 'web'
-        ? { image: 'busybox', args: ['/usr/local/bin/godwit-counterd', '--port', '8080'] }
-        : w.type === 'redis'
-          ? { image: 'redis', args: redisServerArgs() }
-          : { image: 'busybox', args: ['sh', '-c', 'while true; do sleep 3600; done'] };
-  const info = await agent.run({ name, ...spec, env: {} });
-  const ip = info.network?.ip ?? '';
-  const deadline = Date.now() + SERVICE_START_TIMEOUT_MS;
-  if (w.type === 'memload' || w.type === 'web') {
-    while (!/listening/.test(await agent.logs(name))) {
-      if (Date.now() > deadline) throw new Error(`${name}: the service did not start listening`);
-      await sleep(100);
+  const listening = (): Promise<void> => waitListening(agent, name, SERVICE_START_TIMEOUT_MS);
+  let ip = '';
+  const run = async (image: string, args: string[]): Promise<string> =>
+    (ip = (await agent.run({ name, image, args, env: {} })).network?.ip ?? '');
+  let target: string | undefined;
+  switch (w.type) {
+    case 'memload': {
+      const o = { mib: w.mib, dirtyMBps: w.dirtyMBps, hotMiB: w.hotMiB, seed: n, pattern: w.pattern };
+      target = `${await run('busybox', memloadServiceArgs(o))}:8080`;
+      await listening();
+      break;
     }
-  } else if (w.type === 'redis') {
-    await waitRedisReady(bed.clientNetns, ip, REDIS_PORT, SERVICE_START_TIMEOUT_MS);
+    case 'web':
+      target = `${await run('busybox', counterdServiceArgs())}:8080`;
+      await listening();
+      break;
+    case 'redis':
+      target = `redis://${await run('redis', redisServerArgs())}:${REDIS_PORT}`;
+      await waitRedisReady(bed.clientNetns, ip, REDIS_PORT, SERVICE_START_TIMEOUT_MS);
+      break;
+    case 'idle':
+      await run('busybox', ['sh', '-c', 'while true; do sleep 3600; done']);
+      break;
   }
   await sleep(SETTLE_MS);
-  const target =
-    w.type === 'memload' || w.type === 'web'
-      ? `${ip}:8080`
-      : w.type === 'redis'
-        ? `redis://${ip}:${REDIS_PORT}`
-        : undefined;
   return { name, ip, ...(target ? { target } : {}) };
 }
 

@@ -8,6 +8,11 @@
 /** Where godwit ships memload inside its containers. */
 export const MEMLOAD_IN_CONTAINER = '/usr/local/bin/godwit-memload';
 
+/** The small stateful web service (godwit-counterd: `counter N` from memory) on `port`. */
+export function counterdServiceArgs(port = 8080): string[] {
+  return ['/usr/local/bin/godwit-counterd', '--port', String(port)];
+}
+
 /**
  * The service's content mix, % of pages: zero, repeated (one shared image), random. A rewrite
  * gives a page fresh content of its own kind, so only the random pages' rewrites change their

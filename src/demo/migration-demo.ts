@@ -17,7 +17,7 @@ import { formatRoundLine } from '../migration/format.js';
 import { probeDuring } from '../bench/manual-migration.js';
 import type { ProbeReport } from '../probe/probe.js';
 import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
-import { memloadServiceArgs } from './memload.js';
+import { counterdServiceArgs, memloadServiceArgs } from './memload.js';
 
 /** One move of the demo: the migration report and what the client saw during it. */
 export interface DemoMove {
@@ -63,9 +63,7 @@ export async function runMigrationDemo(opts: {
       const dirty = opts.dirtyMBps ?? 2;
       const hot = Math.max(1, Math.min(32, Math.floor(mib / 4)));
       const args =
-        mib > 0
-          ? memloadServiceArgs({ mib, dirtyMBps: dirty, hotMiB: hot })
-          : ['/usr/local/bin/godwit-counterd', '--port', '8080'];
+        mib > 0 ? memloadServiceArgs({ mib, dirtyMBps: dirty, hotMiB: hot }) : counterdServiceArgs();
       const info = await (agents[0] as AgentClient).run({ name: 'web', image: 'busybox', args, env: {} });
       const target = `${info.network?.ip ?? '?'}:8080`;
       step(
@@ -130,6 +128,22 @@ export async function runMigrationDemo(opts: {
     step('tearing the testbed down');
     await testbedDown({ name, dir }).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Waits until the service `name` (memload, counterd) says `listening` in its logs; throws after
+ * `timeoutMs` with the end of what it printed (a usage error, say).
+ */
+export async function waitListening(
+  host: { logs(name: string): Promise<string> },
+  name: string,
+  timeoutMs = 60_000,
+): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; ; await sleep(100)) {
+    const out = await host.logs(name);
+    if (/listening/.test(out)) return;
+    if (Date.now() > deadline) throw new Error(`${name} did not start listening: ${out.trim().slice(-300)}`);
   }
 }
 

@@ -161,7 +161,7 @@ export function registerBenchCommand(
         const { results, files } = await runBench({
           matrix,
           outDir,
-          command: ['godwit', 'bench', ...process.argv.slice(3)].join(' '),
+          command: ['godwit', ...process.argv.slice(2)].join(' '),
           ...(o.json ? {} : { onProgress: (l: string) => process.stderr.write(`${l}\n`) }),
           signal: stop.signal,
         });
