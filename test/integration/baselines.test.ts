@@ -17,6 +17,7 @@ import { ContainerStatus } from '../../src/core/runtime.js';
 import { memloadServiceArgs } from '../../src/demo/memload.js';
 import { linkProfile } from '../../src/testbed/profiles.js';
 import { useMigrationTestbed } from './migration-testbed.js';
+import { assertCommitted, reportLine } from './baseline-checks.js';
 import { missingRequirement } from './support.js';
 
 const skip = await missingRequirement();
@@ -46,33 +47,10 @@ describe('baselines: by hand and CRIU page server', { skip, timeout: 120_000 }, 
     workDir,
   });
   const probe = (target: string) => ({ bin, netns: bed.tb.client!.netns, target, intervalMs: 10 });
-  const checkCommitted = (r: BaselineReport, phases: string[]): void => {
-    assert.equal(r.outcome, 'committed', JSON.stringify(r.error));
-    assert.deepEqual(
-      r.phases.map((p) => p.name),
-      phases,
-    );
-    assert.ok(
-      r.wireBytes > 0 && r.wireBytes < r.logicalBytes,
-      `wire ${r.wireBytes} B, logical ${r.logicalBytes} B`,
-    );
-    assert.ok(r.logicalBytes > 32 * 1024 * 1024, `logical ${r.logicalBytes} B holds 32 MiB of memory`);
-    assert.ok(
-      r.downtimeMs > 0 && r.downtimeMs <= r.totalMs,
-      `downtime ${r.downtimeMs} ms, total ${r.totalMs} ms`,
-    );
-    const last = r.phases[r.phases.length - 1]!;
-    assert.ok(Math.abs(last.startMs + last.durationMs - r.totalMs) <= 1, 'total ends with the last phase');
-  };
-  const line = (label: string, r: BaselineReport, gapMs: number): string =>
-    `# ${label}: downtime ${r.downtimeMs} ms, total ${r.totalMs} ms, wire ${r.wireBytes} B of ` +
-    `${r.logicalBytes} B, client gap ${gapMs.toFixed(0)} ms; ` +
-    r.phases.map((p) => `${p.name} ${p.durationMs}`).join(', ');
-
   it('by hand: checkpoint, tar | zstd over one TCP connection, restore; memory exact', async () => {
     const target = await start(0, 'bh', memload(1));
     const [r, seen] = await probeDuring(probe(target), () => migrateByHandTarZstd(ctx(0, 1, 'bh')));
-    checkCommitted(r, ['checkpoint', 'copy', 'restore', 'cleanup']);
+    assertCommitted(r, ['checkpoint', 'copy', 'restore', 'cleanup']);
     assert.deepEqual(await runningOn('bh'), [1], 'exactly one copy, on h2');
     await assert.rejects(
       host(0).a.inspect('bh'),
@@ -81,26 +59,26 @@ describe('baselines: by hand and CRIU page server', { skip, timeout: 120_000 }, 
     );
     assert.match(await verifyNow(1, 'bh'), /^verify ok/);
     assert.equal(seen.longLived.counterResets + seen.fresh.counterResets, 0, 'the counter continued');
-    console.log(line('byhand 32 MiB on edge', r, seen.longLived.maxGapMs));
+    console.log(reportLine('byhand 32 MiB on edge', r, seen.longLived.maxGapMs));
     await host(1).a.remove('bh', { force: true });
   });
 
   it("CRIU's page server: memory straight to the destination, the rest as by hand; there and back", async () => {
     const target = await start(0, 'ps', memload(2));
     const [there, seen] = await probeDuring(probe(target), () => migrateCriuPageServer(ctx(0, 1, 'ps')));
-    checkCommitted(there, ['page-server', 'checkpoint', 'copy', 'restore', 'cleanup']);
+    assertCommitted(there, ['page-server', 'checkpoint', 'copy', 'restore', 'cleanup']);
     assert.deepEqual(await runningOn('ps'), [1]);
     assert.match(await verifyNow(1, 'ps'), /^verify ok/);
     assert.equal(seen.longLived.counterResets + seen.fresh.counterResets, 0, 'the counter continued');
     // The memory crossed uncompressed: nearly all of the checkpoint is on the wire.
     assert.ok(there.wireBytes > 0.9 * there.logicalBytes, `wire ${there.wireBytes} B`);
-    console.log(line('criu-page-server 32 MiB on edge, h1 → h2', there, seen.longLived.maxGapMs));
+    console.log(reportLine('criu-page-server 32 MiB on edge, h1 → h2', there, seen.longLived.maxGapMs));
 
     const [back, seenBack] = await probeDuring(probe(target), () => migrateCriuPageServer(ctx(1, 0, 'ps')));
-    checkCommitted(back, ['page-server', 'checkpoint', 'copy', 'restore', 'cleanup']);
+    assertCommitted(back, ['page-server', 'checkpoint', 'copy', 'restore', 'cleanup']);
     assert.deepEqual(await runningOn('ps'), [0]);
     assert.match(await verifyNow(0, 'ps'), /^verify ok/);
-    console.log(line('criu-page-server 32 MiB on edge, h2 → h1', back, seenBack.longLived.maxGapMs));
+    console.log(reportLine('criu-page-server 32 MiB on edge, h2 → h1', back, seenBack.longLived.maxGapMs));
     await host(0).a.remove('ps', { force: true });
   });
 
@@ -140,7 +118,7 @@ describe('baselines: by hand and CRIU page server', { skip, timeout: 120_000 }, 
         intervalMs: 20,
       });
       assert.ok(now.fresh.ok > 0 && now.longLived.ok > 0, JSON.stringify(now.verdict));
-      console.log(line(`${r.kind} rollback`, r, seen.longLived.maxGapMs));
+      console.log(reportLine(`${r.kind} rollback`, r, seen.longLived.maxGapMs));
       return r;
     } finally {
       await host(1)

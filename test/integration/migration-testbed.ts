@@ -11,11 +11,9 @@ import { AgentClient } from '../../src/agent/client.js';
 import type { MigrationReport } from '../../src/core/migration.js';
 import { ContainerStatus } from '../../src/core/runtime.js';
 import type { LinkSpec, TestbedHost, TestbedInfo } from '../../src/core/testbed.js';
-import { verifyMemory } from '../../src/demo/migration-demo.js';
+import { verifyMemory, waitListening } from '../../src/demo/migration-demo.js';
 import { migrateThrough, type MigrationRequest } from '../../src/migration/client.js';
 import { testbedDown, testbedUp } from '../../src/testbed/testbed.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The testbed of a suite and what its tests do with it. Valid once `before` has run. */
 export interface MigrationTestbed {
@@ -82,11 +80,7 @@ export function useMigrationTestbed(o: {
     host,
     async start(i, cname, args) {
       const c = await host(i).a.run({ name: cname, image: 'busybox', args, env: {} });
-      const deadline = Date.now() + 60_000;
-      while (!/listening/.test(await host(i).a.logs(cname))) {
-        if (Date.now() > deadline) throw new Error(`${cname} did not start`);
-        await sleep(100);
-      }
+      await waitListening(host(i).a, cname);
       return `${c.network!.ip}:8080`;
     },
     async verifyNow(i, cname) {

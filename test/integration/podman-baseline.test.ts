@@ -11,21 +11,19 @@ import { readdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { AgentClient } from '../../src/agent/client.js';
-import type { BaselineReport, ServiceHost } from '../../src/bench/baseline.js';
+import type { ServiceHost } from '../../src/bench/baseline.js';
 import { probeDuring, probeInNetns } from '../../src/bench/manual-migration.js';
 import { openPodmanBed, podmanUnavailable, type PodmanBed } from '../../src/bench/podman-baseline.js';
 import { memloadServiceArgs } from '../../src/demo/memload.js';
-import { verifyMemory } from '../../src/demo/migration-demo.js';
+import { verifyMemory, waitListening } from '../../src/demo/migration-demo.js';
 import { linkProfile } from '../../src/testbed/profiles.js';
 import { listNetns } from '../../src/testbed/system.js';
 import { useMigrationTestbed } from './migration-testbed.js';
+import { assertCommitted, reportLine } from './baseline-checks.js';
 import { missingRequirement } from './support.js';
 
 const skip = (await missingRequirement()) ?? (await podmanUnavailable());
 if (skip && process.env['CI'] === 'true') throw new Error(`integration tests cannot run in CI: ${skip}`);
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe(
   'podman baseline: checkpoint --export, copy over the link, restore --import',
@@ -55,41 +53,20 @@ describe(
     const start = async (host: ServiceHost, name: string, seed: number): Promise<string> => {
       const { network } = await host.run({ name, image: 'busybox', args: memload(seed), env: {} });
       assert.ok(network?.ip, 'an address on the service network');
-      const deadline = Date.now() + 60_000;
-      while (!/listening/.test(await host.logs(name))) {
-        if (Date.now() > deadline) throw new Error(`${name} did not start listening`);
-        await sleep(100);
-      }
+      await waitListening(host, name);
       return `${network.ip}:8080`;
     };
     /** memload's verdict on its whole memory (verifyMemory needs only logs and exec: the ServiceHost subset). */
     const verifyOn = async (host: ServiceHost, name: string): Promise<string> =>
-      (await verifyMemory(host as unknown as AgentClient, name, 30_000)) ?? 'no verdict';
+      (await verifyMemory(host, name, 30_000)) ?? 'no verdict';
     const probe = (target: string) => ({ bin, netns: testbed.tb.client!.netns, target, intervalMs: 10 });
-    const line = (label: string, r: BaselineReport, gapMs: number): string =>
-      `# ${label}: downtime ${r.downtimeMs} ms, total ${r.totalMs} ms, wire ${r.wireBytes} B of ` +
-      `${r.logicalBytes} B, client gap ${gapMs.toFixed(0)} ms; ` +
-      r.phases.map((p) => `${p.name} ${p.durationMs}`).join(', ');
 
     it('moves memload (32 MiB) h1 → h2 under the probe; the connection survives, memory exact', async () => {
       const [a, b] = pb().hosts;
       const target = await start(a, 'pm1', 1);
       const [r, seen] = await probeDuring(probe(target), () => pb().migrate('pm1'));
-      assert.equal(r.outcome, 'committed', JSON.stringify(r.error));
       assert.equal(r.kind, 'podman');
-      assert.deepEqual(
-        r.phases.map((p) => p.name),
-        ['checkpoint', 'copy', 'restore', 'cleanup'],
-      );
-      assert.ok(
-        r.wireBytes > 0 && r.wireBytes < r.logicalBytes,
-        `wire ${r.wireBytes} B, logical ${r.logicalBytes} B`,
-      );
-      assert.ok(r.logicalBytes > 32 * 1024 * 1024, `logical ${r.logicalBytes} B holds 32 MiB of memory`);
-      assert.ok(
-        r.downtimeMs > 0 && r.downtimeMs <= r.totalMs,
-        `downtime ${r.downtimeMs} ms, total ${r.totalMs} ms`,
-      );
+      assertCommitted(r, ['checkpoint', 'copy', 'restore', 'cleanup']);
       assert.ok(
         seen.survived,
         `the long-lived connection survived: ${JSON.stringify(seen.longLived.breaks)}`,
@@ -101,7 +78,7 @@ describe(
       assert.equal(seen.longLived.counterResets + seen.fresh.counterResets, 0, 'the counter never went back');
       assert.match(await verifyOn(b, 'pm1'), /^verify ok/);
       await assert.rejects(a.exec('pm1', ['true']), /no (container|such)/i, 'store A holds it no more');
-      console.log(line('podman 32 MiB on edge', r, seen.longLived.maxGapMs));
+      console.log(reportLine('podman 32 MiB on edge', r, seen.longLived.maxGapMs));
       await b.remove('pm1', { force: true });
     });
 
@@ -127,7 +104,7 @@ describe(
       assert.equal(seen.longLived.counterResets + seen.fresh.counterResets, 0, 'the counter never went back');
       const now = await probeInNetns({ ...probe(target), durationMs: 500, intervalMs: 20 });
       assert.ok(now.fresh.ok > 0 && now.longLived.ok > 0, JSON.stringify(now.verdict));
-      console.log(line('podman rollback', r, seen.longLived.maxGapMs));
+      console.log(reportLine('podman rollback', r, seen.longLived.maxGapMs));
 
       // Failing before the copy: A restores it in its own namespace, still under CRIU's lock.
       const [r2, seen2] = await probeDuring(probe(target), () => pb().migrate('pm2', { failBefore: 'copy' }));
@@ -147,7 +124,7 @@ describe(
         0,
         'the counter never went back',
       );
-      console.log(line('podman rollback before the copy', r2, seen2.longLived.maxGapMs));
+      console.log(reportLine('podman rollback before the copy', r2, seen2.longLived.maxGapMs));
       // Left running: close() must take it.
     });
 
