@@ -225,51 +225,58 @@ export async function buildCharts(r: BenchResults): Promise<ChartFile[]> {
       });
     }
   }
-  const groups = r.matrix.cells.map((c) => `${c.link.name}/${c.workload.id}`);
-  const pickOf =
-    (of: (s: CellSummary) => Stat | undefined, scale: number) =>
-    (kind: BenchKind, f: (s: Stat) => number): (number | undefined)[] =>
+  /** A bar per kind in every cell: `of`'s median with min–max whiskers, divided by `scale`. */
+  const perStrategy = async (o: {
+    name: string;
+    title: string;
+    yLabel: string;
+    of: (s: CellSummary) => Stat | undefined;
+    scale: number;
+    digits: number;
+  }): Promise<ChartFile> => {
+    const pick = (kind: BenchKind, f: (s: Stat) => number): (number | undefined)[] =>
       r.matrix.cells.map((c) => {
         const s = r.summary.find(
           (x) => x.link === c.link.name && x.workload === c.workload.id && x.kind === kind,
         );
-        const v = s ? of(s) : undefined;
-        return v ? f(v) / scale : undefined;
+        const v = s ? o.of(s) : undefined;
+        return v ? f(v) / o.scale : undefined;
       });
-  const seconds = pickOf(downtimeOf, 1000);
-  charts.push({
-    name: 'downtime',
-    title: 'Client downtime per strategy',
-    svg: await barChart({
-      title: 'Client downtime per strategy (median, min–max)',
+    return {
+      name: o.name,
+      title: o.title,
+      svg: await barChart({
+        title: `${o.title} (median, min–max)`,
+        yLabel: o.yLabel,
+        groups: r.matrix.cells.map((c) => `${c.link.name}/${c.workload.id}`),
+        series: r.matrix.kinds.map((kind) => ({
+          name: KIND_TITLES[kind],
+          values: pick(kind, (s) => s.median),
+          mins: pick(kind, (s) => s.min),
+          maxs: pick(kind, (s) => s.max),
+        })),
+        valueFormat: (v) => v.toFixed(o.digits),
+      }),
+    };
+  };
+  charts.push(
+    await perStrategy({
+      name: 'downtime',
+      title: 'Client downtime per strategy',
       yLabel: 'downtime (s)',
-      groups,
-      series: r.matrix.kinds.map((kind) => ({
-        name: KIND_TITLES[kind],
-        values: seconds(kind, (s) => s.median),
-        mins: seconds(kind, (s) => s.min),
-        maxs: seconds(kind, (s) => s.max),
-      })),
-      valueFormat: (v) => v.toFixed(2),
+      of: downtimeOf,
+      scale: 1000,
+      digits: 2,
     }),
-  });
-  const pick = pickOf((s) => s.wireBytes, MB);
-  charts.push({
-    name: 'wire-bytes',
-    title: 'Bytes on the wire per strategy',
-    svg: await barChart({
-      title: 'Bytes on the wire per strategy (median, min–max)',
+    await perStrategy({
+      name: 'wire-bytes',
+      title: 'Bytes on the wire per strategy',
       yLabel: 'MB on the wire',
-      groups,
-      series: r.matrix.kinds.map((kind) => ({
-        name: KIND_TITLES[kind],
-        values: pick(kind, (s) => s.median),
-        mins: pick(kind, (s) => s.min),
-        maxs: pick(kind, (s) => s.max),
-      })),
-      valueFormat: (v) => v.toFixed(1),
+      of: (s) => s.wireBytes,
+      scale: MB,
+      digits: 1,
     }),
-  });
+  );
   const run = timelineRun(r.runs);
   if (run) {
     const title = `One migration: ${KIND_TITLES[run.kind]}, ${run.link} link, ${run.workload} (rep ${run.rep})`;
