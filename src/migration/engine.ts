@@ -381,6 +381,8 @@ export class MigrationEngine {
     let pageSource: PageSource | undefined;
     let held: HeldCheckpoint | undefined;
     let remote: RemoteRun[] | undefined;
+    /** The remote runs are every lazy page of the images: the destination reads them there. */
+    let remoteIsEveryLazyPage = false;
     let memoryLost = false;
     const pageToken = randomBytes(16);
     let verdictScan: Promise<VerdictScanResult> | undefined;
@@ -562,6 +564,7 @@ export class MigrationEngine {
           });
           report.timings.snapshotMs = Math.round(this.clock.monotonic() - snapStart);
           remote = plan?.remote();
+          remoteIsEveryLazyPage = plan?.everyLazyPage ?? false;
           r.detail = {
             ...(remote ? { remotePages: remote.reduce((n, x) => n + x.nrPages, 0), planMs } : {}),
             files: s.stats.files,
@@ -643,7 +646,7 @@ export class MigrationEngine {
             });
             lazy = {
               source: { host: pageSource.address, port: pageSource.port, token: pageToken.toString('hex') },
-              remote,
+              ...(remoteIsEveryLazyPage ? {} : { remote }),
               ...(startVerdictScan && precopy?.base ? { verdicts: { base: precopy.base.name } } : {}),
             };
           }

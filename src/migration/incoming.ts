@@ -21,7 +21,12 @@ import type { ContainerRuntime } from '../core/runtime.js';
 import type { ContainerNetwork } from '../core/network.js';
 import type { LazyMemoryReport } from '../core/migration.js';
 import { percentile, startCriuPageServer, type CriuPageServer } from '../pages/criu-page-server.js';
-import { LazyPageBroker, type PageFetchClient, type RemoteRun } from '../pages/lazy-page-broker.js';
+import {
+  EVERY_LAZY_PAGE,
+  LazyPageBroker,
+  type PageFetchClient,
+  type RemoteRun,
+} from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
 import { readMemoryIndex } from '../memory/memory-index.js';
 import { decodeInlineState, type InlineState } from './inline-state.js';
@@ -32,8 +37,11 @@ import { collectGarbage } from '../system/gc.js';
 export interface LazyRestoreRequest {
   /** The source's page source and the migration's token (32 hex digits). */
   source: { host: string; port: number; token: string };
-  /** Pages that stayed there: holes in the transferred pages files. */
-  remote: RemoteRun[];
+  /**
+   * Pages that stayed there: holes in the transferred pages files. Absent: every page the
+   * images' pagemaps mark lazy (post-copy, a held dump), read from them here.
+   */
+  remote?: RemoteRun[];
   /**
    * Hybrid: the source sends verdicts on the remote pages; those it finds unchanged since the
    * pre-copy round `base` (a completed transfer session here) are served from the local store.
@@ -395,7 +403,7 @@ export class IncomingMigrations {
     try {
       broker = await LazyPageBroker.open({
         criuDir: join(dir, 'criu'),
-        remote: req.remote,
+        remote: req.remote ?? EVERY_LAZY_PAGE,
         fetcher: deferredFetcher(connecting),
         clock: this.clock,
         log,

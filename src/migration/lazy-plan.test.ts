@@ -34,6 +34,7 @@ describe('planLazyPages', () => {
   it('post-copy: every lazy page stays behind as a hole; the non-lazy ones cross', async () => {
     const plan = await planLazyPages(dir);
     assert.equal(plan.hook, undefined);
+    assert.equal(plan.everyLazyPage, true);
     const store = new MemoryChunkStore();
     const s = await snapshotDirectory(dir, store, { ...opts, ...(plan.holes ? { holes: plan.holes } : {}) });
     assert.deepEqual(plan.remote(), [
@@ -61,6 +62,7 @@ describe('planLazyPages', () => {
       });
     });
     assert.ok(plan.hook);
+    assert.equal(plan.everyLazyPage, false);
     await snapshotDirectory(dir, new MemoryChunkStore(), { ...opts, knownPages: plan.hook });
     assert.deepEqual(plan.remote(), [
       { vpid: 1, vaddr: A + 4 * PAGE_SIZE, nrPages: 1 },

@@ -21,6 +21,12 @@ export interface LazyPagesPlan {
   holes?: NonNullable<SnapshotOptions['holes']>;
   /** The remote runs, coalesced, once the snapshot has run. */
   remote(): RemoteRun[];
+  /**
+   * The remote runs are exactly the images' lazy pages (post-copy, a held dump): the destination
+   * reads them from the pagemaps it receives, and the restore request need not list them (at
+   * 1 GiB of scattered memory, some 35,000 runs: ~1.6 MB of JSON, ~0.1 s on a 100 Mbit/s link).
+   */
+  everyLazyPage: boolean;
 }
 
 /**
@@ -50,7 +56,12 @@ export async function planLazyPages(
         .sort((a, b) => a.vaddr - b.vaddr)
         .map((r) => ({ vpid: l.vpid, vaddr: r.vaddr, nrPages: r.nrPages })),
     );
-    return { holes: (rel) => holes.get(rel), remote: () => runs, ...(known ? { hook: known } : {}) };
+    return {
+      holes: (rel) => holes.get(rel),
+      remote: () => runs,
+      everyLazyPage: true,
+      ...(known ? { hook: known } : {}),
+    };
   }
   const byFile = new Map(layouts.map((l) => [`criu/${l.file}`, l]));
   // Remote pages per process, as page numbers in the order the snapshot meets them.
@@ -76,6 +87,7 @@ export async function planLazyPages(
   };
   return {
     hook,
+    everyLazyPage: false,
     remote: () => {
       const runs: RemoteRun[] = [];
       for (const [vpid, pages] of [...remote].sort((a, b) => a[0] - b[0])) {

@@ -88,15 +88,18 @@ export const incomingRestoreRequest = object({
         port: integer(1, 65_535),
         token: string({ minLength: 32, maxLength: 32, pattern: /^[0-9a-f]{32}$/, expected: '32 hex digits' }),
       }),
-      remote: array(
-        object({
-          vpid: integer(1, 2 ** 31 - 1),
-          vaddr: refine(integer(0, Number.MAX_SAFE_INTEGER), (v, path) => {
-            if (v % 4096 !== 0) throw invalid(path, 'expected a page-aligned address');
+      // Absent: every page the pagemaps mark lazy.
+      remote: optional(
+        array(
+          object({
+            vpid: integer(1, 2 ** 31 - 1),
+            vaddr: refine(integer(0, Number.MAX_SAFE_INTEGER), (v, path) => {
+              if (v % 4096 !== 0) throw invalid(path, 'expected a page-aligned address');
+            }),
+            nrPages: integer(1, 2 ** 31 - 1),
           }),
-          nrPages: integer(1, 2 ** 31 - 1),
-        }),
-        { maxItems: MAX_REMOTE_RUNS },
+          { maxItems: MAX_REMOTE_RUNS },
+        ),
       ),
       verdicts: optional(
         object({

@@ -27,6 +27,7 @@ export {
   type PsCmdValue,
 } from './page-server-iov.js';
 export {
+  EVERY_LAZY_PAGE,
   LazyPageBroker,
   type LazyPageBrokerOptions,
   type LazyPageStats,

@@ -7,7 +7,13 @@ import { PAGE_SIZE } from '../core/chunks.js';
 import { systemClock } from '../core/clock.js';
 import { ErrorCode, GodwitError, UnavailableError } from '../core/errors.js';
 import { nullLogger } from '../core/logger.js';
-import { LazyPageBroker, heldPagesFile, type PageFetchClient, type RemoteRun } from './lazy-page-broker.js';
+import {
+  EVERY_LAZY_PAGE,
+  LazyPageBroker,
+  heldPagesFile,
+  type PageFetchClient,
+  type RemoteRun,
+} from './lazy-page-broker.js';
 import { fakePage, writeFakeCriuImages } from './testing.js';
 
 const A = 0x7f0000000000;
@@ -184,6 +190,25 @@ describe('LazyPageBroker', () => {
       b.read(3, A, 1, { fault: true }),
       (e: unknown) => e instanceof GodwitError && e.code === ErrorCode.PageNotHeld,
     );
+    await b.close();
+  });
+
+  it('EVERY_LAZY_PAGE takes the remote runs from the pagemaps: every page they mark lazy', async () => {
+    await holes([
+      { vpid: 1, vaddr: A, nrPages: 64 },
+      { vpid: 1, vaddr: A + 0x100000, nrPages: 4 },
+    ]);
+    const f = new FakeFetcher();
+    const b = await LazyPageBroker.open({
+      criuDir: dir,
+      remote: EVERY_LAZY_PAGE,
+      fetcher: f,
+      clock: systemClock,
+      log: nullLogger,
+    });
+    assert.equal(b.stats().pagesRemote, 68);
+    assert.ok((await b.read(1, A + 0x101000, 1, { fault: true })).equals(fakePage(1, A + 0x101000)));
+    assert.equal(f.calls.length, 1);
     await b.close();
   });
 

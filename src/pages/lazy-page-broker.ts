@@ -76,7 +76,8 @@ export interface LazyPageStats {
 export interface LazyPageBrokerOptions {
   /** The local CRIU image directory (holes at the remote runs). */
   criuDir: string;
-  remote: readonly RemoteRun[];
+  /** The pages that stayed on the source; `EVERY_LAZY_PAGE`: all the pagemaps mark lazy. */
+  remote: readonly RemoteRun[] | typeof EVERY_LAZY_PAGE;
   fetcher: PageFetchClient;
   clock: Clock;
   log: Logger;
@@ -100,6 +101,9 @@ export interface LazyPageBrokerOptions {
    */
   local?: (vpid: number, vaddr: number, nrPages: number) => Promise<Buffer | undefined>;
 }
+
+/** `remote` of a broker whose every lazy page (pagemap flag PE_LAZY) stayed on the source. */
+export const EVERY_LAZY_PAGE = 'every-lazy-page';
 
 /** Not here, to be fetched from the source. */
 const MISSING = 0;
@@ -188,7 +192,18 @@ export class LazyPageBroker {
   /** Reads the local pagemaps and checks the remote runs against them. */
   static async open(opts: LazyPageBrokerOptions): Promise<LazyPageBroker> {
     const b = new LazyPageBroker(opts);
-    for (const l of await readPagesLayouts(opts.criuDir)) {
+    const layouts = await readPagesLayouts(opts.criuDir);
+    const remote =
+      opts.remote === EVERY_LAZY_PAGE
+        ? layouts.flatMap((l) =>
+            [...l.runs.filter((r) => r.lazy), ...l.lazyRuns].map((r) => ({
+              vpid: l.vpid,
+              vaddr: r.vaddr,
+              nrPages: r.nrPages,
+            })),
+          )
+        : opts.remote;
+    for (const l of layouts) {
       const runs: LocalRun[] = l.runs.map((r) => ({ ...r, file: l.file }));
       // Pages the dump left with the process: kept in a file of godwit's own, in address order.
       let off = 0;
@@ -203,7 +218,7 @@ export class LazyPageBroker {
       }
       b.procs.set(l.vpid, { vpid: l.vpid, runs: runs.sort((x, y) => x.vaddr - y.vaddr), remote: [] });
     }
-    for (const r of [...opts.remote].sort((x, y) => x.vpid - y.vpid || x.vaddr - y.vaddr)) {
+    for (const r of [...remote].sort((x, y) => x.vpid - y.vpid || x.vaddr - y.vaddr)) {
       const p = b.procs.get(r.vpid);
       // A remote run may span pagemap entries that lie back to back: one slot set per entry.
       let vaddr = r.vaddr;
