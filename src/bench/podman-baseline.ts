@@ -419,7 +419,7 @@ class Bed implements PodmanBed {
         // "Host B" has no namespace of the container: it is made anew, same IP and MAC, locked.
         netnsMoved = true;
         await this.network.detach(c.key);
-        await this.network.attach(c.key, c.net, { locked: true });
+        await this.network.attach(c.key, c.net, { lock: 'criu' });
         if (opts.failBefore === 'restore') throw injected('restore');
         await b
           .checked(
@@ -488,7 +488,7 @@ class Bed implements PodmanBed {
     if (there !== undefined) await b.run(['rm', '-f', '-t', '0', name]).catch(() => undefined);
     try {
       await run.step('rollback', async () => {
-        if (netnsMoved) await this.network.attach(c.key, c.net, { locked: true });
+        if (netnsMoved) await this.network.attach(c.key, c.net, { lock: 'criu' });
         await a
           .checked(
             ['container', 'restore', '--tcp-established', name],

@@ -17,6 +17,16 @@ export interface ContainerNetwork {
 }
 
 /**
+ * How a namespace whose TCP connections are between hosts is kept from answering (a reset would
+ * end them): from the dump until the restore has repaired them, no packet may reach its kernel.
+ * - `criu`: CRIU's own lock, iptables rules it adds at the dump and removes at the restore (an
+ *   iptables-restore and a failing ip6tables-restore: ~80 ms of every restore on this machine);
+ * - `link`: the namespace's link to the network is down (`disconnect`, `reconnect`) and CRIU is
+ *   told `network-lock skip`: no packet in or out, and no iptables at either end.
+ */
+export type NetworkLock = 'criu' | 'link';
+
+/**
  * Creates and removes the network namespaces containers run in. Implemented by the
  * testbed's service network (veth into a bridge) and, later, by real deployments.
  */
@@ -27,10 +37,11 @@ export interface NetworkProvider {
    * path (e.g. `/run/netns/NAME`) for runc's config. Idempotent for the same key and
    * identity; fails with AlreadyExists if another key holds the IP.
    *
-   * With `locked`, the namespace is created under CRIU's network lock (its `CRIU` iptables
-   * chain dropping everything but CRIU's own marked packets), as the source's namespace is
-   * after a dump with established TCP connections: until a restore unlocks it, the kernel
-   * answers nothing, so no RST reaches a client whose connection is about to be restored.
+   * With `lock`, the namespace is created locked, as the source's namespace is after a dump with
+   * established TCP connections: until the restore unlocks it, the kernel answers nothing, so no
+   * RST reaches a client whose connection is about to be restored. `criu`: under CRIU's iptables
+   * lock (its `CRIU` chain dropping everything but CRIU's own marked packets), which CRIU's
+   * restore removes; `link`: with its link down, which `reconnect` brings up after the restore.
    * `prestage`: made ahead of a restore; the next attach of the same key, identity and lock
    * takes it as it is (without re-checking or rebuilding it). `reclaim`: when another key holds
    * the address, its namespace is removed and the address taken.
@@ -43,7 +54,7 @@ export interface NetworkProvider {
   attach(
     key: string,
     net: ContainerNetwork,
-    opts?: { locked?: boolean; prestage?: boolean; reclaim?: boolean; build?: boolean },
+    opts?: { lock?: NetworkLock; prestage?: boolean; reclaim?: boolean; build?: boolean },
   ): Promise<string>;
   /** Removes the namespace of `key` and its interfaces. Idempotent. */
   detach(key: string): Promise<void>;
@@ -53,6 +64,17 @@ export interface NetworkProvider {
    */
   isolate?(key: string): Promise<void>;
   rejoin?(key: string, net: ContainerNetwork): Promise<void>;
+  /**
+   * Optional, with `reconnect`: the `link` lock. Takes `key`'s link down (no packet in or out;
+   * the network forgets where its address was), keeping its namespace, address and lease.
+   * Idempotent.
+   */
+  disconnect?(key: string): Promise<void>;
+  /**
+   * Brings `key`'s link up again (after a restore, or a dump that failed or left the container
+   * running) and announces its address; resolves once packets pass (the announcement may follow).
+   */
+  reconnect?(key: string, net: ContainerNetwork): Promise<void>;
 }
 
 /** Hands out network identities on a service network. */

@@ -3,7 +3,7 @@
  * checkpoint directory may come from another host or be damaged, so nothing read
  * from disk is trusted before it has been checked here.
  */
-import type { ContainerNetwork } from '../core/network.js';
+import type { ContainerNetwork, NetworkLock } from '../core/network.js';
 import { ContainerStatus, type RunSpec } from '../core/runtime.js';
 import { ErrorCode, InvalidArgumentError } from '../core/errors.js';
 
@@ -32,6 +32,11 @@ export interface CheckpointManifest {
   criuVersion?: string;
   leftRunning: boolean;
   tcpEstablished: boolean;
+  /**
+   * How the network was locked for the TCP connections (core/network.ts): CRIU records it in
+   * its images and its restore keeps to it. Absent (older checkpoints): `criu`.
+   */
+  networkLock?: NetworkLock;
   lazyPages: boolean;
   /** Whether `rootfs.tar` holds the container's root filesystem changes. */
   hasRootfsDiff: boolean;
@@ -135,6 +140,11 @@ export function parseCheckpointManifest(v: unknown, where: string): CheckpointMa
     hasRootfsDiff: bool(o['hasRootfsDiff'], `${where}.hasRootfsDiff`),
   };
   if (o['criuVersion'] !== undefined) m.criuVersion = str(o['criuVersion'], `${where}.criuVersion`);
+  const lock = o['networkLock'];
+  if (lock !== undefined) {
+    if (lock !== 'criu' && lock !== 'link') throw bad(`${where}.networkLock must be "criu" or "link"`);
+    m.networkLock = lock;
+  }
   return m;
 }
 

@@ -27,7 +27,7 @@ import {
   errorMessage,
 } from '../core/errors.js';
 import { nullLogger, type Logger } from '../core/logger.js';
-import type { AddressAllocator, ContainerNetwork, NetworkProvider } from '../core/network.js';
+import type { AddressAllocator, ContainerNetwork, NetworkLock, NetworkProvider } from '../core/network.js';
 import {
   CHECKPOINT_FILES,
   ContainerStatus,
@@ -87,6 +87,18 @@ const HELD_CHECKPOINT_TIMEOUT_MS = 60 * 60_000;
 /** Longest CRIU may take to dump everything but the memory. */
 const HELD_READY_TIMEOUT_MS = 60_000;
 
+/**
+ * How long a frozen container stays on the network before the `link` lock cuts it off, ms
+ * (GODWIT_LINK_LOCK_GRACE_MS): at least the round trip of its clients (the edge profile's is
+ * 20 ms). CRIU's own lock came ~28 ms after the freeze (runc and CRIU starting).
+ */
+const LINK_LOCK_GRACE_MS = 25;
+
+function linkLockGraceMs(): number {
+  const v = Number(process.env['GODWIT_LINK_LOCK_GRACE_MS']);
+  return Number.isFinite(v) && v >= 0 ? v : LINK_LOCK_GRACE_MS;
+}
+
 /** A port on 127.0.0.1 that nothing listens on right now. */
 async function freeLoopbackPort(): Promise<number> {
   const srv = createServer();
@@ -132,6 +144,8 @@ export class RuncRuntime implements ContainerRuntime {
   private readonly tools: RuncTools;
   /** Lazily restored containers whose memory is still being filled, by name. */
   private readonly lazyFills = new Map<string, Promise<{ ok: boolean; fillMs: number }>>();
+  /** The end of a restored container's `link` lock, still under way (awaited before its next dump). */
+  private readonly unlocking = new Map<string, Promise<void>>();
   private readonly images: ImageStore;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -264,6 +278,7 @@ export class RuncRuntime implements ContainerRuntime {
       await this.runc(['kill', name, 'KILL']);
       await this.waitStopped(name, 10_000);
     }
+    await this.unlocking.get(name);
     await this.destroy(name);
     this.log.info('container removed', { name });
   }
@@ -279,7 +294,7 @@ export class RuncRuntime implements ContainerRuntime {
     await this.images.ensure(manifest.spec.image);
     const net = manifest.spec.network;
     if (!net || !this.network) return;
-    await this.network.attach(this.netKey(name), net, { locked: manifest.tcpEstablished, prestage: true });
+    await this.network.attach(this.netKey(name), net, { lock: restoreLock(manifest), prestage: true });
     this.log.info('restore prepared: service network attached', {
       name,
       ms: Math.round(this.clock.monotonic() - t0),
@@ -290,7 +305,10 @@ export class RuncRuntime implements ContainerRuntime {
     validateName(name);
     if (!this.network) return;
     const t0 = this.clock.monotonic();
-    await this.network.attach(this.netKey(name), net, { locked: opts.locked, build: true });
+    await this.network.attach(this.netKey(name), net, {
+      ...(opts.locked ? { lock: this.linkLock() ? 'link' : 'criu' } : {}),
+      build: true,
+    });
     this.log.info('restore prepared: service network built', {
       name,
       ms: Math.round(this.clock.monotonic() - t0),
@@ -339,6 +357,7 @@ export class RuncRuntime implements ContainerRuntime {
     // A lazily restored container is dumped only once all its memory is in place.
     await this.lazyFills.get(name);
     this.lazyFills.delete(name);
+    await this.unlocking.get(name);
     const dir = resolve(opts.dir);
     const createdDir = await prepareEmptyDir(dir);
     const criuDir = join(dir, CHECKPOINT_FILES.criuDir);
@@ -353,21 +372,36 @@ export class RuncRuntime implements ContainerRuntime {
     if (opts.lazyPages) args.push('--lazy-pages');
     if (opts.pageServer) args.push('--page-server', `${opts.pageServer.address}:${opts.pageServer.port}`);
     args.push(name);
+    const net = record.spec.network;
+    const linkLock = tcpEstablished && net !== undefined && this.linkLock();
 
-    await writeFile(this.state.criuConfig(name), criuConfigText({ skipInFlight: opts.skipInFlight ?? true }));
+    await writeFile(
+      this.state.criuConfig(name),
+      criuConfigText({ skipInFlight: opts.skipInFlight ?? true, skipNetworkLock: linkLock }),
+    );
     const started = this.clock.monotonic();
     // Frozen here, CRIU skips its 100 ms freezer poll (see freezer.ts). Not with --leave-running:
     // CRIU leaves a cgroup it found frozen frozen.
     const frozen = opts.leaveRunning
       ? undefined
       : await freezeCgroup(cgroupsPathFor(this.state.hostId, name));
+    // The `link` lock: cut off from before CRIU takes the connections until a restore (or until
+    // this dump has failed or left the container running).
+    const reconnect = async (): Promise<void> => {
+      if (linkLock && net) await this.network?.reconnect?.(this.netKey(name), net);
+    };
+    if (linkLock) await this.lockLink(name, frozen !== undefined);
     const res = await this.runc(args);
     const durationMs = this.clock.monotonic() - started;
+    if (res.code === 0 && opts.leaveRunning) await reconnect();
     const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
     if (res.code !== 0) {
       // The dump failed: the container keeps running — unless it came frozen (a held dump being
       // kept): then it stays frozen, for its state is the only copy and another may run elsewhere.
-      if (!frozenOk) await frozen?.thaw();
+      if (!frozenOk) {
+        await reconnect();
+        await frozen?.thaw();
+      }
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
       if (createdDir) await rm(dir, { recursive: true, force: true });
       else await rm(criuDir, { recursive: true, force: true });
@@ -381,6 +415,7 @@ export class RuncRuntime implements ContainerRuntime {
     await this.writeCheckpointFiles(name, record, dir, {
       leftRunning: Boolean(opts.leaveRunning),
       tcpEstablished,
+      networkLock: linkLock ? 'link' : 'criu',
       lazyPages: Boolean(opts.lazyPages),
       dumpLog,
     });
@@ -400,6 +435,7 @@ export class RuncRuntime implements ContainerRuntime {
     const info = await this.requireRunning(name);
     await this.lazyFills.get(name);
     this.lazyFills.delete(name);
+    await this.unlocking.get(name);
     const dir = resolve(opts.dir);
     const createdDir = await prepareEmptyDir(dir);
     const criuDir = join(dir, CHECKPOINT_FILES.criuDir);
@@ -410,15 +446,21 @@ export class RuncRuntime implements ContainerRuntime {
     if (info.pid !== undefined)
       for (const p of await containerProcesses(info.pid)) processes.set(p.vpid, p.pid);
     const port = await freeLoopbackPort();
-    const tcpEstablished = record.spec.network !== undefined;
+    const net = record.spec.network;
+    const tcpEstablished = net !== undefined;
+    const linkLock = tcpEstablished && this.linkLock();
     const args = ['checkpoint', '--image-path', criuDir, '--work-path', workDir];
     if (tcpEstablished) args.push('--tcp-established');
     // CRIU writes everything but the lazy memory, then serves that memory on this port until its
     // one client says how the dump ends; the processes stay frozen (and readable) meanwhile.
     args.push('--lazy-pages', '--page-server', `127.0.0.1:${port}`, name);
-    await writeFile(this.state.criuConfig(name), criuConfigText({ skipInFlight: true }));
+    await writeFile(
+      this.state.criuConfig(name),
+      criuConfigText({ skipInFlight: true, skipNetworkLock: linkLock }),
+    );
     const started = this.clock.monotonic();
     const frozen = await freezeCgroup(cgroupsPathFor(this.state.hostId, name));
+    if (linkLock) await this.lockLink(name, true);
     let exited = false;
     const run = this.runc(args, HELD_CHECKPOINT_TIMEOUT_MS).finally(() => {
       exited = true;
@@ -427,6 +469,7 @@ export class RuncRuntime implements ContainerRuntime {
     const failed = async (why: string): Promise<never> => {
       const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
       const r = await run.catch((err: unknown) => ({ code: -1, stderr: errorMessage(err), stdout: '' }));
+      if (linkLock && net) await this.network?.reconnect?.(this.netKey(name), net);
       await frozen?.thaw();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
       if (createdDir) await rm(dir, { recursive: true, force: true });
@@ -454,11 +497,11 @@ export class RuncRuntime implements ContainerRuntime {
     ctl.on('error', () => undefined);
     // Frozen, the root filesystem changes are stable. Meanwhile (both are on the stopped path),
     // the namespace is cut off until resumed: another host may now take the container's address.
-    const net = record.spec.network;
     await Promise.all([
       this.writeCheckpointFiles(name, record, dir, {
         leftRunning: false,
         tcpEstablished,
+        networkLock: linkLock ? 'link' : 'criu',
         lazyPages: true,
         dumpLog: await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => ''),
       }),
@@ -551,14 +594,24 @@ export class RuncRuntime implements ContainerRuntime {
     const workDir = opts.workDir
       ? resolve(opts.workDir)
       : join(this.state.containerDir(opts.name), 'restore-work');
+    let unlockLink: ContainerNetwork | undefined;
     try {
       if (spec.network && this.network && opts.netnsPath === undefined) {
         // Locked like the source's namespace after the dump, so no RST escapes before CRIU
         // has repaired the connections (it removes the lock when the restore is done).
+        const lock = restoreLock(manifest, opts.tcpEstablished);
+        if (lock === 'link' && !this.linkLock()) {
+          throw new FailedPreconditionError(
+            ErrorCode.InvalidState,
+            `${opts.name}'s checkpoint was dumped with its network locked at the link, which this host's network cannot do`,
+            { hint: 'restore it on a host of the same service network' },
+          );
+        }
         record.spec.netnsPath = await this.network.attach(this.netKey(opts.name), spec.network, {
-          locked: opts.tcpEstablished ?? manifest.tcpEstablished,
+          ...(lock ? { lock } : {}),
           ...(opts.reclaimNetwork ? { reclaim: true } : {}),
         });
+        if (lock === 'link') unlockLink = spec.network;
       }
       mark('networkMs');
       await mkdir(this.state.upperDir(opts.name), { recursive: true });
@@ -604,6 +657,20 @@ export class RuncRuntime implements ContainerRuntime {
       mark('lazyDaemonMs');
       const res = await this.startWithShim(opts.name, args);
       mark('runcMs');
+      // The `link` lock ends once CRIU has repaired the connections (runc has returned). Packets
+      // already pass (the namespace is on the network): nothing waits for it but the next dump.
+      if (res.ok && unlockLink && this.network?.reconnect) {
+        const name = opts.name;
+        const unlocked = this.network
+          .reconnect(this.netKey(name), unlockLink)
+          .catch((err: unknown) =>
+            this.log.warn('unlocking the network failed', { name, err: errorMessage(err) }),
+          )
+          .finally(() => {
+            if (this.unlocking.get(name) === unlocked) this.unlocking.delete(name);
+          });
+        this.unlocking.set(name, unlocked);
+      }
       if (fill) {
         if (res.ok) this.lazyFills.set(opts.name, fill.done);
         else await fill.done;
@@ -638,6 +705,29 @@ export class RuncRuntime implements ContainerRuntime {
   }
 
   // ---- internals ----
+
+  /**
+   * Whether this host locks a dumped container's network at its link (core/network.ts): when its
+   * network can, unless GODWIT_NETWORK_LOCK=criu asks for CRIU's iptables lock.
+   */
+  private linkLock(): boolean {
+    return (
+      this.network?.disconnect !== undefined &&
+      this.network.reconnect !== undefined &&
+      process.env['GODWIT_NETWORK_LOCK'] !== 'criu'
+    );
+  }
+
+  /**
+   * The `link` lock at a dump, before CRIU takes the connections. A container just frozen first
+   * gets LINK_LOCK_GRACE_MS: requests already on their way to it still land in its sockets (its
+   * kernel acknowledges them), so their clients are answered as soon as it runs again instead of
+   * at their next retransmission (≥ 200 ms later, then doubling).
+   */
+  private async lockLink(name: string, frozen: boolean): Promise<void> {
+    if (frozen) await this.clock.sleep(linkLockGraceMs());
+    await this.network?.disconnect?.(this.netKey(name));
+  }
 
   /** Key of a container's network namespace: unique per host and name. */
   private netKey(name: string): string {
@@ -847,7 +937,13 @@ export class RuncRuntime implements ContainerRuntime {
     name: string,
     record: ContainerRecord,
     dir: string,
-    o: { leftRunning: boolean; tcpEstablished: boolean; lazyPages: boolean; dumpLog: string },
+    o: {
+      leftRunning: boolean;
+      tcpEstablished: boolean;
+      networkLock: NetworkLock;
+      lazyPages: boolean;
+      dumpLog: string;
+    },
   ): Promise<void> {
     await runChecked([
       'tar',
@@ -867,6 +963,7 @@ export class RuncRuntime implements ContainerRuntime {
       createdAt: new Date(this.clock.now()).toISOString(),
       leftRunning: o.leftRunning,
       tcpEstablished: o.tcpEstablished,
+      ...(o.tcpEstablished ? { networkLock: o.networkLock } : {}),
       lazyPages: o.lazyPages,
       hasRootfsDiff: true,
     };
@@ -960,11 +1057,24 @@ export class RuncRuntime implements ContainerRuntime {
   }
 }
 
-/** The per-container CRIU configuration for a checkpoint: one option per line, CRIU's format. */
-export function criuConfigText(opts: { skipInFlight: boolean }): string {
+/**
+ * The per-container CRIU configuration for a checkpoint: one option per line, CRIU's format.
+ * `skipNetworkLock`: godwit locks the network itself (the `link` lock); CRIU records that in its
+ * images, and its restore then leaves the network alone too.
+ */
+export function criuConfigText(opts: { skipInFlight: boolean; skipNetworkLock?: boolean }): string {
   const lines: string[] = [];
   if (opts.skipInFlight) lines.push('skip-in-flight');
+  if (opts.skipNetworkLock) lines.push('network-lock skip');
   return lines.map((l) => `${l}\n`).join('');
+}
+
+/**
+ * The lock a restore of `manifest` must find its namespace in: none without TCP connections to
+ * restore (`tcpEstablished` overrides the checkpoint's), else the one the dump used.
+ */
+function restoreLock(manifest: CheckpointManifest, tcpEstablished?: boolean): NetworkLock | undefined {
+  return (tcpEstablished ?? manifest.tcpEstablished) ? (manifest.networkLock ?? 'criu') : undefined;
 }
 
 /** True for states in which processes exist. */

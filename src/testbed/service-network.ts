@@ -14,13 +14,14 @@ import {
   AlreadyExistsError,
   ErrorCode,
   FailedPreconditionError,
+  errorMessage,
   InvalidArgumentError,
   NotFoundError,
   UnavailableError,
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { nullLogger } from '../core/logger.js';
-import type { AddressAllocator, ContainerNetwork, NetworkProvider } from '../core/network.js';
+import type { AddressAllocator, ContainerNetwork, NetworkLock, NetworkProvider } from '../core/network.js';
 import type { ServiceNetworkInfo } from '../core/testbed.js';
 import { runCommand } from '../system/exec.js';
 import { isExecutable } from '../system/tools.js';
@@ -114,16 +115,16 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
   async attach(
     key: string,
     net: ContainerNetwork,
-    opts: { locked?: boolean; prestage?: boolean; reclaim?: boolean; build?: boolean } = {},
+    opts: { lock?: NetworkLock; prestage?: boolean; reclaim?: boolean; build?: boolean } = {},
   ): Promise<string> {
     this.validate(key, net);
-    const want = `${JSON.stringify(net)} locked=${Boolean(opts.locked)}`;
+    const want = `${JSON.stringify(net)} lock=${opts.lock ?? 'none'}`;
     const ns = this.netnsName(key);
     if (opts.build) {
       // Nothing shared: no lease, not on the bridge (the source may still hold the address).
       if (await netnsExists(ns)) await this.removeNetns(key);
       try {
-        await this.build(key, ns, net, Boolean(opts.locked));
+        await this.build(key, ns, net, opts.lock);
       } catch (err) {
         await this.removeNetns(key).catch(() => undefined);
         throw err;
@@ -159,14 +160,14 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
         return netnsPath(ns);
       }
       if (await netnsExists(ns)) {
-        if (!opts.locked && (await this.matches(ns, net))) {
+        if (!opts.lock && (await this.matches(ns, net))) {
           await this.announce(ns, net.ip);
           return netnsPath(ns);
         }
         // Left half-built (or with another MAC) by an earlier attempt: build it again.
         await this.removeNetns(key);
       }
-      await this.create(key, ns, net, Boolean(opts.locked));
+      await this.create(key, ns, net, opts.lock);
       if (opts.prestage) this.prestaged.set(key, want);
       return netnsPath(ns);
     } catch (err) {
@@ -261,14 +262,17 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     );
   }
 
-  private async create(key: string, ns: string, net: ContainerNetwork, locked: boolean): Promise<void> {
-    await this.build(key, ns, net, locked);
+  private async create(key: string, ns: string, net: ContainerNetwork, lock?: NetworkLock): Promise<void> {
+    await this.build(key, ns, net, lock);
     await this.connect(key, ns, net);
-    this.log.info('service network: attached', { key, netns: ns, ip: net.ip, mac: net.mac, locked });
+    this.log.info('service network: attached', { key, netns: ns, ip: net.ip, mac: net.mac, lock });
   }
 
-  /** The namespace, its veth (bridge side down, off the bridge), MAC, address and lock; eth0 up. */
-  private async build(key: string, ns: string, net: ContainerNetwork, locked: boolean): Promise<void> {
+  /**
+   * The namespace, its veth (bridge side down, off the bridge), MAC, address and CRIU's lock if
+   * asked for; eth0 up.
+   */
+  private async build(key: string, ns: string, net: ContainerNetwork, lock?: NetworkLock): Promise<void> {
     const sw = this.info.bridgeNetns;
     if (!(await netnsExists(sw))) {
       throw new NotFoundError(
@@ -283,7 +287,7 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     await addNetns(ns);
     await ip(['-n', sw, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
     // The lock goes in before the interface comes up, so not one packet is answered unlocked.
-    if (locked) await lockLikeCriu(ns);
+    if (lock) await iptablesRestore(ns, lock === 'criu' ? CRIU_LOCK_RULES : LINK_LOCK_RULES, 'lock');
     await ipBatch(ns, [
       ['link', 'set', 'eth0', 'address', net.mac],
       ['addr', 'add', `${net.ip}/${net.prefixLength}`, 'dev', 'eth0'],
@@ -305,6 +309,36 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
       'up',
     ]);
     await this.announce(ns, net.ip);
+  }
+
+  /**
+   * The `link` lock at a dump: `key`'s bridge port down. Not one packet passes either way, and the
+   * bridge forgets the MAC addresses it learnt there. Address, lease and namespace stay.
+   */
+  async disconnect(key: string): Promise<void> {
+    if (!CONTAINER_KEY.test(key)) throw invalidKey(key);
+    await ip(['-n', this.info.bridgeNetns, 'link', 'set', containerPort(key), 'down']);
+  }
+
+  /**
+   * Ends the `link` lock: the bridge port up, then (not waited for) the namespace's lock rules
+   * removed and its address announced. Those rules only keep the namespace from resetting
+   * connections it has no socket for yet; once the restore has made the sockets, they stop
+   * nothing, so their removal (an iptables-restore, ~30 ms) need not hold anything up.
+   */
+  async reconnect(key: string, net: ContainerNetwork): Promise<void> {
+    this.validate(key, net);
+    const ns = this.netnsName(key);
+    await ip(['-n', this.info.bridgeNetns, 'link', 'set', containerPort(key), 'up']);
+    void (async () => {
+      const rules = await runCommand('ip', ['netns', 'exec', ns, 'iptables', '-S', 'OUTPUT'], {
+        timeoutMs: 10_000,
+      });
+      if (rules.stdout.includes(LINK_LOCK_CHAIN)) await iptablesRestore(ns, LINK_UNLOCK_RULES, 'unlock');
+      await this.announce(ns, net.ip);
+    })().catch((err: unknown) =>
+      this.log.warn('service network: unlocking failed', { key, err: errorMessage(err) }),
+    );
   }
 
   /** Gratuitous ARP, so the bridge and neighbours learn where the address lives now. */
@@ -416,16 +450,32 @@ function invalidKey(key: string): InvalidArgumentError {
 export const CRIU_LOCK_RULES =
   '*filter\n:CRIU - [0:0]\n-I INPUT -j CRIU\n-I OUTPUT -j CRIU\n-A CRIU -m mark --mark 0xC114 -j ACCEPT\n-A CRIU -j DROP\nCOMMIT\n';
 
-/** Applies CRIU_LOCK_RULES in namespace `ns` with the same iptables-restore CRIU uses (from PATH). */
-async function lockLikeCriu(ns: string): Promise<void> {
+/** The chain of the `link` lock's rules in a namespace a restore is bound for. */
+const LINK_LOCK_CHAIN = 'GODWIT_LOCK';
+
+/**
+ * The `link` lock in a namespace a restore is bound for: it is on the network (so the restored
+ * sockets' first packets, sent as CRIU ends their repair, reach the client at once), but nothing
+ * it sends could end a connection: no reset (the kernel's answer to a segment for a socket not
+ * yet restored) and no ICMP unreachable.
+ */
+export const LINK_LOCK_RULES =
+  `*filter\n:${LINK_LOCK_CHAIN} - [0:0]\n-I OUTPUT -j ${LINK_LOCK_CHAIN}\n` +
+  `-A ${LINK_LOCK_CHAIN} -p tcp --tcp-flags RST RST -j DROP\n` +
+  `-A ${LINK_LOCK_CHAIN} -p icmp --icmp-type destination-unreachable -j DROP\nCOMMIT\n`;
+
+const LINK_UNLOCK_RULES = `*filter\n-D OUTPUT -j ${LINK_LOCK_CHAIN}\n-F ${LINK_LOCK_CHAIN}\n-X ${LINK_LOCK_CHAIN}\nCOMMIT\n`;
+
+/** Applies `rules` in namespace `ns` with the iptables-restore CRIU uses (from PATH). */
+async function iptablesRestore(ns: string, rules: string, what: 'lock' | 'unlock'): Promise<void> {
   const res = await runCommand('ip', ['netns', 'exec', ns, 'iptables-restore', '--noflush'], {
-    input: CRIU_LOCK_RULES,
+    input: rules,
     timeoutMs: 10_000,
   });
   if (res.code !== 0) {
     throw new UnavailableError(
       ErrorCode.CommandFailed,
-      `cannot lock the network of ${ns} (iptables-restore exited ${res.code})`,
+      `cannot ${what} the network of ${ns} (iptables-restore exited ${res.code})`,
       {
         details: res.stderr.trim().split('\n').slice(-3),
         hint: 'godwit setup installs iptables',

@@ -469,4 +469,39 @@ describe('service network', { skip }, () => {
     await sn.detach('web-b');
     assert.deepEqual(await readdir(sn.info.leaseDir), []);
   });
+
+  it('the link lock: no reset leaves a locked namespace, disconnect cuts it off, reconnect ends both', async () => {
+    const sn = await loadServiceNetwork(join(tbDir(), 'testbed.json'));
+    const c = await sn.allocate();
+    const client = tb.client!.netns;
+    const ping = async (): Promise<number> =>
+      (await runInNetns(client, 'busybox', ['ping', '-c', '1', '-W', '1', c.ip])).code;
+    // A connection to a port nothing listens on: refused at once (a reset), or timed out (none).
+    const probeClosedPort = async (): Promise<string> => {
+      const res = await runInNetns(client, 'busybox', ['nc', '-w', '1', c.ip, '9']);
+      return /refused/i.test(res.stderr) ? 'refused' : `no answer (${res.stderr.trim()})`;
+    };
+    try {
+      await sn.attach('web-c', c, { lock: 'link' });
+      assert.equal((await sn.leases()).get(c.ip), 'web-c', 'leased while locked');
+      assert.equal(await ping(), 0, 'on the network while locked');
+      assert.match(await probeClosedPort(), /^no answer/, 'locked: no reset');
+      const rules = await runChecked('ip', ['netns', 'exec', sn.netnsName('web-c'), 'iptables', '-S']);
+      assert.doesNotMatch(rules.stdout, /CRIU/, "not CRIU's lock");
+      await sn.reconnect('web-c', c);
+      let unlocked = '';
+      for (let i = 0; i < 50 && unlocked !== 'refused'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        unlocked = await probeClosedPort();
+      }
+      assert.equal(unlocked, 'refused', 'unlocked: resets again');
+      await sn.disconnect('web-c');
+      await sn.disconnect('web-c');
+      assert.notEqual(await ping(), 0, 'disconnected: no answer');
+      await sn.reconnect('web-c', c);
+      assert.equal(await ping(), 0, 'answers again');
+    } finally {
+      await sn.detach('web-c');
+    }
+  });
 });
