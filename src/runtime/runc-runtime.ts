@@ -87,6 +87,9 @@ const HELD_CHECKPOINT_TIMEOUT_MS = 60 * 60_000;
 /** Longest CRIU may take to dump everything but the memory. */
 const HELD_READY_TIMEOUT_MS = 60_000;
 
+/** Where `runc restore` writes the restored init's pid, in the restore's work directory. */
+const RESTORE_PID_FILE = 'restore.pid';
+
 /**
  * How long a frozen container stays on the network before the `link` lock cuts it off, ms
  * (GODWIT_LINK_LOCK_GRACE_MS): at least the round trip of its clients (the edge profile's is
@@ -390,7 +393,19 @@ export class RuncRuntime implements ContainerRuntime {
     const reconnect = async (): Promise<void> => {
       if (linkLock && net) await this.network?.reconnect?.(this.netKey(name), net);
     };
-    if (linkLock) await this.lockLink(name, frozen !== undefined);
+    const rootfs = frozen ? this.archiveRootfs(name, dir) : undefined;
+    rootfs?.catch(() => undefined);
+    if (linkLock) {
+      await this.lockLink(name, frozen !== undefined).catch(async (err: unknown) => {
+        if (!frozenOk) {
+          await reconnect().catch(() => undefined);
+          await frozen?.thaw();
+        }
+        await rootfs?.catch(() => undefined);
+        if (createdDir) await rm(dir, { recursive: true, force: true });
+        throw err;
+      });
+    }
     const res = await this.runc(args);
     const durationMs = this.clock.monotonic() - started;
     if (res.code === 0 && opts.leaveRunning) await reconnect();
@@ -403,8 +418,12 @@ export class RuncRuntime implements ContainerRuntime {
         await frozen?.thaw();
       }
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
+      await rootfs?.catch(() => undefined);
       if (createdDir) await rm(dir, { recursive: true, force: true });
-      else await rm(criuDir, { recursive: true, force: true });
+      else {
+        await rm(criuDir, { recursive: true, force: true });
+        await rm(join(dir, CHECKPOINT_FILES.rootfsDiff), { force: true });
+      }
       throw new UnavailableError(ErrorCode.CriuDumpFailed, `checkpoint of ${name} failed`, {
         details: dumpLog ? decisiveLines(dumpLog) : runcErrorLines(res.stderr),
         hint: kept ? `full CRIU log: ${kept}` : undefined,
@@ -417,6 +436,7 @@ export class RuncRuntime implements ContainerRuntime {
       tcpEstablished,
       networkLock: linkLock ? 'link' : 'criu',
       lazyPages: Boolean(opts.lazyPages),
+      ...(rootfs ? { rootfs } : {}),
       dumpLog,
     });
     if (!opts.leaveRunning) {
@@ -460,7 +480,19 @@ export class RuncRuntime implements ContainerRuntime {
     );
     const started = this.clock.monotonic();
     const frozen = await freezeCgroup(cgroupsPathFor(this.state.hostId, name));
-    if (linkLock) await this.lockLink(name, true);
+    const rootfs = this.archiveRootfs(name, dir);
+    rootfs.catch(() => undefined);
+    // With the `link` lock the namespace is cut off (and its address let go) before the dump.
+    const isolatedEarly = linkLock && this.network?.isolate !== undefined;
+    if (linkLock) {
+      await this.lockLink(name, true, isolatedEarly).catch(async (err: unknown) => {
+        if (net) await this.network?.rejoin?.(this.netKey(name), net).catch(() => undefined);
+        await frozen?.thaw();
+        await rootfs.catch(() => undefined);
+        if (createdDir) await rm(dir, { recursive: true, force: true });
+        throw err;
+      });
+    }
     let exited = false;
     const run = this.runc(args, HELD_CHECKPOINT_TIMEOUT_MS).finally(() => {
       exited = true;
@@ -469,9 +501,11 @@ export class RuncRuntime implements ContainerRuntime {
     const failed = async (why: string): Promise<never> => {
       const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
       const r = await run.catch((err: unknown) => ({ code: -1, stderr: errorMessage(err), stdout: '' }));
-      if (linkLock && net) await this.network?.reconnect?.(this.netKey(name), net);
+      if (isolatedEarly && net) await this.network?.rejoin?.(this.netKey(name), net);
+      else if (linkLock && net) await this.network?.reconnect?.(this.netKey(name), net);
       await frozen?.thaw();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
+      await rootfs.catch(() => undefined);
       if (createdDir) await rm(dir, { recursive: true, force: true });
       throw new UnavailableError(
         ErrorCode.CriuDumpFailed,
@@ -502,10 +536,11 @@ export class RuncRuntime implements ContainerRuntime {
         leftRunning: false,
         tcpEstablished,
         networkLock: linkLock ? 'link' : 'criu',
+        rootfs,
         lazyPages: true,
         dumpLog: await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => ''),
       }),
-      net && this.network?.isolate ? this.network.isolate(this.netKey(name)) : undefined,
+      net && this.network?.isolate && !isolatedEarly ? this.network.isolate(this.netKey(name)) : undefined,
     ]);
     const [imageBytes, pagesBytes] = await Promise.all([treeBytes(dir), pagesImageBytes(criuDir)]);
     this.log.info('container checkpointed, memory held', { name, dir, durationMs, imageBytes, port });
@@ -638,6 +673,8 @@ export class RuncRuntime implements ContainerRuntime {
         join(dir, CHECKPOINT_FILES.criuDir),
         '--work-path',
         workDir,
+        '--pid-file',
+        join(workDir, RESTORE_PID_FILE),
       ];
       if (opts.tcpEstablished ?? manifest.tcpEstablished) args.push('--tcp-established');
       if (opts.lazyPages) args.push('--lazy-pages');
@@ -689,15 +726,21 @@ export class RuncRuntime implements ContainerRuntime {
           },
         );
       }
-      const info = await this.inspect(opts.name);
-      if (info.status !== ContainerStatus.Running || info.pid === undefined) {
-        throw new UnavailableError(
-          ErrorCode.CriuRestoreFailed,
-          `${opts.name} is ${info.status} right after restore`,
-        );
+      // The pid runc wrote, alive: running (a `runc state` would cost another runc start here).
+      const pid = await readPidFile(join(workDir, RESTORE_PID_FILE));
+      if (pid === undefined || !(await pathExists(`/proc/${pid}`))) {
+        const info = await this.inspect(opts.name);
+        if (info.status !== ContainerStatus.Running || info.pid === undefined) {
+          throw new UnavailableError(
+            ErrorCode.CriuRestoreFailed,
+            `${opts.name} is ${info.status} right after restore`,
+          );
+        }
+        this.log.info('container restored', { name: opts.name, from: dir, durationMs, ...lap });
+        return { name: opts.name, pid: info.pid, durationMs };
       }
       this.log.info('container restored', { name: opts.name, from: dir, durationMs, ...lap });
-      return { name: opts.name, pid: info.pid, durationMs };
+      return { name: opts.name, pid, durationMs };
     } catch (err) {
       await this.destroy(opts.name);
       throw err;
@@ -722,11 +765,13 @@ export class RuncRuntime implements ContainerRuntime {
    * The `link` lock at a dump, before CRIU takes the connections. A container just frozen first
    * gets LINK_LOCK_GRACE_MS: requests already on their way to it still land in its sockets (its
    * kernel acknowledges them), so their clients are answered as soon as it runs again instead of
-   * at their next retransmission (≥ 200 ms later, then doubling).
+   * at their next retransmission (≥ 200 ms later, then doubling). `isolate`: its address is let go
+   * too (a held dump: another host may take it; `rejoin` takes it back).
    */
-  private async lockLink(name: string, frozen: boolean): Promise<void> {
+  private async lockLink(name: string, frozen: boolean, isolate = false): Promise<void> {
     if (frozen) await this.clock.sleep(linkLockGraceMs());
-    await this.network?.disconnect?.(this.netKey(name));
+    if (isolate) await this.network?.isolate?.(this.netKey(name));
+    else await this.network?.disconnect?.(this.netKey(name));
   }
 
   /** Key of a container's network namespace: unique per host and name. */
@@ -929,6 +974,24 @@ export class RuncRuntime implements ContainerRuntime {
   }
 
   /**
+   * Archives the container's root filesystem changes into `dir` (rootfs.tar). Stable once its
+   * processes are frozen: a frozen container's archive is made while CRIU dumps it, off the
+   * stopped path's critical chain.
+   */
+  private async archiveRootfs(name: string, dir: string): Promise<void> {
+    await runChecked([
+      'tar',
+      '--xattrs',
+      '--xattrs-include=trusted.*',
+      '-C',
+      this.state.upperDir(name),
+      '-cf',
+      join(dir, CHECKPOINT_FILES.rootfsDiff),
+      '.',
+    ]);
+  }
+
+  /**
    * Writes what a checkpoint holds besides CRIU's images: the root filesystem changes (stable
    * once the tasks are dumped or frozen) and `checkpoint.json`, with the CRIU version `dumpLog`
    * names.
@@ -943,18 +1006,11 @@ export class RuncRuntime implements ContainerRuntime {
       networkLock: NetworkLock;
       lazyPages: boolean;
       dumpLog: string;
+      /** The root filesystem archive, begun earlier (`archiveRootfs`, while CRIU dumped). */
+      rootfs?: Promise<void>;
     },
   ): Promise<void> {
-    await runChecked([
-      'tar',
-      '--xattrs',
-      '--xattrs-include=trusted.*',
-      '-C',
-      this.state.upperDir(name),
-      '-cf',
-      join(dir, CHECKPOINT_FILES.rootfsDiff),
-      '.',
-    ]);
+    await (o.rootfs ?? this.archiveRootfs(name, dir));
     const manifest: CheckpointManifest = {
       format: CHECKPOINT_FORMAT,
       spec: record.spec,
@@ -1067,6 +1123,13 @@ export function criuConfigText(opts: { skipInFlight: boolean; skipNetworkLock?: 
   if (opts.skipInFlight) lines.push('skip-in-flight');
   if (opts.skipNetworkLock) lines.push('network-lock skip');
   return lines.map((l) => `${l}\n`).join('');
+}
+
+/** The pid in a pid file runc wrote, or undefined when it is missing or not a pid. */
+async function readPidFile(path: string): Promise<number | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  const pid = Number(text.trim());
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 /**

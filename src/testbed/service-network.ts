@@ -308,7 +308,8 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
       this.info.bridge,
       'up',
     ]);
-    await this.announce(ns, net.ip);
+    // Not waited for: packets already pass (the bridge floods to a MAC it does not know yet).
+    void this.announce(ns, net.ip);
   }
 
   /**
@@ -341,13 +342,18 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
     );
   }
 
-  /** Gratuitous ARP, so the bridge and neighbours learn where the address lives now. */
+  /** Gratuitous ARP, so the bridge and neighbours learn where the address lives now. Never throws. */
   private async announce(ns: string, ipText: string): Promise<void> {
     if (!(await isExecutable(BUSYBOX))) {
       this.log.warn('service network: no busybox, skipping the gratuitous ARP', { netns: ns });
       return;
     }
-    const res = await runInNetns(ns, BUSYBOX, ['arping', '-U', '-c', '1', '-I', 'eth0', ipText], 10_000);
+    const res = await runInNetns(
+      ns,
+      BUSYBOX,
+      ['arping', '-U', '-c', '1', '-I', 'eth0', ipText],
+      10_000,
+    ).catch((err: unknown) => ({ code: -1, stderr: errorMessage(err) }));
     if (res.code !== 0)
       this.log.warn('service network: arping failed', { netns: ns, stderr: res.stderr.trim() });
   }
