@@ -633,9 +633,10 @@ export class RuncRuntime implements ContainerRuntime {
     try {
       if (spec.network && this.network && opts.netnsPath === undefined) {
         // Locked like the source's namespace after the dump, so no RST escapes before CRIU
-        // has repaired the connections (it removes the lock when the restore is done).
+        // has repaired the connections (CRIU removes its lock when the restore is done; the
+        // `link` lock ends below, once runc has returned).
         const lock = restoreLock(manifest, opts.tcpEstablished);
-        if (lock === 'link' && !this.linkLock()) {
+        if (lock === 'link' && !this.canLockLink()) {
           throw new FailedPreconditionError(
             ErrorCode.InvalidState,
             `${opts.name}'s checkpoint was dumped with its network locked at the link, which this host's network cannot do`,
@@ -754,11 +755,12 @@ export class RuncRuntime implements ContainerRuntime {
    * network can, unless GODWIT_NETWORK_LOCK=criu asks for CRIU's iptables lock.
    */
   private linkLock(): boolean {
-    return (
-      this.network?.disconnect !== undefined &&
-      this.network.reconnect !== undefined &&
-      process.env['GODWIT_NETWORK_LOCK'] !== 'criu'
-    );
+    return this.canLockLink() && process.env['GODWIT_NETWORK_LOCK'] !== 'criu';
+  }
+
+  /** Whether this host's network can lock at the link (and so restore a checkpoint that did). */
+  private canLockLink(): boolean {
+    return this.network?.disconnect !== undefined && this.network.reconnect !== undefined;
   }
 
   /**
