@@ -17,12 +17,15 @@ export interface ContainerNetwork {
 }
 
 /**
- * How a namespace whose TCP connections are between hosts is kept from answering (a reset would
- * end them): from the dump until the restore has repaired them, no packet may reach its kernel.
- * - `criu`: CRIU's own lock, iptables rules it adds at the dump and removes at the restore (an
- *   iptables-restore and a failing ip6tables-restore: ~80 ms of every restore on this machine);
- * - `link`: the namespace's link to the network is down (`disconnect`, `reconnect`) and CRIU is
- *   told `network-lock skip`: no packet in or out, and no iptables at either end.
+ * How a namespace whose TCP connections are between hosts is kept from ending them (with a reset)
+ * from the dump until the restore has repaired them.
+ * - `criu`: CRIU's own lock, iptables rules dropping every packet, which it adds at the dump and
+ *   removes at the restore (an iptables-restore and a failing ip6tables-restore: ~80 ms of every
+ *   restore on this machine);
+ * - `link`: CRIU is told `network-lock skip`. The source's link goes down (`disconnect`) before
+ *   the dump. The destination's namespace is on the network before the restore, with one rule
+ *   dropping the resets and ICMP unreachables it would send before its sockets exist, and
+ *   `reconnect` removes it after the restore, off the stopped path.
  */
 export type NetworkLock = 'criu' | 'link';
 
@@ -41,7 +44,8 @@ export interface NetworkProvider {
    * established TCP connections: until the restore unlocks it, the kernel answers nothing, so no
    * RST reaches a client whose connection is about to be restored. `criu`: under CRIU's iptables
    * lock (its `CRIU` chain dropping everything but CRIU's own marked packets), which CRIU's
-   * restore removes; `link`: with its link down, which `reconnect` brings up after the restore.
+   * restore removes; `link`: on the network, dropping only the resets and ICMP unreachables it
+   * sends, until `reconnect` after the restore.
    * `prestage`: made ahead of a restore; the next attach of the same key, identity and lock
    * takes it as it is (without re-checking or rebuilding it). `reclaim`: when another key holds
    * the address, its namespace is removed and the address taken.
@@ -71,8 +75,9 @@ export interface NetworkProvider {
    */
   disconnect?(key: string): Promise<void>;
   /**
-   * Brings `key`'s link up again (after a restore, or a dump that failed or left the container
-   * running) and announces its address; resolves once packets pass (the announcement may follow).
+   * Ends the `link` lock (after a restore, or a dump that failed or left the container running):
+   * brings `key`'s link up again, removes its namespace's lock rules and announces its address.
+   * Resolves once packets pass; the rules' removal and the announcement may follow.
    */
   reconnect?(key: string, net: ContainerNetwork): Promise<void>;
 }

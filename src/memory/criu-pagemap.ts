@@ -147,6 +147,20 @@ export function runsWithin<R extends PagesFileLayout['runs'][number]>(
 }
 
 /**
+ * Every page the layouts' pagemaps mark lazy, as runs per process in address order: those in
+ * the pages files (a plain lazy dump) and those a held dump left in the processes.
+ */
+export function everyLazyRun(
+  layouts: readonly PagesFileLayout[],
+): { vpid: number; vaddr: number; nrPages: number }[] {
+  return layouts.flatMap((l) =>
+    [...l.runs.filter((r) => r.lazy), ...l.lazyRuns]
+      .sort((a, b) => a.vaddr - b.vaddr)
+      .map((r) => ({ vpid: l.vpid, vaddr: r.vaddr, nrPages: r.nrPages })),
+  );
+}
+
+/**
  * The layout of every `pages-<id>.img` of a CRIU image directory that belongs to a process
  * (`pagemap-<vpid>.img`; shared-memory pagemaps are left out: their pages are not a process's).
  */

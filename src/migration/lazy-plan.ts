@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { PAGE_SIZE } from '../core/chunks.js';
 import type { KnownPage, SnapshotOptions } from '../chunks/index.js';
-import { readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
+import { everyLazyRun, readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
 import type { RemoteRun } from '../pages/lazy-page-broker.js';
 
 type KnownPagesHook = NonNullable<SnapshotOptions['knownPages']>;
@@ -51,11 +51,7 @@ export async function planLazyPages(
       ]),
     );
     // Lazy pages in the file (a plain dump), and those a held dump left in the processes.
-    const runs = layouts.flatMap((l) =>
-      [...l.runs.filter((r) => r.lazy), ...l.lazyRuns]
-        .sort((a, b) => a.vaddr - b.vaddr)
-        .map((r) => ({ vpid: l.vpid, vaddr: r.vaddr, nrPages: r.nrPages })),
-    );
+    const runs = everyLazyRun(layouts);
     return {
       holes: (rel) => holes.get(rel),
       remote: () => runs,

@@ -30,7 +30,7 @@ import {
   errorMessage,
 } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { readPagesLayouts } from '../memory/criu-pagemap.js';
+import { everyLazyRun, readPagesLayouts } from '../memory/criu-pagemap.js';
 import { OpenFiles } from './open-files.js';
 import { findRun } from './page-fetch.js';
 
@@ -193,16 +193,7 @@ export class LazyPageBroker {
   static async open(opts: LazyPageBrokerOptions): Promise<LazyPageBroker> {
     const b = new LazyPageBroker(opts);
     const layouts = await readPagesLayouts(opts.criuDir);
-    const remote =
-      opts.remote === EVERY_LAZY_PAGE
-        ? layouts.flatMap((l) =>
-            [...l.runs.filter((r) => r.lazy), ...l.lazyRuns].map((r) => ({
-              vpid: l.vpid,
-              vaddr: r.vaddr,
-              nrPages: r.nrPages,
-            })),
-          )
-        : opts.remote;
+    const remote = opts.remote === EVERY_LAZY_PAGE ? everyLazyRun(layouts) : opts.remote;
     for (const l of layouts) {
       const runs: LocalRun[] = l.runs.map((r) => ({ ...r, file: l.file }));
       // Pages the dump left with the process: kept in a file of godwit's own, in address order.

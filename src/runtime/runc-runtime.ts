@@ -357,10 +357,7 @@ export class RuncRuntime implements ContainerRuntime {
         );
       }
     } else await this.requireRunning(name);
-    // A lazily restored container is dumped only once all its memory is in place.
-    await this.lazyFills.get(name);
-    this.lazyFills.delete(name);
-    await this.unlocking.get(name);
+    await this.restoreSettled(name);
     const dir = resolve(opts.dir);
     const createdDir = await prepareEmptyDir(dir);
     const criuDir = join(dir, CHECKPOINT_FILES.criuDir);
@@ -395,14 +392,28 @@ export class RuncRuntime implements ContainerRuntime {
     };
     const rootfs = frozen ? this.archiveRootfs(name, dir) : undefined;
     rootfs?.catch(() => undefined);
+    /**
+     * No checkpoint after all: the container keeps running (its network back first) — unless it
+     * came frozen (a held dump being kept): then it stays frozen, for its state is the only copy
+     * and another may run elsewhere. What this dump wrote goes.
+     */
+    const undo = async (): Promise<void> => {
+      if (!frozenOk) {
+        await reconnect().catch((err: unknown) =>
+          this.log.warn('reconnecting after a failed dump failed', { name, err: errorMessage(err) }),
+        );
+        await frozen?.thaw();
+      }
+      await rootfs?.catch(() => undefined);
+      if (createdDir) await rm(dir, { recursive: true, force: true });
+      else {
+        await rm(criuDir, { recursive: true, force: true });
+        await rm(join(dir, CHECKPOINT_FILES.rootfsDiff), { force: true });
+      }
+    };
     if (linkLock) {
       await this.lockLink(name, frozen !== undefined).catch(async (err: unknown) => {
-        if (!frozenOk) {
-          await reconnect().catch(() => undefined);
-          await frozen?.thaw();
-        }
-        await rootfs?.catch(() => undefined);
-        if (createdDir) await rm(dir, { recursive: true, force: true });
+        await undo();
         throw err;
       });
     }
@@ -411,19 +422,8 @@ export class RuncRuntime implements ContainerRuntime {
     if (res.code === 0 && opts.leaveRunning) await reconnect();
     const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
     if (res.code !== 0) {
-      // The dump failed: the container keeps running — unless it came frozen (a held dump being
-      // kept): then it stays frozen, for its state is the only copy and another may run elsewhere.
-      if (!frozenOk) {
-        await reconnect();
-        await frozen?.thaw();
-      }
+      await undo();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
-      await rootfs?.catch(() => undefined);
-      if (createdDir) await rm(dir, { recursive: true, force: true });
-      else {
-        await rm(criuDir, { recursive: true, force: true });
-        await rm(join(dir, CHECKPOINT_FILES.rootfsDiff), { force: true });
-      }
       throw new UnavailableError(ErrorCode.CriuDumpFailed, `checkpoint of ${name} failed`, {
         details: dumpLog ? decisiveLines(dumpLog) : runcErrorLines(res.stderr),
         hint: kept ? `full CRIU log: ${kept}` : undefined,
@@ -453,9 +453,7 @@ export class RuncRuntime implements ContainerRuntime {
   async checkpointHeld(name: string, opts: { dir: string }): Promise<HeldCheckpoint> {
     const record = await this.readRecord(name);
     const info = await this.requireRunning(name);
-    await this.lazyFills.get(name);
-    this.lazyFills.delete(name);
-    await this.unlocking.get(name);
+    await this.restoreSettled(name);
     const dir = resolve(opts.dir);
     const createdDir = await prepareEmptyDir(dir);
     const criuDir = join(dir, CHECKPOINT_FILES.criuDir);
@@ -484,12 +482,22 @@ export class RuncRuntime implements ContainerRuntime {
     rootfs.catch(() => undefined);
     // With the `link` lock the namespace is cut off (and its address let go) before the dump.
     const isolatedEarly = linkLock && this.network?.isolate !== undefined;
+    /** No held checkpoint after all: the container runs again, with its address back. */
+    const undo = async (): Promise<void> => {
+      if (linkLock && net) {
+        const key = this.netKey(name);
+        await (isolatedEarly ? this.network?.rejoin?.(key, net) : this.network?.reconnect?.(key, net))?.catch(
+          (err: unknown) =>
+            this.log.warn('reconnecting after a failed dump failed', { name, err: errorMessage(err) }),
+        );
+      }
+      await frozen?.thaw();
+      await rootfs.catch(() => undefined);
+      if (createdDir) await rm(dir, { recursive: true, force: true });
+    };
     if (linkLock) {
       await this.lockLink(name, true, isolatedEarly).catch(async (err: unknown) => {
-        if (net) await this.network?.rejoin?.(this.netKey(name), net).catch(() => undefined);
-        await frozen?.thaw();
-        await rootfs.catch(() => undefined);
-        if (createdDir) await rm(dir, { recursive: true, force: true });
+        await undo();
         throw err;
       });
     }
@@ -501,12 +509,8 @@ export class RuncRuntime implements ContainerRuntime {
     const failed = async (why: string): Promise<never> => {
       const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
       const r = await run.catch((err: unknown) => ({ code: -1, stderr: errorMessage(err), stdout: '' }));
-      if (isolatedEarly && net) await this.network?.rejoin?.(this.netKey(name), net);
-      else if (linkLock && net) await this.network?.reconnect?.(this.netKey(name), net);
-      await frozen?.thaw();
+      await undo();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
-      await rootfs.catch(() => undefined);
-      if (createdDir) await rm(dir, { recursive: true, force: true });
       throw new UnavailableError(
         ErrorCode.CriuDumpFailed,
         `checkpoint of ${name} (memory held) failed: ${why}`,
@@ -774,6 +778,16 @@ export class RuncRuntime implements ContainerRuntime {
     if (frozen) await this.clock.sleep(linkLockGraceMs());
     if (isolate) await this.network?.isolate?.(this.netKey(name));
     else await this.network?.disconnect?.(this.netKey(name));
+  }
+
+  /**
+   * Waits until the restore of `name` is entirely over: its lazily restored memory filled and its
+   * `link` lock ended. A container is not checkpointed again before.
+   */
+  private async restoreSettled(name: string): Promise<void> {
+    await this.lazyFills.get(name);
+    this.lazyFills.delete(name);
+    await this.unlocking.get(name);
   }
 
   /** Key of a container's network namespace: unique per host and name. */

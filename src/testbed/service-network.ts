@@ -269,8 +269,8 @@ export class ServiceNetwork implements NetworkProvider, AddressAllocator {
   }
 
   /**
-   * The namespace, its veth (bridge side down, off the bridge), MAC, address and CRIU's lock if
-   * asked for; eth0 up.
+   * The namespace, its veth (bridge side down, off the bridge), MAC, address and lock rules
+   * (CRIU's or the `link` lock's) if asked for; eth0 up.
    */
   private async build(key: string, ns: string, net: ContainerNetwork, lock?: NetworkLock): Promise<void> {
     const sw = this.info.bridgeNetns;
