@@ -137,6 +137,7 @@ try {
       );
       const at = report.outcome === 'committed' ? agents[1] : agents[0];
       const ok = await verify(at, cname);
+      if (values.logs && report.outcome === 'committed') await keepRestoreLogs(to, cname, report.id);
       await at.remove(cname, { force: true });
       samples.push({
         kind,
@@ -259,20 +260,29 @@ try {
         }
         // CRIU's restore and lazy-pages logs of the containers it holds now.
         const containers = join(h.stateDir, 'containers');
-        for (const c of await readdir(containers).catch(() => [] as string[])) {
-          for (const f of ['restore.log', 'lazy-pages.log']) {
-            await copyFile(
-              join(containers, c, 'restore-work', f),
-              join(values.logs, `${h.name}.${c}.${f}`),
-            ).catch(() => undefined);
-          }
-        }
+        for (const c of await readdir(containers).catch(() => [] as string[])) await keepRestoreLogs(h, c, c);
       }
     }
   }
 } finally {
   await testbedDown({ name, dir }).catch(() => undefined);
   await rm(dir, { recursive: true, force: true });
+}
+
+/** --logs DIR: CRIU's restore and lazy-pages logs of container `cname` on `h`, named by `tag`. */
+async function keepRestoreLogs(
+  h: { name: string; stateDir: string },
+  cname: string,
+  tag: string,
+): Promise<void> {
+  if (!values.logs) return;
+  await mkdir(values.logs, { recursive: true });
+  for (const f of ['restore.log', 'lazy-pages.log']) {
+    await copyFile(
+      join(h.stateDir, 'containers', cname, 'restore-work', f),
+      join(values.logs, `${h.name}.${tag}.${f}`),
+    ).catch(() => undefined);
+  }
 }
 
 const median = (xs: number[]): number => {

@@ -198,6 +198,12 @@ export interface ContainerRuntime {
    * runs with that address. `prepareRestore` or the restore then only connects it.
    */
   prepareNetwork?(name: string, net: ContainerNetwork, opts: { locked: boolean }): Promise<void>;
+  /**
+   * Optional, as early: makes image `image` ready here (built, or its id checked against its
+   * inputs), which a first restore of it on this host would otherwise do while the container is
+   * stopped. Best effort: the restore does it again.
+   */
+  prepareImage?(image: string): Promise<void>;
   cancelRestore?(name: string): Promise<void>;
   /**
    * For a container restored with lazy pages: settles when its lazy-pages daemon has ended

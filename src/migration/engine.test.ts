@@ -22,8 +22,11 @@ class FakePeer implements MigrationPeer {
   failAt: 'prepare' | 'restore' | 'restore-after' | 'finish' | undefined;
   calls: string[] = [];
   constructor(private readonly source: MemoryRuntime) {}
-  async prepare(id: string, name: string) {
+  /** The image each prepare asked the destination to make ready. */
+  images: (string | undefined)[] = [];
+  async prepare(id: string, name: string, _network?: unknown, image?: string) {
     this.calls.push(`prepare ${name}`);
+    this.images.push(image);
     if (this.failAt === 'prepare') throw new UnavailableError(ErrorCode.AgentUnavailable, 'peer down');
     void id;
     return { transfer: { host: '127.0.0.1', port: 1 } };
@@ -119,6 +122,11 @@ describe('MigrationEngine (cold)', () => {
     );
     assert.equal(runtime.containers.has('web'), false, 'source released');
     assert.equal((await peer.runtime.inspect('web')).status, ContainerStatus.Running);
+    assert.deepEqual(
+      peer.images,
+      ['busybox'],
+      'the destination was asked to make the image ready at prepare',
+    );
     assert.deepEqual(r.bytes, { logical: 100, zero: 10, dedup: 0, sent: 90, wire: 30 });
     assert.equal(r.compressionRatio, 3);
     assert.ok(r.downtimeMs !== undefined && r.totalMs !== undefined && r.downtimeMs <= r.totalMs);

@@ -396,9 +396,11 @@ export class MigrationEngine {
         MigrationPhase.Prepare,
         async () => {
           fault(MigrationPhase.Prepare);
-          // The destination builds the container's network namespace while this one still runs.
-          const net = (await runtime.inspect(name)).network;
-          return peer.prepare(report.id, name, net ? { net, locked: true } : undefined);
+          // The destination builds the container's network namespace and makes its image ready
+          // while this one still runs.
+          const info = await runtime.inspect(name);
+          const net = info.network;
+          return peer.prepare(report.id, name, net ? { net, locked: true } : undefined, info.image);
         },
         enter(MigrationPhase.Prepare),
       );
@@ -470,8 +472,11 @@ export class MigrationEngine {
       if (precopy) {
         const gcMs = collectGarbage();
         if (gcMs !== undefined) report.timings.gcBeforeStopMs = Math.round(gcMs);
+        // A lazy final phase serves the last round's pages at the destination: it reads their
+        // index now, not while the container is stopped.
+        const base = isLazy(req.strategy) ? precopy.base?.name : undefined;
         await peer
-          .quiesce?.(report.id)
+          .quiesce?.(report.id, base)
           .catch((err: unknown) =>
             log.warn('destination could not quiesce', { id: report.id, err: errorMessage(err) }),
           );
@@ -599,6 +604,7 @@ export class MigrationEngine {
               r.detail = {
                 inline: true,
                 chunks: enc.state.chunks.length,
+                manifestBytes: enc.state.manifest.length,
                 rawBytes: enc.rawBytes,
                 wireBytes: enc.wireBytes,
               };

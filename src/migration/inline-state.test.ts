@@ -87,6 +87,14 @@ describe('inline state', () => {
     assert.equal(byDigest.get(digestOf(text))?.size, text.length);
     assert.equal(byDigest.get(digestOf(random))?.size, random.length);
 
+    // The manifest (hex digests, JSON) goes compressed.
+    assert.equal(state.manifestCodec, CodecId.zstd);
+    assert.equal(state.manifestSize, Buffer.byteLength(JSON.stringify(manifest)));
+    assert.ok(
+      state.manifest.length < ((state.manifestSize ?? 0) * 4) / 3,
+      'smaller than the raw JSON in base64',
+    );
+
     // It survives the trip through a JSON request body.
     const decoded = decodeInlineState(JSON.parse(JSON.stringify(state)) as InlineState);
     assert.deepEqual(decoded.manifest, manifest);
@@ -186,6 +194,14 @@ describe('inline state', () => {
       Buffer.from('{"version": 1, "label": ').toString('base64'),
       '',
     ];
+    // A manifest sent raw (no codec) is read as JSON.
+    const raw = Buffer.from(JSON.stringify(manifest)).toString('base64');
+    assert.deepEqual(decodeInlineState({ manifest: raw, chunks: [] }).manifest, manifest);
+    assert.throws(
+      () => decodeInlineState({ ...enc.state, manifestSize: (enc.state.manifestSize ?? 0) + 1 }),
+      hasCode(ErrorCode.ManifestInvalid),
+      'a wrong declared size',
+    );
     for (const m of corrupt) {
       assert.throws(
         () => decodeInlineState({ ...enc.state, manifest: m }),

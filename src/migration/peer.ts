@@ -81,6 +81,7 @@ export interface MigrationPeer {
     id: string,
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
+    image?: string,
   ): Promise<{ transfer: { host: string; port: number }; lazyPages?: boolean }>;
   /**
    * Reassembles the transferred checkpoint and restores it; resolves once it runs. With `lazy`,
@@ -99,9 +100,10 @@ export interface MigrationPeer {
   prestage?(id: string, checkpointJson: Buffer): Promise<void>;
   /**
    * Optional: the source is about to stop the container; the destination does now what would
-   * otherwise compete with the stopped phase for the machine (a full garbage collection).
+   * otherwise compete with the stopped phase for the machine (a full garbage collection). With
+   * `base` (a lazy final phase), it also reads which pages that completed round left it.
    */
-  quiesce?(id: string): Promise<void>;
+  quiesce?(id: string, base?: string): Promise<void>;
   /** After a lazy restore: resolves once every page has arrived (or the source was lost). */
   fill(id: string): Promise<LazyMemoryReport>;
   /** After commit: drop temp files. Before commit: also remove a container this migration restored. */
@@ -119,12 +121,18 @@ export class AgentMigrationPeer implements MigrationPeer {
     id: string,
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
+    image?: string,
   ): Promise<{ transfer: { host: string; port: number }; lazyPages?: boolean }> {
     return this.client.call(
       'POST',
       '/v1/migrations/incoming',
       prepareResponse,
-      { id, name, ...(network ? { network: { ...network.net, locked: network.locked } } : {}) },
+      {
+        id,
+        name,
+        ...(network ? { network: { ...network.net, locked: network.locked } } : {}),
+        ...(image !== undefined ? { image } : {}),
+      },
       30_000,
     );
   }
@@ -148,12 +156,17 @@ export class AgentMigrationPeer implements MigrationPeer {
     });
   }
 
-  async quiesce(id: string): Promise<void> {
+  async quiesce(id: string, base?: string): Promise<void> {
     // A second request alongside leaves two connections open in the pool for the stopped phase,
     // whose prestage and restore requests go out together: otherwise the second would first pay
     // a TCP handshake (a round trip: 20 ms on the edge link) while the container is stopped.
     await Promise.all([
-      this.client.call('POST', `/v1/migrations/incoming/${id}/quiesce`, prestageResponse, {}),
+      this.client.call(
+        'POST',
+        `/v1/migrations/incoming/${id}/quiesce`,
+        prestageResponse,
+        base !== undefined ? { base } : {},
+      ),
       this.client.health().catch(() => undefined),
     ]);
   }

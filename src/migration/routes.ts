@@ -60,6 +60,10 @@ export const prepareRequest = object({
       locked: boolean(),
     }),
   ),
+  /** The container's image, to make it ready ahead (a first restore here would build it). */
+  image: optional(
+    string({ minLength: 1, maxLength: 128, pattern: /^[a-z0-9][a-z0-9_.\-/:]*$/, expected: 'an image name' }),
+  ),
 });
 
 /** Body of `POST /v1/migrations/incoming/:id/prestage`: the checkpoint's checkpoint.json, base64. */
@@ -72,8 +76,15 @@ export const prestageRequest = object({
   }),
 });
 
-/** Body of `POST /v1/migrations/incoming/:id/quiesce`: nothing. */
-export const quiesceRequest = object({});
+/**
+ * Body of `POST /v1/migrations/incoming/:id/quiesce`: with `base`, the last pre-copy round of a
+ * lazy final phase, whose pages the destination then gets ready to serve before the stop.
+ */
+export const quiesceRequest = object({
+  base: optional(
+    string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9._-]+$/, expected: 'a session id' }),
+  ),
+});
 
 /** Most remote runs a lazy restore may list (each a contiguous range of one process's pages). */
 const MAX_REMOTE_RUNS = 100_000;
@@ -117,6 +128,8 @@ export const incomingRestoreRequest = object({
   state: optional(
     object({
       manifest: base64(MAX_BODY_BYTES),
+      manifestCodec: optional(integer(0, 255)),
+      manifestSize: optional(integer(0, 16 * 1024 * 1024)),
       chunks: array(
         object({
           digest: string({ pattern: /^sha256:[0-9a-f]{64}$/, expected: 'a chunk digest' }),
@@ -172,7 +185,7 @@ export function migrationRoutes(deps: {
                 locked: n.locked,
               }
             : undefined;
-          return { status: 200, json: await needIncoming().prepare(b.id, b.name, network) };
+          return { status: 200, json: await needIncoming().prepare(b.id, b.name, network, b.image) };
         },
       },
     },
@@ -199,8 +212,8 @@ export function migrationRoutes(deps: {
       pattern: new RegExp(`^/${v}/migrations/incoming/${id}/quiesce$`),
       methods: {
         POST: async (c: Call) => {
-          await c.body(quiesceRequest);
-          return { status: 200, json: await needIncoming().quiesce(first(c)) };
+          const b = await c.body(quiesceRequest);
+          return { status: 200, json: await needIncoming().quiesce(first(c), b.base) };
         },
       },
     },

@@ -55,6 +55,7 @@ import {
 } from './records.js';
 import type { StateDir } from './state-dir.js';
 import { readJsonIfExists, validateName, writeJsonAtomic } from './state-dir.js';
+import { createLinkLockGate, type LinkLockGate } from './link-lock-gate.js';
 
 /** Executables the runtime drives. */
 export interface RuncTools {
@@ -304,6 +305,12 @@ export class RuncRuntime implements ContainerRuntime {
     });
   }
 
+  async prepareImage(image: string): Promise<void> {
+    const t0 = this.clock.monotonic();
+    await this.images.ensure(image);
+    this.log.info('restore prepared: image ready', { image, ms: Math.round(this.clock.monotonic() - t0) });
+  }
+
   async prepareNetwork(name: string, net: ContainerNetwork, opts: { locked: boolean }): Promise<void> {
     validateName(name);
     if (!this.network) return;
@@ -374,10 +381,15 @@ export class RuncRuntime implements ContainerRuntime {
     args.push(name);
     const net = record.spec.network;
     const linkLock = tcpEstablished && net !== undefined && this.linkLock();
+    const gate = linkLock ? await createLinkLockGate(workDir) : undefined;
 
     await writeFile(
       this.state.criuConfig(name),
-      criuConfigText({ skipInFlight: opts.skipInFlight ?? true, skipNetworkLock: linkLock }),
+      criuConfigText({
+        skipInFlight: opts.skipInFlight ?? true,
+        skipNetworkLock: linkLock,
+        ...(gate ? { actionScript: gate.script } : {}),
+      }),
     );
     const started = this.clock.monotonic();
     // Frozen here, CRIU skips its 100 ms freezer poll (see freezer.ts). Not with --leave-running:
@@ -392,12 +404,15 @@ export class RuncRuntime implements ContainerRuntime {
     };
     const rootfs = frozen ? this.archiveRootfs(name, dir) : undefined;
     rootfs?.catch(() => undefined);
+    let locking: Promise<void> | undefined;
     /**
      * No checkpoint after all: the container keeps running (its network back first) — unless it
      * came frozen (a held dump being kept): then it stays frozen, for its state is the only copy
      * and another may run elsewhere. What this dump wrote goes.
      */
     const undo = async (): Promise<void> => {
+      await locking?.catch(() => undefined);
+      await gate?.close();
       if (!frozenOk) {
         await reconnect().catch((err: unknown) =>
           this.log.warn('reconnecting after a failed dump failed', { name, err: errorMessage(err) }),
@@ -412,19 +427,33 @@ export class RuncRuntime implements ContainerRuntime {
       }
     };
     if (linkLock) {
-      await this.lockLink(name, frozen !== undefined).catch(async (err: unknown) => {
-        await undo();
-        throw err;
-      });
+      locking = this.startLinkLock(name, frozen !== undefined, false, gate);
+      if (!gate) {
+        await locking.catch(async (err: unknown) => {
+          await undo();
+          throw err;
+        });
+      }
     }
     const res = await this.runc(args);
     const durationMs = this.clock.monotonic() - started;
+    await gate?.close();
+    const lockError = await locking?.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    if (res.code === 0 && lockError !== undefined) {
+      // CRIU took the sockets without asking the gate (it runs `network-lock` for every dump of
+      // a container with its own network namespace): the dump stands, unlocked.
+      this.log.warn('the link lock failed after the dump', { name, err: errorMessage(lockError) });
+    }
     if (res.code === 0 && opts.leaveRunning) await reconnect();
     const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
     if (res.code !== 0) {
       await undo();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
-      throw new UnavailableError(ErrorCode.CriuDumpFailed, `checkpoint of ${name} failed`, {
+      const why = lockError !== undefined ? `: the link lock failed (${errorMessage(lockError)})` : '';
+      throw new UnavailableError(ErrorCode.CriuDumpFailed, `checkpoint of ${name} failed${why}`, {
         details: dumpLog ? decisiveLines(dumpLog) : runcErrorLines(res.stderr),
         hint: kept ? `full CRIU log: ${kept}` : undefined,
       });
@@ -467,6 +496,7 @@ export class RuncRuntime implements ContainerRuntime {
     const net = record.spec.network;
     const tcpEstablished = net !== undefined;
     const linkLock = tcpEstablished && this.linkLock();
+    const gate = linkLock ? await createLinkLockGate(workDir) : undefined;
     const args = ['checkpoint', '--image-path', criuDir, '--work-path', workDir];
     if (tcpEstablished) args.push('--tcp-established');
     // CRIU writes everything but the lazy memory, then serves that memory on this port until its
@@ -474,7 +504,11 @@ export class RuncRuntime implements ContainerRuntime {
     args.push('--lazy-pages', '--page-server', `127.0.0.1:${port}`, name);
     await writeFile(
       this.state.criuConfig(name),
-      criuConfigText({ skipInFlight: true, skipNetworkLock: linkLock }),
+      criuConfigText({
+        skipInFlight: true,
+        skipNetworkLock: linkLock,
+        ...(gate ? { actionScript: gate.script } : {}),
+      }),
     );
     const started = this.clock.monotonic();
     const frozen = await freezeCgroup(cgroupsPathFor(this.state.hostId, name));
@@ -482,8 +516,11 @@ export class RuncRuntime implements ContainerRuntime {
     rootfs.catch(() => undefined);
     // With the `link` lock the namespace is cut off (and its address let go) before the dump.
     const isolatedEarly = linkLock && this.network?.isolate !== undefined;
+    let locking: Promise<void> | undefined;
     /** No held checkpoint after all: the container runs again, with its address back. */
     const undo = async (): Promise<void> => {
+      await locking?.catch(() => undefined);
+      await gate?.close();
       if (linkLock && net) {
         const key = this.netKey(name);
         await (isolatedEarly ? this.network?.rejoin?.(key, net) : this.network?.reconnect?.(key, net))?.catch(
@@ -496,10 +533,13 @@ export class RuncRuntime implements ContainerRuntime {
       if (createdDir) await rm(dir, { recursive: true, force: true });
     };
     if (linkLock) {
-      await this.lockLink(name, true, isolatedEarly).catch(async (err: unknown) => {
-        await undo();
-        throw err;
-      });
+      locking = this.startLinkLock(name, true, isolatedEarly, gate);
+      if (!gate) {
+        await locking.catch(async (err: unknown) => {
+          await undo();
+          throw err;
+        });
+      }
     }
     let exited = false;
     const run = this.runc(args, HELD_CHECKPOINT_TIMEOUT_MS).finally(() => {
@@ -509,11 +549,17 @@ export class RuncRuntime implements ContainerRuntime {
     const failed = async (why: string): Promise<never> => {
       const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
       const r = await run.catch((err: unknown) => ({ code: -1, stderr: errorMessage(err), stdout: '' }));
+      const lockError = await locking?.then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       await undo();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
       throw new UnavailableError(
         ErrorCode.CriuDumpFailed,
-        `checkpoint of ${name} (memory held) failed: ${why}`,
+        `checkpoint of ${name} (memory held) failed: ${
+          lockError !== undefined ? `the link lock failed (${errorMessage(lockError)})` : why
+        }`,
         {
           details: dumpLog ? decisiveLines(dumpLog) : runcErrorLines(r.stderr),
           hint: kept ? `full CRIU log: ${kept}` : undefined,
@@ -533,6 +579,21 @@ export class RuncRuntime implements ContainerRuntime {
     const durationMs = this.clock.monotonic() - started;
     const ctl = sock;
     ctl.on('error', () => undefined);
+    /** Anything but PS_IOV_CLOSE fails CRIU's lazy transfer: it lets the processes go, alive. */
+    const failTransfer = async (): Promise<void> => {
+      ctl.end(encodePageServerIov({ cmd: 0xffff, nrPages: 0, vaddr: 0, dstId: 0 }));
+      await run.catch(() => undefined);
+    };
+    // CRIU is past its network-lock step, so the gate was opened: the lock holds.
+    await gate?.close();
+    const lockError = await locking?.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    if (lockError !== undefined) {
+      await failTransfer();
+      return failed('the link lock failed');
+    }
     // Frozen, the root filesystem changes are stable. Meanwhile (both are on the stopped path),
     // the namespace is cut off until resumed: another host may now take the container's address.
     await Promise.all([
@@ -555,22 +616,21 @@ export class RuncRuntime implements ContainerRuntime {
         throw new FailedPreconditionError(ErrorCode.InvalidState, `the held checkpoint of ${name} has ended`);
       ended = true;
     };
-    /** Anything but PS_IOV_CLOSE fails CRIU's lazy transfer: it lets the processes go, alive. */
-    const failTransfer = async (): Promise<void> => {
-      ctl.end(encodePageServerIov({ cmd: 0xffff, nrPages: 0, vaddr: 0, dstId: 0 }));
-      await run.catch(() => undefined);
-    };
     return {
       result,
       processes,
       release: async () => {
         once();
         // PS_IOV_CLOSE: the lazy transfer is over; CRIU answers, then waits for us to hang up.
-        await new Promise<void>((res) => {
-          ctl.once('data', () => res());
-          ctl.once('close', () => res());
-          ctl.write(encodePageServerIov({ cmd: PsCmd.Close, nrPages: 0, vaddr: 0, dstId: 0 }));
-        });
+        // (A CRIU that ended already, its dump failed, answers nothing: runc's result says so.)
+        if (!exited && !ctl.destroyed) {
+          await new Promise<void>((res) => {
+            ctl.once('data', () => res());
+            ctl.once('close', () => res());
+            void run.finally(() => res());
+            ctl.write(encodePageServerIov({ cmd: PsCmd.Close, nrPages: 0, vaddr: 0, dstId: 0 }));
+          });
+        }
         ctl.end();
         const r = await run;
         if (r.code !== 0) this.log.warn('held checkpoint: runc did not end cleanly', { name, code: r.code });
@@ -774,6 +834,24 @@ export class RuncRuntime implements ContainerRuntime {
    * at their next retransmission (≥ 200 ms later, then doubling). `isolate`: its address is let go
    * too (a held dump: another host may take it; `rejoin` takes it back).
    */
+  /**
+   * Starts the `link` lock of a dump about to start: with a gate (link-lock-gate.ts), alongside
+   * runc, CRIU waiting at its network-lock step until the gate opens; without, the caller waits for
+   * it before it starts runc. Resolves once the lock holds; rejects if it failed (the gate then
+   * fails the dump).
+   */
+  private startLinkLock(name: string, frozen: boolean, isolate: boolean, gate?: LinkLockGate): Promise<void> {
+    const locking = this.lockLink(name, frozen, isolate).then(
+      () => gate?.open(),
+      async (err: unknown) => {
+        await gate?.fail();
+        throw err;
+      },
+    );
+    locking.catch(() => undefined);
+    return locking;
+  }
+
   private async lockLink(name: string, frozen: boolean, isolate = false): Promise<void> {
     if (frozen) await this.clock.sleep(linkLockGraceMs());
     if (isolate) await this.network?.isolate?.(this.netKey(name));
@@ -822,7 +900,7 @@ export class RuncRuntime implements ContainerRuntime {
     }
     // runc hands this file to CRIU on checkpoint and restore; `checkpoint` writes the options
     // that runc has no flag for (skip-in-flight). It must exist before runc reads the config.
-    await writeFile(this.state.criuConfig(name), '', { flag: 'a' });
+    await writeFile(this.state.criuConfig(name), criuConfigText({ skipInFlight: false }));
     const config = buildOciConfig(record.spec, {
       hostId: this.state.hostId,
       annotations: { 'org.criu.config': this.state.criuConfig(name) },
@@ -1130,14 +1208,32 @@ export class RuncRuntime implements ContainerRuntime {
 }
 
 /**
- * The per-container CRIU configuration for a checkpoint: one option per line, CRIU's format.
- * `skipNetworkLock`: godwit locks the network itself (the `link` lock); CRIU records that in its
- * images, and its restore then leaves the network alone too.
+ * CRIU's log level for runc's dumps and restores (runc asks for 4, debug). At 4 CRIU writes a
+ * line per page-pipe buffer and per run of pages it adds, each a write(2) while the container is
+ * stopped: ~18,000 lines and ~25 ms of a 1 GiB lazy dump. 3 keeps the info lines (the version,
+ * the steps, their times), warnings and errors. GODWIT_CRIU_VERBOSITY=4 brings the debug lines back.
  */
-export function criuConfigText(opts: { skipInFlight: boolean; skipNetworkLock?: boolean }): string {
-  const lines: string[] = [];
+export function criuVerbosity(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env['GODWIT_CRIU_VERBOSITY'] ?? '3');
+  return Number.isInteger(v) && v >= 0 && v <= 4 ? v : 3;
+}
+
+/**
+ * The per-container CRIU configuration: one option per line, CRIU's format; it overrides what
+ * runc asks for. `skipNetworkLock`: godwit locks the network itself (the `link` lock); CRIU
+ * records that in its images, and its restore then leaves the network alone too.
+ */
+export function criuConfigText(opts: {
+  skipInFlight: boolean;
+  skipNetworkLock?: boolean;
+  verbosity?: number;
+  /** An action script (link-lock-gate.ts); a path without white space or quotes. */
+  actionScript?: string;
+}): string {
+  const lines: string[] = [`verbosity=${opts.verbosity ?? criuVerbosity()}`];
   if (opts.skipInFlight) lines.push('skip-in-flight');
   if (opts.skipNetworkLock) lines.push('network-lock skip');
+  if (opts.actionScript !== undefined) lines.push(`action-script ${opts.actionScript}`);
   return lines.map((l) => `${l}\n`).join('');
 }
 

@@ -4,7 +4,7 @@
  * never see each other's containers.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, realpath, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ErrorCode, InvalidArgumentError } from '../core/errors.js';
 
@@ -94,10 +94,19 @@ export class StateDir {
 
 /** Writes JSON atomically (temp file + rename), so a crash never leaves half a record. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
-  await rename(tmp, path);
+  // A temp name per write: two writes of one file at once (a migration report saved by two
+  // phases) must not rename each other's temp file away (ENOENT). The last rename wins.
+  const tmp = `${path}.tmp-${process.pid}-${++tmpSeq}`;
+  try {
+    await writeFile(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
 }
+
+let tmpSeq = 0;
 
 /** Reads a JSON file, or returns undefined when it does not exist. Other errors propagate. */
 export async function readJsonIfExists(path: string): Promise<unknown> {
