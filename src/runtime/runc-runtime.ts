@@ -828,13 +828,6 @@ export class RuncRuntime implements ContainerRuntime {
   }
 
   /**
-   * The `link` lock at a dump, before CRIU takes the connections. A container just frozen first
-   * gets LINK_LOCK_GRACE_MS: requests already on their way to it still land in its sockets (its
-   * kernel acknowledges them), so their clients are answered as soon as it runs again instead of
-   * at their next retransmission (≥ 200 ms later, then doubling). `isolate`: its address is let go
-   * too (a held dump: another host may take it; `rejoin` takes it back).
-   */
-  /**
    * Starts the `link` lock of a dump about to start: with a gate (link-lock-gate.ts), alongside
    * runc, CRIU waiting at its network-lock step until the gate opens; without, the caller waits for
    * it before it starts runc. Resolves once the lock holds; rejects if it failed (the gate then
@@ -852,6 +845,13 @@ export class RuncRuntime implements ContainerRuntime {
     return locking;
   }
 
+  /**
+   * The `link` lock at a dump, before CRIU takes the connections. A container just frozen first
+   * gets LINK_LOCK_GRACE_MS: requests already on their way to it still land in its sockets (its
+   * kernel acknowledges them), so their clients are answered as soon as it runs again instead of
+   * at their next retransmission (≥ 200 ms later, then doubling). `isolate`: its address is let go
+   * too (a held dump: another host may take it; `rejoin` takes it back).
+   */
   private async lockLink(name: string, frozen: boolean, isolate = false): Promise<void> {
     if (frozen) await this.clock.sleep(linkLockGraceMs());
     if (isolate) await this.network?.isolate?.(this.netKey(name));
