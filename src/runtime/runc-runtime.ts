@@ -1208,10 +1208,12 @@ export class RuncRuntime implements ContainerRuntime {
 }
 
 /**
- * CRIU's log level for runc's dumps and restores (runc asks for 4, debug). At 4 CRIU writes a
+ * CRIU's log level in the container's criu.conf (runc asks for 4, debug). At 4 CRIU writes a
  * line per page-pipe buffer and per run of pages it adds, each a write(2) while the container is
- * stopped: ~18,000 lines and ~25 ms of a 1 GiB lazy dump. 3 keeps the info lines (the version,
- * the steps, their times), warnings and errors. GODWIT_CRIU_VERBOSITY=4 brings the debug lines back.
+ * stopped: ~18,000 lines and ~25 ms of a 1 GiB lazy dump (CRIU alone, -v4 against -v2). 3 keeps
+ * the info lines (the version, the steps, their times), warnings and errors. It takes for runc's
+ * restores; runc's dumps keep debug level (measured: their logs still have the debug lines).
+ * GODWIT_CRIU_VERBOSITY=4 brings the debug lines back.
  */
 export function criuVerbosity(env: NodeJS.ProcessEnv = process.env): number {
   const v = Number(env['GODWIT_CRIU_VERBOSITY'] ?? '3');
