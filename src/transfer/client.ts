@@ -224,6 +224,8 @@ class SendRun {
   private offer: Buffer;
   /** Whether `offer` is a delta against `SendManifestOptions.base`. */
   private delta: boolean;
+  /** ms spent checking the manifest and encoding the offer. */
+  private readonly prepareMs: number;
   private readonly sizes = new Map<Digest, number>();
   private readonly maxChunk: number;
   private readonly compressor: ChunkCompressor;
@@ -266,6 +268,7 @@ class SendRun {
     this.connectTimeoutMs = checkInt('connectTimeoutMs', o.connectTimeoutMs, 1, 600_000, 10_000);
     this.readAheadBytes = checkInt('readAheadBytes', o.readAheadBytes, 0, 1 << 30, DEFAULT_READ_AHEAD_BYTES);
     this.compressor = new ChunkCompressor(o.codec ?? DEFAULT_CODEC, o.level);
+    const t0 = performance.now();
     this.manifest = parseManifest(o.manifest);
     this.offer = Buffer.from(
       JSON.stringify(
@@ -273,6 +276,7 @@ class SendRun {
       ),
     );
     this.delta = o.base !== undefined;
+    this.prepareMs = Math.round(performance.now() - t0);
     if (this.offer.length > DEFAULT_MAX_OFFER_BYTES) {
       throw tooLargeError(
         `manifest of ${this.offer.length} bytes exceeds the offer limit ${DEFAULT_MAX_OFFER_BYTES}`,
@@ -296,7 +300,13 @@ class SendRun {
     const retries = this.o.retries ?? DEFAULT_RETRIES;
     const started = this.clock.monotonic();
     let failures = 0;
-    this.log.info('transfer started', { to: this.peer, streams: this.streams, codec: this.compressor.codec });
+    this.log.info('transfer started', {
+      to: this.peer,
+      streams: this.streams,
+      codec: this.compressor.codec,
+      offerBytes: this.offer.length,
+      prepareMs: this.prepareMs,
+    });
     for (;;) {
       if (signal?.aborted) throw abortedError(signal.reason);
       try {

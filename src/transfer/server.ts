@@ -532,6 +532,7 @@ class Receiver {
       // The record was removed (the session's state was taken over): write it again.
       if (marker === undefined) session.complete = false;
     }
+    const t0 = performance.now();
     if (session.manifest === undefined) {
       const offered = frame.manifest ?? (await this.expandDelta(frame.delta));
       const sizes = chunkSizes(offered);
@@ -551,6 +552,7 @@ class Receiver {
     }
     // Chunks from other connections stored while the store was asked are not missing.
     if (stored.size > 0) missing = missing.filter((d) => !stored.has(d));
+    const missingMs = Math.round(performance.now() - t0);
     session.missing = new Set(missing);
     if (!session.announced) {
       session.announced = true;
@@ -562,6 +564,7 @@ class Receiver {
       chunks: session.sizes.size,
       want: missing.length,
       offerBytes: frame.bytes,
+      ms: missingMs,
     });
     for (const f of encodeWant(missing)) await state.conn.send(f);
     if (missing.length === 0) await this.finalize(session);
@@ -678,6 +681,7 @@ class Receiver {
     if (session.finalizing) return session.finalizing;
     const manifest = session.manifest as Manifest;
     const run = async (): Promise<void> => {
+      const t0 = performance.now();
       const dir = join(this.opts.dataDir, session.id);
       await mkdir(dir, { recursive: true });
       await writeFileAtomic(join(dir, 'manifest.json'), `${JSON.stringify(manifest)}\n`, durable);
@@ -694,6 +698,7 @@ class Receiver {
         received: session.chunksReceived,
         rawBytes: session.rawBytesReceived,
         duplicates: session.duplicates,
+        finalizeMs: Math.round(performance.now() - t0),
       });
     };
     session.finalizing = run().finally(() => {
