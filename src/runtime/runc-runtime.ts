@@ -900,7 +900,7 @@ export class RuncRuntime implements ContainerRuntime {
     }
     // runc hands this file to CRIU on checkpoint and restore; `checkpoint` writes the options
     // that runc has no flag for (skip-in-flight). It must exist before runc reads the config.
-    await writeFile(this.state.criuConfig(name), criuConfigText({ skipInFlight: false }));
+    await writeFile(this.state.criuConfig(name), '', { flag: 'a' });
     const config = buildOciConfig(record.spec, {
       hostId: this.state.hostId,
       annotations: { 'org.criu.config': this.state.criuConfig(name) },
@@ -1208,19 +1208,6 @@ export class RuncRuntime implements ContainerRuntime {
 }
 
 /**
- * CRIU's log level in the container's criu.conf (runc asks for 4, debug). At 4 CRIU writes a
- * line per page-pipe buffer and per run of pages it adds, each a write(2) while the container is
- * stopped: ~18,000 lines and ~25 ms of a 1 GiB lazy dump (CRIU alone, -v4 against -v2). 3 keeps
- * the info lines (the version, the steps, their times), warnings and errors. It takes for runc's
- * restores; runc's dumps keep debug level (measured: their logs still have the debug lines).
- * GODWIT_CRIU_VERBOSITY=4 brings the debug lines back.
- */
-export function criuVerbosity(env: NodeJS.ProcessEnv = process.env): number {
-  const v = Number(env['GODWIT_CRIU_VERBOSITY'] ?? '3');
-  return Number.isInteger(v) && v >= 0 && v <= 4 ? v : 3;
-}
-
-/**
  * The per-container CRIU configuration: one option per line, CRIU's format; it overrides what
  * runc asks for. `skipNetworkLock`: godwit locks the network itself (the `link` lock); CRIU
  * records that in its images, and its restore then leaves the network alone too.
@@ -1228,11 +1215,10 @@ export function criuVerbosity(env: NodeJS.ProcessEnv = process.env): number {
 export function criuConfigText(opts: {
   skipInFlight: boolean;
   skipNetworkLock?: boolean;
-  verbosity?: number;
   /** An action script (link-lock-gate.ts); a path without white space or quotes. */
   actionScript?: string;
 }): string {
-  const lines: string[] = [`verbosity=${opts.verbosity ?? criuVerbosity()}`];
+  const lines: string[] = [];
   if (opts.skipInFlight) lines.push('skip-in-flight');
   if (opts.skipNetworkLock) lines.push('network-lock skip');
   if (opts.actionScript !== undefined) lines.push(`action-script ${opts.actionScript}`);
