@@ -69,14 +69,17 @@ export const containerNetwork: Schema<ContainerNetwork> = object({
 const argv = array(string({ maxLength: 131_072 }), { minItems: 1, maxItems: 4096 });
 
 /** Body of `POST /v1/containers`: a RunSpec. `env` defaults to `{}`. */
+/** An image name (`busybox`, `redis`, …). */
+export const imageName = string({
+  minLength: 1,
+  maxLength: 128,
+  pattern: /^[a-z0-9][a-z0-9_.\-/:]*$/,
+  expected: 'an image name',
+});
+
 export const runRequest = object({
   name: containerName,
-  image: string({
-    minLength: 1,
-    maxLength: 128,
-    pattern: /^[a-z0-9][a-z0-9_.\-/:]*$/,
-    expected: 'an image name',
-  }),
+  image: imageName,
   args: argv,
   env: optional(
     stringMap(/^[A-Za-z_][A-Za-z0-9_]*$/, string({ maxLength: 131_072 }), {

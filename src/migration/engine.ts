@@ -11,7 +11,6 @@
  * it was asked to restore), the migration ends `failed` with the state kept in the local
  * checkpoint, and the report says how to restore it: never two copies, never lost.
  */
-import { formatBytes } from '../cli/format.js';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -42,6 +41,7 @@ import {
   type HeldCheckpoint,
 } from '../core/runtime.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
+import { formatBytes } from '../cli/format.js';
 import type { MigrationPeer } from './peer.js';
 import { collectGarbage } from '../system/gc.js';
 import { PhaseRecorder } from './phase-recorder.js';
@@ -173,10 +173,10 @@ export interface MigrationEngineOptions {
   lazyPages?: boolean;
 }
 
-/** Source-side migration orchestrator. */
 /** A held dump whose images hold more memory than this left it in them: the report says so. */
 const HELD_DUMP_PAGES_WARN_BYTES = 16 * 1024 * 1024;
 
+/** Source-side migration orchestrator. */
 export class MigrationEngine {
   private readonly reports = new Map<string, MigrationReport>();
   private readonly running = new Map<string, Promise<MigrationReport>>();

@@ -136,7 +136,7 @@ export class IncomingMigrations {
   private readonly prestaged = new Set<string>();
   /** Post-copy fills in progress or ended, by migration. */
   private readonly fills = new Map<string, LazyFill>();
-  /** The last round's pages, indexed at `quiesce` for the lazy final phase that follows. */
+  /** The last round's pages, indexed once per migration (heldPagesOf). */
   private readonly heldAhead = new Map<
     string,
     { base: string; held: ReturnType<IncomingMigrations['heldPages']> }
@@ -408,9 +408,7 @@ export class IncomingMigrations {
     let held: ReturnType<IncomingMigrations['heldPages']> | undefined;
     const heldPages = (): NonNullable<typeof held> => {
       if (!held) {
-        const base = (verdicts as { base: string }).base;
-        const ahead = this.heldAhead.get(id);
-        held = ahead?.base === base ? ahead.held : this.heldPages(base);
+        held = this.heldPagesOf(id, (verdicts as { base: string }).base);
         held.catch((err: unknown) =>
           log.warn('no local copy of the pre-copied pages: every page comes from the source', {
             id,
@@ -493,6 +491,16 @@ export class IncomingMigrations {
       await broker?.close();
       throw err;
     }
+  }
+
+  /** `heldPages(base)` for migration `id`, read once (at `quiesce`, or at the restore's first need). */
+  private heldPagesOf(id: string, base: string): ReturnType<IncomingMigrations['heldPages']> {
+    const ahead = this.heldAhead.get(id);
+    if (ahead?.base === base) return ahead.held;
+    const held = this.heldPages(base);
+    held.catch(() => undefined);
+    this.heldAhead.set(id, { base, held });
+    return held;
   }
 
   /**
@@ -623,14 +631,9 @@ export class IncomingMigrations {
    */
   async quiesce(id: string, base?: string): Promise<{ gcMs?: number }> {
     await this.record(id);
-    if (base !== undefined && this.heldAhead.get(id)?.base !== base) {
-      // The pages a lazy final phase will serve from here: indexed now, while the source still
-      // runs, rather than at the restored process's first fault (tens of ms at 1 GiB).
-      const held = this.heldPages(base);
-      held.catch(() => undefined);
-      this.heldAhead.set(id, { base, held });
-      await held.catch(() => undefined);
-    }
+    // The pages a lazy final phase will serve from here: indexed now, while the source still
+    // runs, rather than at the restored process's first fault.
+    if (base !== undefined) await this.heldPagesOf(id, base).catch(() => undefined);
     const gcMs = collectGarbage();
     return gcMs === undefined ? {} : { gcMs: Math.round(gcMs) };
   }

@@ -26,7 +26,7 @@ export interface InlineState {
 }
 
 /** Largest manifest an inline state may expand to (the request limit's order of magnitude). */
-const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
+export const MAX_INLINE_MANIFEST_BYTES = 16 * 1024 * 1024;
 
 /** Encoded state larger than this goes over a transfer session instead (the request limit is 1 MiB). */
 export const MAX_INLINE_STATE_BYTES = 640 * 1024;
@@ -85,7 +85,7 @@ export function decodeInlineState(s: InlineState): { manifest: unknown; chunks: 
     const json =
       s.manifestCodec === undefined
         ? packed
-        : decompressChunk(s.manifestCodec, packed, s.manifestSize ?? -1, MAX_MANIFEST_BYTES);
+        : decompressChunk(s.manifestCodec, packed, s.manifestSize ?? -1, MAX_INLINE_MANIFEST_BYTES);
     manifest = JSON.parse(json.toString('utf8'));
   } catch {
     throw new InvalidArgumentError(ErrorCode.ManifestInvalid, 'the inline state has no valid manifest');

@@ -4,7 +4,7 @@
  * agent: unknown fields are refused.
  */
 import type { Call, Route } from '../agent/server.js';
-import { containerName } from '../agent/api.js';
+import { containerName, imageName } from '../agent/api.js';
 import { API_VERSION, MAX_BODY_BYTES } from '../agent/api.js';
 import {
   array,
@@ -21,7 +21,16 @@ import { MIGRATION_STRATEGIES, MigrationPhase } from '../core/migration.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import type { MigrationEngine } from './engine.js';
 import type { IncomingMigrations } from './incoming.js';
+import { MAX_INLINE_MANIFEST_BYTES } from './inline-state.js';
 import type { MigrationPeer } from './peer.js';
+
+/** A transfer session id (a pre-copy round's, as the destination names it). */
+const sessionId = string({
+  minLength: 1,
+  maxLength: 200,
+  pattern: /^[A-Za-z0-9._-]+$/,
+  expected: 'a session id',
+});
 
 /** Body of `POST /v1/migrations`. */
 export const migrateRequest = object({
@@ -61,9 +70,7 @@ export const prepareRequest = object({
     }),
   ),
   /** The container's image, to make it ready ahead (a first restore here would build it). */
-  image: optional(
-    string({ minLength: 1, maxLength: 128, pattern: /^[a-z0-9][a-z0-9_.\-/:]*$/, expected: 'an image name' }),
-  ),
+  image: optional(imageName),
 });
 
 /** Body of `POST /v1/migrations/incoming/:id/prestage`: the checkpoint's checkpoint.json, base64. */
@@ -80,11 +87,7 @@ export const prestageRequest = object({
  * Body of `POST /v1/migrations/incoming/:id/quiesce`: with `base`, the last pre-copy round of a
  * lazy final phase, whose pages the destination then gets ready to serve before the stop.
  */
-export const quiesceRequest = object({
-  base: optional(
-    string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9._-]+$/, expected: 'a session id' }),
-  ),
-});
+export const quiesceRequest = object({ base: optional(sessionId) });
 
 /** Most remote runs a lazy restore may list (each a contiguous range of one process's pages). */
 const MAX_REMOTE_RUNS = 100_000;
@@ -114,12 +117,7 @@ export const incomingRestoreRequest = object({
       ),
       verdicts: optional(
         object({
-          base: string({
-            minLength: 1,
-            maxLength: 200,
-            pattern: /^[A-Za-z0-9._-]+$/,
-            expected: 'a session id',
-          }),
+          base: sessionId,
         }),
       ),
     }),
@@ -129,7 +127,7 @@ export const incomingRestoreRequest = object({
     object({
       manifest: base64(MAX_BODY_BYTES),
       manifestCodec: optional(integer(0, 255)),
-      manifestSize: optional(integer(0, 16 * 1024 * 1024)),
+      manifestSize: optional(integer(0, MAX_INLINE_MANIFEST_BYTES)),
       chunks: array(
         object({
           digest: string({ pattern: /^sha256:[0-9a-f]{64}$/, expected: 'a chunk digest' }),

@@ -55,7 +55,7 @@ import {
 } from './records.js';
 import type { StateDir } from './state-dir.js';
 import { readJsonIfExists, validateName, writeJsonAtomic } from './state-dir.js';
-import { createLinkLockGate, type LinkLockGate } from './link-lock-gate.js';
+import { createLinkLockGate } from './link-lock-gate.js';
 
 /** Executables the runtime drives. */
 export interface RuncTools {
@@ -101,6 +101,14 @@ const LINK_LOCK_GRACE_MS = 25;
 function linkLockGraceMs(): number {
   const v = Number(process.env['GODWIT_LINK_LOCK_GRACE_MS']);
   return Number.isFinite(v) && v >= 0 ? v : LINK_LOCK_GRACE_MS;
+}
+
+/** The `link` lock of one dump (RuncRuntime.dumpLinkLock). */
+interface DumpLinkLock {
+  readonly script: string | undefined;
+  readonly gated: boolean;
+  start(frozen: boolean, isolate: boolean): void;
+  settle(): Promise<unknown>;
 }
 
 /** A port on 127.0.0.1 that nothing listens on right now. */
@@ -381,14 +389,14 @@ export class RuncRuntime implements ContainerRuntime {
     args.push(name);
     const net = record.spec.network;
     const linkLock = tcpEstablished && net !== undefined && this.linkLock();
-    const gate = linkLock ? await createLinkLockGate(workDir) : undefined;
+    const lock = linkLock ? await this.dumpLinkLock(name, workDir) : undefined;
 
     await writeFile(
       this.state.criuConfig(name),
       criuConfigText({
         skipInFlight: opts.skipInFlight ?? true,
         skipNetworkLock: linkLock,
-        ...(gate ? { actionScript: gate.script } : {}),
+        ...(lock?.script !== undefined ? { actionScript: lock.script } : {}),
       }),
     );
     const started = this.clock.monotonic();
@@ -404,15 +412,13 @@ export class RuncRuntime implements ContainerRuntime {
     };
     const rootfs = frozen ? this.archiveRootfs(name, dir) : undefined;
     rootfs?.catch(() => undefined);
-    let locking: Promise<void> | undefined;
     /**
      * No checkpoint after all: the container keeps running (its network back first) — unless it
      * came frozen (a held dump being kept): then it stays frozen, for its state is the only copy
      * and another may run elsewhere. What this dump wrote goes.
      */
     const undo = async (): Promise<void> => {
-      await locking?.catch(() => undefined);
-      await gate?.close();
+      await lock?.settle();
       if (!frozenOk) {
         await reconnect().catch((err: unknown) =>
           this.log.warn('reconnecting after a failed dump failed', { name, err: errorMessage(err) }),
@@ -426,22 +432,17 @@ export class RuncRuntime implements ContainerRuntime {
         await rm(join(dir, CHECKPOINT_FILES.rootfsDiff), { force: true });
       }
     };
-    if (linkLock) {
-      locking = this.startLinkLock(name, frozen !== undefined, false, gate);
-      if (!gate) {
-        await locking.catch(async (err: unknown) => {
-          await undo();
-          throw err;
-        });
+    if (lock) {
+      lock.start(frozen !== undefined, false);
+      const err = lock.gated ? undefined : await lock.settle();
+      if (err !== undefined) {
+        await undo();
+        throw err;
       }
     }
     const res = await this.runc(args);
     const durationMs = this.clock.monotonic() - started;
-    await gate?.close();
-    const lockError = await locking?.then(
-      () => undefined,
-      (err: unknown) => err,
-    );
+    const lockError = await lock?.settle();
     if (res.code === 0 && lockError !== undefined) {
       // CRIU took the sockets without asking the gate (it runs `network-lock` for every dump of
       // a container with its own network namespace): the dump stands, unlocked.
@@ -496,7 +497,7 @@ export class RuncRuntime implements ContainerRuntime {
     const net = record.spec.network;
     const tcpEstablished = net !== undefined;
     const linkLock = tcpEstablished && this.linkLock();
-    const gate = linkLock ? await createLinkLockGate(workDir) : undefined;
+    const lock = linkLock ? await this.dumpLinkLock(name, workDir) : undefined;
     const args = ['checkpoint', '--image-path', criuDir, '--work-path', workDir];
     if (tcpEstablished) args.push('--tcp-established');
     // CRIU writes everything but the lazy memory, then serves that memory on this port until its
@@ -507,7 +508,7 @@ export class RuncRuntime implements ContainerRuntime {
       criuConfigText({
         skipInFlight: true,
         skipNetworkLock: linkLock,
-        ...(gate ? { actionScript: gate.script } : {}),
+        ...(lock?.script !== undefined ? { actionScript: lock.script } : {}),
       }),
     );
     const started = this.clock.monotonic();
@@ -516,11 +517,9 @@ export class RuncRuntime implements ContainerRuntime {
     rootfs.catch(() => undefined);
     // With the `link` lock the namespace is cut off (and its address let go) before the dump.
     const isolatedEarly = linkLock && this.network?.isolate !== undefined;
-    let locking: Promise<void> | undefined;
     /** No held checkpoint after all: the container runs again, with its address back. */
     const undo = async (): Promise<void> => {
-      await locking?.catch(() => undefined);
-      await gate?.close();
+      await lock?.settle();
       if (linkLock && net) {
         const key = this.netKey(name);
         await (isolatedEarly ? this.network?.rejoin?.(key, net) : this.network?.reconnect?.(key, net))?.catch(
@@ -532,13 +531,12 @@ export class RuncRuntime implements ContainerRuntime {
       await rootfs.catch(() => undefined);
       if (createdDir) await rm(dir, { recursive: true, force: true });
     };
-    if (linkLock) {
-      locking = this.startLinkLock(name, true, isolatedEarly, gate);
-      if (!gate) {
-        await locking.catch(async (err: unknown) => {
-          await undo();
-          throw err;
-        });
+    if (lock) {
+      lock.start(true, isolatedEarly);
+      const err = lock.gated ? undefined : await lock.settle();
+      if (err !== undefined) {
+        await undo();
+        throw err;
       }
     }
     let exited = false;
@@ -549,10 +547,7 @@ export class RuncRuntime implements ContainerRuntime {
     const failed = async (why: string): Promise<never> => {
       const dumpLog = await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '');
       const r = await run.catch((err: unknown) => ({ code: -1, stderr: errorMessage(err), stdout: '' }));
-      const lockError = await locking?.then(
-        () => undefined,
-        (err: unknown) => err,
-      );
+      const lockError = await lock?.settle();
       await undo();
       const kept = await this.keepLog(`checkpoint-${name}`, dumpLog);
       throw new UnavailableError(
@@ -584,13 +579,9 @@ export class RuncRuntime implements ContainerRuntime {
       ctl.end(encodePageServerIov({ cmd: 0xffff, nrPages: 0, vaddr: 0, dstId: 0 }));
       await run.catch(() => undefined);
     };
-    // CRIU is past its network-lock step, so the gate was opened: the lock holds.
-    await gate?.close();
-    const lockError = await locking?.then(
-      () => undefined,
-      (err: unknown) => err,
-    );
-    if (lockError !== undefined) {
+    // CRIU is past its network-lock step: the gate opened, so the lock holds (an error here means
+    // CRIU never asked, and the lock failed anyway).
+    if ((await lock?.settle()) !== undefined) {
       await failTransfer();
       return failed('the link lock failed');
     }
@@ -792,7 +783,7 @@ export class RuncRuntime implements ContainerRuntime {
         );
       }
       // The pid runc wrote, alive: running (a `runc state` would cost another runc start here).
-      const pid = await readPidFile(join(workDir, RESTORE_PID_FILE));
+      let pid = await readPidFile(join(workDir, RESTORE_PID_FILE));
       if (pid === undefined || !(await pathExists(`/proc/${pid}`))) {
         const info = await this.inspect(opts.name);
         if (info.status !== ContainerStatus.Running || info.pid === undefined) {
@@ -801,8 +792,7 @@ export class RuncRuntime implements ContainerRuntime {
             `${opts.name} is ${info.status} right after restore`,
           );
         }
-        this.log.info('container restored', { name: opts.name, from: dir, durationMs, ...lap });
-        return { name: opts.name, pid: info.pid, durationMs };
+        pid = info.pid;
       }
       this.log.info('container restored', { name: opts.name, from: dir, durationMs, ...lap });
       return { name: opts.name, pid, durationMs };
@@ -828,21 +818,37 @@ export class RuncRuntime implements ContainerRuntime {
   }
 
   /**
-   * Starts the `link` lock of a dump about to start: with a gate (link-lock-gate.ts), alongside
-   * runc, CRIU waiting at its network-lock step until the gate opens; without, the caller waits for
-   * it before it starts runc. Resolves once the lock holds; rejects if it failed (the gate then
-   * fails the dump).
+   * The `link` lock of one dump in `workDir`: `script` (a gate, link-lock-gate.ts) goes in CRIU's
+   * configuration, `start` begins the lock at the freeze (lockLink), and CRIU waits at its
+   * network-lock step until the lock holds (the gate opens) or fails (the gate fails the dump).
+   * Without a gate (`gated` false) the dump waits for `settle` before it starts runc. `settle`
+   * closes the gate and resolves with the lock's error, or undefined; call it only once CRIU is
+   * past the gate (runc has returned or the held dump is ready) or was never started. Idempotent.
    */
-  private startLinkLock(name: string, frozen: boolean, isolate: boolean, gate?: LinkLockGate): Promise<void> {
-    const locking = this.lockLink(name, frozen, isolate).then(
-      () => gate?.open(),
-      async (err: unknown) => {
-        await gate?.fail();
-        throw err;
+  private async dumpLinkLock(name: string, workDir: string): Promise<DumpLinkLock> {
+    const gate = await createLinkLockGate(workDir);
+    let locking: Promise<void> | undefined;
+    return {
+      script: gate?.script,
+      gated: gate !== undefined,
+      start: (frozen, isolate) => {
+        locking = this.lockLink(name, frozen, isolate).then(
+          () => gate?.open(),
+          async (err: unknown) => {
+            await gate?.fail();
+            throw err;
+          },
+        );
+        locking.catch(() => undefined);
       },
-    );
-    locking.catch(() => undefined);
-    return locking;
+      settle: async () => {
+        await gate?.close();
+        return locking?.then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      },
+    };
   }
 
   /**
