@@ -7,6 +7,7 @@ import { access, open, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { probeCriu, findSystemCriu } from '../criu/provision.js';
+import { CRIU_PIPE_BYTES, ensurePipeMaxSize } from '../criu/pipe-size.js';
 import { isSupportedCriuVersion, MIN_CRIU_VERSION } from '../criu/version.js';
 import { runCommand, which } from './exec.js';
 import { kernelOptionEnabled, kernelVersion, readKernelConfig, type KernelConfig } from './kernel.js';
@@ -53,6 +54,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     ['checkpoint-restore', 'CONFIG_CHECKPOINT_RESTORE', true, () => checkCheckpointRestore(kconfig)],
     ['userfaultfd', 'userfaultfd (post-copy)', false, () => checkUserfaultfd(kconfig)],
     ['soft-dirty', 'soft-dirty page tracking', false, () => checkSoftDirty(kconfig)],
+    ['pipe-max-size', "pipes as large as CRIU's page pipes", false, checkPipeMaxSize],
     ['runc', 'runc', true, checkRunc],
     ['criu', `criu >= ${MIN_CRIU_VERSION}`, true, () => checkCriu(opts.toolsDir)],
     ['iptables-restore', 'iptables-restore', true, checkIptables],
@@ -223,6 +225,18 @@ async function checkSoftDirty(cfg: KernelConfig | undefined): Promise<Verdict> {
       (on === false ? 'CONFIG_MEM_SOFT_DIRTY not set' : 'kernel config unreadable') +
       ': criu pre-dump is unavailable; godwit tracks dirty pages by content instead',
     fix: 'optional: a kernel with CONFIG_MEM_SOFT_DIRTY=y lets CRIU track dirty pages itself',
+  };
+}
+
+async function checkPipeMaxSize(): Promise<Verdict> {
+  const r = await ensurePipeMaxSize({ raise: false });
+  if (r.state === 'enough') return { status: 'ok', detail: `fs.pipe-max-size = ${r.bytes}` };
+  return {
+    status: 'degraded',
+    detail:
+      (r.bytes !== undefined ? `fs.pipe-max-size = ${r.bytes}` : 'fs.pipe-max-size unreadable') +
+      `: CRIU dumps use ${r.bytes !== undefined ? Math.ceil(CRIU_PIPE_BYTES / r.bytes) : 'several'}× as many page pipes (a 1 GiB dump ~100 ms longer)`,
+    fix: `the agent raises it at start (unless --keep-pipe-max-size); or: sysctl -w fs.pipe-max-size=${CRIU_PIPE_BYTES}`,
   };
 }
 
