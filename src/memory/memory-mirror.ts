@@ -96,12 +96,14 @@ export class MemoryMirror {
         this.procs.set(p.vpid, table);
       }
       const t = table;
-      scanned += await readProcessPages(p.pid, (vaddr, data) => {
+      const onRun = (vaddr: number, data: Buffer): void => {
         const first = vaddr / PAGE_SIZE;
-        for (let i = 0; i * PAGE_SIZE < data.length; i++) {
-          const page = data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+        const n = data.length / PAGE_SIZE;
+        let i = 0;
+        while (i < n) {
           const slot = t.get(first + i);
           if (slot === undefined) {
+            const page = data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
             // Round 0 keeps views into the read buffers; later rounds copy (small, scattered).
             const s: PageSlot = {
               data: round === 0 ? page : Buffer.from(page),
@@ -111,19 +113,42 @@ export class MemoryMirror {
             };
             t.set(first + i, s);
             dirty.push(s);
-          } else {
-            slot.seen = round;
-            if (slot.data.equals(page)) {
-              if (slot.digest === undefined) unsent.push(slot);
+            i++;
+            continue;
+          }
+          // Slots whose copies lie back to back (most: round 0's buffers) are compared at once;
+          // only a span that differs is compared page by page. Nothing is allocated per page.
+          let j = i + 1;
+          let prev = slot;
+          for (; j < n; j++) {
+            const sl = t.get(first + j);
+            if (
+              sl === undefined ||
+              sl.data.buffer !== prev.data.buffer ||
+              sl.data.byteOffset !== prev.data.byteOffset + PAGE_SIZE
+            )
+              break;
+            prev = sl;
+          }
+          const span = Buffer.from(slot.data.buffer, slot.data.byteOffset, (j - i) * PAGE_SIZE);
+          const same = span.compare(data, i * PAGE_SIZE, j * PAGE_SIZE) === 0;
+          for (let k = i; k < j; k++) {
+            const sl = k === i ? slot : (t.get(first + k) as PageSlot);
+            sl.seen = round;
+            if (same || sl.data.compare(data, k * PAGE_SIZE, (k + 1) * PAGE_SIZE) === 0) {
+              if (sl.digest === undefined) unsent.push(sl);
             } else {
-              slot.data.set(page);
-              slot.digest = undefined;
-              slot.rewritten = true;
-              dirty.push(slot);
+              data.copy(sl.data, 0, k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
+              sl.digest = undefined;
+              sl.rewritten = true;
+              dirty.push(sl);
             }
           }
+          i = j;
         }
-      });
+      };
+      // Round 0 keeps the read buffers (its slots are views into them); later rounds copy.
+      scanned += await readProcessPages(p.pid, onRun, { keep: round === 0 });
     }
     for (const [vpid, table] of this.procs) {
       if (!live.has(vpid)) {
@@ -181,8 +206,17 @@ export class MemoryMirror {
       const refs: ChunkRef[] = [];
       const runs: PageRun[] = [];
       let size = 0;
-      for (const k of [...table.keys()].sort((a, b) => a - b)) {
-        const s = table.get(k) as PageSlot;
+      // In address order: the table's own order unless pages were added after round 0.
+      let slots: Iterable<[number, PageSlot]> = table;
+      let last = -1;
+      for (const k of table.keys()) {
+        if (k < last) {
+          slots = [...table].sort((a, b) => a[0] - b[0]);
+          break;
+        }
+        last = k;
+      }
+      for (const [k, s] of slots) {
         if (s.digest === undefined) continue;
         size += PAGE_SIZE;
         const run = runs[runs.length - 1];

@@ -10,7 +10,7 @@
  * Contract: a page is judged `known` only on an exact byte match with the content the
  * destination holds for it (MemoryMirror.knownPages), and only while the processes are frozen.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, read as fsRead, readSync } from 'node:fs';
 import { PAGE_SIZE } from '../core/chunks.js';
 import type { Clock } from '../core/clock.js';
 import { ErrorCode, InternalError } from '../core/errors.js';
@@ -39,7 +39,9 @@ export interface VerdictScanOptions {
   batchPages?: number;
   /**
    * Reads process memory at `vaddr` into `buf`, returning the bytes read (tests). Default:
-   * /proc/PID/mem read synchronously, one system call per batch and no thread-pool round trip.
+   * /proc/PID/mem: the first pass's small windows read synchronously (one system call each, no
+   * thread-pool round trip), the second pass's batches on the thread pool, the next one read
+   * while this one is compared (the copy out of the process is most of a batch's cost).
    */
   readMemory?: (pid: number, buf: Buffer, vaddr: number) => number;
 }
@@ -71,11 +73,29 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
       if (fd === undefined) fds.set(pid, (fd = openSync(`/proc/${pid}/mem`, 'r')));
       return readSync(fd, buf, 0, buf.length, vaddr);
     });
+  /** The second pass's reads: synchronous only with a test reader. */
+  const readAhead = async (pid: number, buf: Buffer, vaddr: number): Promise<number> => {
+    if (o.readMemory) return o.readMemory(pid, buf, vaddr);
+    let fd = fds.get(pid);
+    if (fd === undefined) fds.set(pid, (fd = openSync(`/proc/${pid}/mem`, 'r')));
+    const f = fd;
+    return new Promise((done, fail) =>
+      fsRead(f, buf, 0, buf.length, vaddr, (err, n) => (err ? fail(err) : done(n))),
+    );
+  };
   let buffer = Buffer.allocUnsafe(batch * PAGE_SIZE);
   let out: VerdictRun[] = [];
+  /** The second pass's read in flight. */
+  let next: Promise<number> | undefined;
   const flush = (): void => {
     if (out.length > 0) o.push(out);
     out = [];
+  };
+  const pidOf = (vpid: number): number => {
+    if (o.signal?.aborted) throw new InternalError(ErrorCode.Internal, 'verdict scan aborted');
+    const pid = o.processes.get(vpid);
+    if (pid === undefined) throw new InternalError(ErrorCode.Internal, `process ${vpid} is not held`);
+    return pid;
   };
   /** Judges `n` pages of `vpid` from `vaddr`: not those in `skip`, only those in `only` (page numbers). */
   const judge = async (
@@ -85,9 +105,7 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     skip?: ReadonlySet<number>,
     only?: ReadonlySet<number>,
   ): Promise<void> => {
-    if (o.signal?.aborted) throw new InternalError(ErrorCode.Internal, 'verdict scan aborted');
-    const pid = o.processes.get(vpid);
-    if (pid === undefined) throw new InternalError(ErrorCode.Internal, `process ${vpid} is not held`);
+    const pid = pidOf(vpid);
     // One buffer for every read: fresh memory would cost a page fault per page read.
     if (buffer.length < n * PAGE_SIZE) buffer = Buffer.allocUnsafe(n * PAGE_SIZE);
     const data = buffer.subarray(0, n * PAGE_SIZE);
@@ -97,6 +115,20 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     } catch {
       // Unreadable: its pages are judged changed (the destination asks for them, and learns why).
     }
+    classify(vpid, vaddr, n, data, bytesRead, skip, only);
+    // Let the final transfer and the page source run between batches.
+    await new Promise<void>((r) => setImmediate(r));
+  };
+  /** Records the verdicts of `n` pages of `vpid` from `vaddr`, of which `bytesRead` were read into `data`. */
+  const classify = (
+    vpid: number,
+    vaddr: number,
+    n: number,
+    data: Buffer,
+    bytesRead: number,
+    skip?: ReadonlySet<number>,
+    only?: ReadonlySet<number>,
+  ): void => {
     const got = Math.floor(bytesRead / PAGE_SIZE);
     const known = o.mirror.knownPages(vpid, vaddr, data.subarray(0, got * PAGE_SIZE));
     for (let i = 0; i < n; i++) {
@@ -112,8 +144,6 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
         last.nrPages++;
       else out.push({ vpid, vaddr: at, nrPages: 1, known: k });
     }
-    // Let the final transfer and the page source run between batches.
-    await new Promise<void>((r) => setImmediate(r));
   };
   try {
     // First the pages written during the rounds, read in windows over neighbours within a run.
@@ -139,18 +169,34 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     }
     flush();
     res.firstPassMs = Math.round(o.clock.monotonic() - t0);
-    // Then every other page, in address order.
+    // Then every other page, in address order, the next batch read while this one is judged.
+    const batches: Array<{ vpid: number; vaddr: number; n: number }> = [];
     for (const [vpid, runs] of o.lazyRuns) {
-      const skip = first.get(vpid);
       for (const r of runs) {
-        for (let k = 0; k < r.nrPages; k += batch) {
-          await judge(vpid, r.vaddr + k * PAGE_SIZE, Math.min(batch, r.nrPages - k), skip);
-          flush();
-        }
+        for (let k = 0; k < r.nrPages; k += batch)
+          batches.push({ vpid, vaddr: r.vaddr + k * PAGE_SIZE, n: Math.min(batch, r.nrPages - k) });
       }
+    }
+    const buffers = [buffer, Buffer.allocUnsafe(batch * PAGE_SIZE)];
+    const start = (i: number): Promise<number> => {
+      const b = batches[i] as (typeof batches)[number];
+      const data = (buffers[i % 2] as Buffer).subarray(0, b.n * PAGE_SIZE);
+      // Unreadable: its pages are judged changed (the destination asks for them, and learns why).
+      return readAhead(pidOf(b.vpid), data, b.vaddr).catch(() => 0);
+    };
+    next = batches.length > 0 ? start(0) : undefined;
+    for (let i = 0; i < batches.length; i++) {
+      const bytesRead = await (next as Promise<number>);
+      next = i + 1 < batches.length ? start(i + 1) : undefined;
+      const b = batches[i] as (typeof batches)[number];
+      const data = (buffers[i % 2] as Buffer).subarray(0, b.n * PAGE_SIZE);
+      classify(b.vpid, b.vaddr, b.n, data, bytesRead, first.get(b.vpid));
+      flush();
     }
     o.push([]);
   } finally {
+    // A read still in flight must end before its descriptor is closed (and its number reused).
+    await next;
     for (const fd of fds.values()) closeSync(fd);
   }
   res.ms = Math.round(o.clock.monotonic() - t0);
