@@ -30,6 +30,12 @@ export interface ManifestDelta {
   )[];
 }
 
+/**
+ * How far ahead a reference that differs from the base's at its position looks for the base
+ * again before the whole base is indexed (changed pages are mostly scattered and few).
+ */
+const REALIGN_WINDOW = 16;
+
 function keyOf(r: ChunkRef): string {
   return 'zero' in r ? `z${r.zero}` : r.digest;
 }
@@ -45,21 +51,40 @@ export function flattenRefs(m: Manifest): ChunkRef[] {
 export function encodeManifestDelta(m: Manifest, base: Manifest, baseName: string): ManifestDelta {
   const refs = flattenRefs(base);
   const keys = refs.map(keyOf);
-  const first = new Map<string, number>();
-  keys.forEach((k, i) => {
-    if (!first.has(k)) first.set(k, i);
-  });
+  // Where each reference first appears in the base, made only if needed: a round's image
+  // mostly lies where the last one did, so the same position is tried first.
+  let first: Map<string, number> | undefined;
+  /** `k`, at `guess` in `m`'s chunk list `list` (index `at` there): its position in the base. */
+  const find = (k: string, guess: number, list: readonly ChunkRef[], at: number): number | undefined => {
+    if (keys[guess] === k) return guess;
+    // Changed here while a following reference lies where it did: new content, not moved.
+    for (let d = 1; d <= REALIGN_WINDOW && at + d < list.length; d++) {
+      if (keys[guess + d] === keyOf(list[at + d] as ChunkRef)) return undefined;
+    }
+    if (first === undefined) {
+      const made = new Map<string, number>();
+      keys.forEach((key, i) => {
+        if (!made.has(key)) made.set(key, i);
+      });
+      first = made;
+    }
+    return first.get(k);
+  };
+  let pos = 0;
   const entries: ManifestDelta['entries'] = m.entries.map((e) => {
     if (e.type !== 'file' || e.chunks === undefined) return e;
     const ops: DeltaOp[] = [];
     let run: [number, number] | undefined;
-    for (const c of e.chunks) {
+    const list = e.chunks;
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i] as ChunkRef;
       const k = keyOf(c);
+      const here = pos++;
       if (run !== undefined && keys[run[0] + run[1]] === k) {
         run[1]++;
         continue;
       }
-      const at = first.get(k);
+      const at = find(k, here, list, i);
       if (at === undefined) {
         run = undefined;
         ops.push(c);
@@ -118,10 +143,8 @@ export function applyManifestDelta(
         }
         budget -= count as number;
         if (budget < 0) throw bad(`more than ${maxChunkRefs} chunk references`);
-        for (let j = start as number; j < (start as number) + (count as number); j++) {
-          const r = refs[j] as ChunkRef;
-          chunks.push('zero' in r ? { zero: r.zero } : { digest: r.digest, size: r.size });
-        }
+        // The base's own (validated, read-only) references: parseManifest takes them as they are.
+        for (let j = start as number; j < (start as number) + (count as number); j++) chunks.push(refs[j]);
       } else {
         if (--budget < 0) throw bad(`more than ${maxChunkRefs} chunk references`);
         chunks.push(op);

@@ -160,6 +160,20 @@ describe('parseManifest', () => {
     assert.throws(() => parseManifest(valid(), { maxChunkRefs: 3 }), /chunk references/);
   });
 
+  it('takes references it made itself as they are, still within the limits and the file size', () => {
+    const first = parseManifest(valid());
+    const again = parseManifest(first);
+    assert.deepEqual(again, first);
+    const refsOf = (m: Manifest): unknown[] => (m.entries[2] as { chunks: unknown[] }).chunks;
+    assert.equal(refsOf(again)[0], refsOf(first)[0], 'the same (read-only) reference object');
+    assert.notEqual(refsOf(first)[0], refsOf(valid())[0], 'a raw reference is copied');
+    // Still counted against the file size and the limits of this parse.
+    const shorter = { ...first, entries: first.entries.map((e, i) => (i === 2 ? { ...e, size: 1 } : e)) };
+    assert.throws(() => parseManifest(shorter), /cover/);
+    assert.throws(() => parseManifest(first, { maxChunkSize: 4096 }), /size/);
+    assert.throws(() => parseManifest(first, { maxChunkRefs: 3 }), /chunk references/);
+  });
+
   it('checks inline data strictly', () => {
     rejects('entries[1].inline', (m) => (m.entries[1]!['inline'] = 'aGVsbG8')); // no padding
     rejects('entries[1].inline', (m) => (m.entries[1]!['inline'] = 'aGVsbG9='));

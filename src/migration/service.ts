@@ -121,6 +121,8 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         port: o.port,
         sessionId: o.sessionId,
         manifest: o.manifest,
+        // Built here (snapshotDirectory, the pre-copy mirror), never received.
+        trusted: true,
         ...(o.base ? { base: o.base } : {}),
         store: o.source ?? store,
         log,
