@@ -142,6 +142,22 @@ describe('manifest delta round trip', () => {
     ]);
   });
 
+  it('copies moved content even where zero runs line up by chance (no literal for a moved page)', () => {
+    // Zero runs every 10 references; the new manifest is the base shifted by 10 references, with
+    // one page changed: each zero run then lies where another one did, by chance.
+    const striped: ChunkRef[] = [];
+    for (let i = 0; i < 300; i++) striped.push(i % 10 === 9 ? zero(1) : page(`s${i}`));
+    const b = manifest([file('memory/1', striped)]);
+    const head = pages(5000, 5010);
+    const moved = [...head, ...striped];
+    moved[45] = page('changed');
+    const m = manifest([file('memory/1', moved)]);
+    const { delta, back } = roundTrip(m, b);
+    assert.deepEqual(back, m);
+    const literals = opsOf(delta, 0).filter((op) => !Array.isArray(op));
+    assert.deepEqual(literals, [...head, page('changed')]);
+  });
+
   it('gives back zero runs of various sizes', () => {
     const zeroBase = manifest([
       file('a', [zero(1), page(1), zero(2), page(2), zero(16), page(3), zero(1)]),

@@ -31,10 +31,11 @@ export interface ManifestDelta {
 }
 
 /**
- * How far ahead a reference that differs from the base's at its position looks for the base
- * again before the whole base is indexed (changed pages are mostly scattered and few).
+ * A reference that differs from the base's at its position is taken as new content, without
+ * indexing the whole base, when this many references after it lie exactly where they did
+ * (changed pages are mostly scattered and few).
  */
-const REALIGN_WINDOW = 16;
+const REALIGN_MATCH = 4;
 
 function keyOf(r: ChunkRef): string {
   return 'zero' in r ? `z${r.zero}` : r.digest;
@@ -57,9 +58,16 @@ export function encodeManifestDelta(m: Manifest, base: Manifest, baseName: strin
   /** `k`, at `guess` in `m`'s chunk list `list` (index `at` there): its position in the base. */
   const find = (k: string, guess: number, list: readonly ChunkRef[], at: number): number | undefined => {
     if (keys[guess] === k) return guess;
-    // Changed here while a following reference lies where it did: new content, not moved.
-    for (let d = 1; d <= REALIGN_WINDOW && at + d < list.length; d++) {
-      if (keys[guess + d] === keyOf(list[at + d] as ChunkRef)) return undefined;
+    // Changed here while the next references lie where they did: new content, not moved. Only
+    // distinct page digests count as lying where they did (a zero run of the same length, or a
+    // repeated page, matches by chance in a region that moved).
+    if (at + REALIGN_MATCH < list.length) {
+      let d = 1;
+      for (; d <= REALIGN_MATCH; d++) {
+        const c = list[at + d] as ChunkRef;
+        if ('zero' in c || keys[guess + d] !== c.digest) break;
+      }
+      if (d > REALIGN_MATCH) return undefined;
     }
     if (first === undefined) {
       const made = new Map<string, number>();
