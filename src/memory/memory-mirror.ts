@@ -53,6 +53,35 @@ export interface RoundScan {
   scanMs: number;
 }
 
+/**
+ * The end (exclusive, at most `n`) of the span of pages `first + i`, `first + i + 1`, … whose
+ * slots' copies lie back to back in one buffer (so that one view compares them all), slot
+ * `first + i` being `s0`; with `sent`, only slots whose content the destination holds.
+ */
+function backToBack(
+  table: ReadonlyMap<number, PageSlot>,
+  first: number,
+  i: number,
+  n: number,
+  s0: PageSlot,
+  sent: boolean,
+): number {
+  let prev = s0;
+  let j = i + 1;
+  for (; j < n; j++) {
+    const sl = table.get(first + j);
+    if (
+      sl === undefined ||
+      (sent && sl.digest === undefined) ||
+      sl.data.buffer !== prev.data.buffer ||
+      sl.data.byteOffset !== prev.data.byteOffset + PAGE_SIZE
+    )
+      break;
+    prev = sl;
+  }
+  return j;
+}
+
 /** Pre-copy's page table of one container. */
 export class MemoryMirror {
   private readonly procs = new Map<number, Map<number, PageSlot>>();
@@ -118,18 +147,7 @@ export class MemoryMirror {
           }
           // Slots whose copies lie back to back (most: round 0's buffers) are compared at once;
           // only a span that differs is compared page by page. Nothing is allocated per page.
-          let j = i + 1;
-          let prev = slot;
-          for (; j < n; j++) {
-            const sl = t.get(first + j);
-            if (
-              sl === undefined ||
-              sl.data.buffer !== prev.data.buffer ||
-              sl.data.byteOffset !== prev.data.byteOffset + PAGE_SIZE
-            )
-              break;
-            prev = sl;
-          }
+          const j = backToBack(t, first, i, n, slot, false);
           const span = Buffer.from(slot.data.buffer, slot.data.byteOffset, (j - i) * PAGE_SIZE);
           const same = span.compare(data, i * PAGE_SIZE, j * PAGE_SIZE) === 0;
           for (let k = i; k < j; k++) {
@@ -297,19 +315,7 @@ export class MemoryMirror {
         i++;
         continue;
       }
-      let j = i + 1;
-      let prev = s0;
-      for (; j < n; j++) {
-        const sl = table.get(first + j);
-        if (
-          sl === undefined ||
-          sl.digest === undefined ||
-          sl.data.buffer !== prev.data.buffer ||
-          sl.data.byteOffset !== prev.data.byteOffset + PAGE_SIZE
-        )
-          break;
-        prev = sl;
-      }
+      const j = backToBack(table, first, i, n, s0, true);
       const mine = Buffer.from(s0.data.buffer, s0.data.byteOffset, (j - i) * PAGE_SIZE);
       if (mine.equals(data.subarray(i * PAGE_SIZE, j * PAGE_SIZE))) {
         for (let k = i; k < j; k++) out[k] = known(table.get(first + k) as PageSlot);

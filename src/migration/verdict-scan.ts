@@ -66,21 +66,21 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
   const batch = o.batchPages ?? 256;
   const res: VerdictScanResult = { pages: 0, known: 0, changed: 0, firstPassPages: 0, firstPassMs: 0, ms: 0 };
   const fds = new Map<number, number>();
+  /** /proc/PID/mem of `pid`, opened once. */
+  const memFd = (pid: number): number => {
+    let fd = fds.get(pid);
+    if (fd === undefined) fds.set(pid, (fd = openSync(`/proc/${pid}/mem`, 'r')));
+    return fd;
+  };
   const read =
     o.readMemory ??
-    ((pid: number, buf: Buffer, vaddr: number): number => {
-      let fd = fds.get(pid);
-      if (fd === undefined) fds.set(pid, (fd = openSync(`/proc/${pid}/mem`, 'r')));
-      return readSync(fd, buf, 0, buf.length, vaddr);
-    });
+    ((pid: number, buf: Buffer, vaddr: number): number => readSync(memFd(pid), buf, 0, buf.length, vaddr));
   /** The second pass's reads: synchronous only with a test reader. */
   const readAhead = async (pid: number, buf: Buffer, vaddr: number): Promise<number> => {
     if (o.readMemory) return o.readMemory(pid, buf, vaddr);
-    let fd = fds.get(pid);
-    if (fd === undefined) fds.set(pid, (fd = openSync(`/proc/${pid}/mem`, 'r')));
-    const f = fd;
+    const fd = memFd(pid);
     return new Promise((done, fail) =>
-      fsRead(f, buf, 0, buf.length, vaddr, (err, n) => (err ? fail(err) : done(n))),
+      fsRead(fd, buf, 0, buf.length, vaddr, (err, n) => (err ? fail(err) : done(n))),
     );
   };
   let buffer = Buffer.allocUnsafe(batch * PAGE_SIZE);
