@@ -25,6 +25,7 @@ export {
   snapshotDirectory,
   type KnownPage,
   type MaterializeOptions,
+  type SnapshotTimings,
   type SnapshotOptions,
 } from './snapshot.js';
 export { StagedChunkStore } from './staged-chunk-store.js';

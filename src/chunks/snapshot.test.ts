@@ -252,6 +252,38 @@ describe('snapshotDirectory and materialize', () => {
     assert.deepEqual(await readFile(join(out, 'sparse.img')), await readFile(join(src, 'sparse.img')));
   });
 
+  it('leaves the holes it is given unwritten, and reads none of their chunks', async () => {
+    const pages = randomBytes(8 * 4096);
+    await writeFile(join(src, 'pages.img'), pages);
+    const store = new MemoryChunkStore();
+    const { manifest } = await snapshotDirectory(src, store, { label: 'p', chunkSizeFor: () => 4096 });
+    const asked = new Set<string>();
+    const counting: ChunkStore = Object.assign(Object.create(store) as ChunkStore, {
+      get: (d: string) => {
+        asked.add(d);
+        return store.get(d as never);
+      },
+    });
+    const out = join(tmp, 'out');
+    const holes = [
+      { offset: 4096, length: 2 * 4096 },
+      { offset: 5 * 4096, length: 3 * 4096 },
+    ];
+    await materialize(manifest, counting, out, { holes: (p) => (p === 'pages.img' ? holes : undefined) });
+    const got = await readFile(join(out, 'pages.img'));
+    assert.equal(got.length, pages.length);
+    for (let i = 0; i < 8; i++) {
+      const inHole = (i >= 1 && i < 3) || i >= 5;
+      const page = got.subarray(i * 4096, (i + 1) * 4096);
+      assert.deepEqual(
+        page,
+        inHole ? Buffer.alloc(4096) : pages.subarray(i * 4096, (i + 1) * 4096),
+        `page ${i}`,
+      );
+    }
+    assert.equal(asked.size, 3, 'only the chunks outside the holes are read');
+  });
+
   it('honours chunkSize and inlineMax, and validates them', async () => {
     await writeFile(join(src, 'f'), randomBytes(20000));
     const store = new MemoryChunkStore();

@@ -90,10 +90,28 @@ export interface SnapshotOptions {
   clock?: Clock;
 }
 
+/**
+ * Where a snapshot's time went, in ms: reading and cutting its files (`filesMs`), of which
+ * waiting for reads, asking `knownPages` and hashing/cutting pages; summing up the manifest.
+ */
+export interface SnapshotTimings {
+  filesMs: number;
+  readWaitMs: number;
+  knownPagesMs: number;
+  cutMs: number;
+  statsMs: number;
+}
+
 /** Options of `materialize`. */
 export interface MaterializeOptions {
   /** Called with the bytes of file content (zero runs included) written so far. */
   onProgress?: (bytesDone: number) => void;
+  /**
+   * Byte ranges of a file (by manifest path; sorted, not overlapping) left unwritten: holes that
+   * read as zeros. Chunks lying wholly inside one are neither read from the store nor written (a
+   * destination serving those pages from its store by other means). Undefined: none.
+   */
+  holes?: (relPath: string) => readonly { offset: number; length: number }[] | undefined;
 }
 
 interface WalkItem {
@@ -187,6 +205,8 @@ class Chunker {
   private readonly ensured = new Map<Digest, Promise<void>>();
   private readonly largeFiles = new Semaphore(LARGE_FILE_CONCURRENCY);
   private done = 0;
+  /** Where the time went (ms): waiting for reads, asking `knownPages`, hashing and cutting. */
+  readonly timings = { readWaitMs: 0, knownPagesMs: 0, cutMs: 0 };
 
   constructor(
     private readonly store: ChunkStore,
@@ -297,8 +317,11 @@ class Chunker {
     let pos = 0;
     let slot = 0;
     let pending = readInto(0, 0);
+    const t = this.timings;
     for (;;) {
+      let t0 = performance.now();
       const n = await pending;
+      t.readWaitMs += performance.now() - t0;
       if (n === 0) break;
       const buf = ring[slot] as Buffer;
       const start = pos;
@@ -327,7 +350,10 @@ class Chunker {
         slot = nextSlot;
         continue;
       }
+      t0 = performance.now();
       let hints = knownPages?.(rel, start, buf.subarray(0, n));
+      t.knownPagesMs += performance.now() - t0;
+      t0 = performance.now();
       if (holes.length > 0) {
         const h: KnownPage[] = hints ? [...hints] : new Array<KnownPage>(Math.ceil(n / cs));
         for (let off = 0; off < n; off += cs)
@@ -366,6 +392,7 @@ class Chunker {
         }
         if (runStart < piece.length) addData(piece.subarray(runStart));
       }
+      t.cutMs += performance.now() - t0;
       busy[slot] = this.storeBatch(fresh);
       this.progress(n);
       if (!more) break;
@@ -392,7 +419,7 @@ export async function snapshotDirectory(
   dir: string,
   store: ChunkStore,
   opts: SnapshotOptions,
-): Promise<{ manifest: Manifest; stats: ManifestStats }> {
+): Promise<{ manifest: Manifest; stats: ManifestStats; timings: SnapshotTimings }> {
   const { chunkSize, inlineMax } = checkOptions(opts);
   const root = resolve(dir);
   let rootStat: Stats;
@@ -416,8 +443,10 @@ export async function snapshotDirectory(
     opts.holes,
   );
   const files = items.filter((it) => it.st.isFile());
+  const t0 = performance.now();
   const fileEntries = await mapLimit(files, FILE_CONCURRENCY, (it) => chunker.file(it));
   await chunker.settle();
+  const filesMs = performance.now() - t0;
 
   const links = items.filter((it) => it.st.isSymbolicLink());
   const targets = await mapLimit(links, 32, readLinkText);
@@ -430,7 +459,21 @@ export async function snapshotDirectory(
     (it) => byPath.get(it.rel) ?? { type: 'dir', path: it.rel, mode: it.st.mode & 0o7777 },
   );
   const manifest: Manifest = { version: MANIFEST_VERSION, label: opts.label, createdAt, entries };
-  return { manifest, stats: manifestStats(manifest) };
+  const t1 = performance.now();
+  const stats = manifestStats(manifest);
+  const ms = (x: number): number => Math.round(x);
+  const { readWaitMs, knownPagesMs, cutMs } = chunker.timings;
+  return {
+    manifest,
+    stats,
+    timings: {
+      filesMs: ms(filesMs),
+      readWaitMs: ms(readWaitMs),
+      knownPagesMs: ms(knownPagesMs),
+      cutMs: ms(cutMs),
+      statsMs: ms(performance.now() - t1),
+    },
+  };
 }
 
 async function readLinkText(item: WalkItem): Promise<string> {
@@ -579,11 +622,20 @@ async function build(m: Manifest, store: ChunkStore, base: string, opts: Materia
         // Contiguous chunks are written together: one writev per WRITE_BATCH_BYTES, several
         // batches in flight (a memory image is tens of thousands of page-sized chunks).
         const batches: { offset: number; size: number; chunks: { digest: Digest; size: number }[] }[] = [];
+        const holes = opts.holes?.(f.path) ?? [];
+        let hole = 0;
         let offset = 0;
         for (const c of f.chunks ?? []) {
           if ('zero' in c) {
             progress(c.zero);
             offset += c.zero;
+            continue;
+          }
+          let h = holes[hole];
+          while (h !== undefined && h.offset + h.length <= offset) h = holes[++hole];
+          if (h !== undefined && h.offset <= offset && offset + c.size <= h.offset + h.length) {
+            progress(c.size);
+            offset += c.size;
             continue;
           }
           const last = batches[batches.length - 1];

@@ -160,28 +160,38 @@ export function everyLazyRun(
   );
 }
 
+/** The layout of the pages file process `vpid`'s pagemap image `img` describes. */
+export function pagesLayoutOf(vpid: number, img: PagemapImage): PagesFileLayout {
+  let offset = 0;
+  const runs: PagesFileLayout['runs'] = [];
+  const lazyRuns: PagesFileLayout['lazyRuns'] = [];
+  for (const e of img.entries) {
+    if ((e.flags & PE_PRESENT) === 0) {
+      if ((e.flags & PE_LAZY) !== 0 && e.nrPages > 0) lazyRuns.push({ vaddr: e.vaddr, nrPages: e.nrPages });
+      continue;
+    }
+    runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, fileOffset: offset, lazy: (e.flags & PE_LAZY) !== 0 });
+    offset += e.nrPages * PAGE_SIZE;
+  }
+  return { file: `pages-${img.pagesId}.img`, vpid, runs, lazyRuns };
+}
+
+/** The vpid N of a process's pagemap image name `pagemap-N.img`, or undefined for other names. */
+export function pagemapVpid(name: string): number | undefined {
+  const m = /^pagemap-(\d+)\.img$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
 /**
  * The layout of every `pages-<id>.img` of a CRIU image directory that belongs to a process
  * (`pagemap-<vpid>.img`; shared-memory pagemaps are left out: their pages are not a process's).
  */
 export async function readPagesLayouts(criuDir: string): Promise<PagesFileLayout[]> {
-  const names = (await readdir(criuDir)).filter((n) => /^pagemap-\d+\.img$/.test(n));
   const out: PagesFileLayout[] = [];
-  for (const name of names) {
-    const vpid = Number(name.slice('pagemap-'.length, -'.img'.length));
-    const img = parsePagemapImage(await readFile(join(criuDir, name)));
-    let offset = 0;
-    const runs: PagesFileLayout['runs'] = [];
-    const lazyRuns: PagesFileLayout['lazyRuns'] = [];
-    for (const e of img.entries) {
-      if ((e.flags & PE_PRESENT) === 0) {
-        if ((e.flags & PE_LAZY) !== 0 && e.nrPages > 0) lazyRuns.push({ vaddr: e.vaddr, nrPages: e.nrPages });
-        continue;
-      }
-      runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, fileOffset: offset, lazy: (e.flags & PE_LAZY) !== 0 });
-      offset += e.nrPages * PAGE_SIZE;
-    }
-    out.push({ file: `pages-${img.pagesId}.img`, vpid, runs, lazyRuns });
+  for (const name of await readdir(criuDir)) {
+    const vpid = pagemapVpid(name);
+    if (vpid === undefined) continue;
+    out.push(pagesLayoutOf(vpid, parsePagemapImage(await readFile(join(criuDir, name)))));
   }
   return out;
 }

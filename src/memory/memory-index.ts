@@ -96,8 +96,8 @@ export class ProcessPageIndex {
   }
 }
 
-/** Per-page refs of a memory file entry (zero runs split into pages). */
-function pageRefs(e: Extract<ManifestEntry, { type: 'file' }>): HeldPage[] {
+/** Per-page refs of a file entry cut into page-sized chunks (zero runs split into pages). */
+export function pageRefs(e: Extract<ManifestEntry, { type: 'file' }>): HeldPage[] {
   const out: HeldPage[] = [];
   for (const c of e.chunks ?? ([] as ChunkRef[])) {
     if ('zero' in c) {

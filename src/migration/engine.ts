@@ -16,7 +16,7 @@ import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { systemClock, type Clock } from '../core/clock.js';
 import { PAGE_SIZE, type ChunkStore, type Manifest, type ManifestStats } from '../core/chunks.js';
-import type { SnapshotOptions } from '../chunks/index.js';
+import type { SnapshotOptions, SnapshotTimings } from '../chunks/index.js';
 import {
   ErrorCode,
   FailedPreconditionError,
@@ -78,7 +78,7 @@ export interface StateMover {
       holes?: SnapshotOptions['holes'];
       exclude?: SnapshotOptions['exclude'];
     },
-  ): Promise<{ manifest: Manifest; stats: ManifestStats }>;
+  ): Promise<{ manifest: Manifest; stats: ManifestStats; timings?: SnapshotTimings }>;
   send(opts: {
     host: string;
     port: number;
@@ -404,7 +404,13 @@ export class MigrationEngine {
           // while this one still runs.
           const info = await runtime.inspect(name);
           const net = info.network;
-          return peer.prepare(report.id, name, net ? { net, locked: true } : undefined, info.image);
+          return peer.prepare(
+            report.id,
+            name,
+            net ? { net, locked: true } : undefined,
+            info.image,
+            isLazy(req.strategy) ? 'lazy' : 'full',
+          );
         },
         enter(MigrationPhase.Prepare),
       );
@@ -586,6 +592,7 @@ export class MigrationEngine {
             files: s.stats.files,
             logicalBytes: s.stats.logicalBytes,
             uniqueChunks: s.stats.uniqueChunks,
+            ...(s.timings ? { timings: s.timings } : {}),
           };
           return s;
         },

@@ -29,8 +29,10 @@ import {
 } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
 import { readMemoryIndex } from '../memory/memory-index.js';
+import { checkpointPages, manifestFileBytes, type CheckpointPages } from '../memory/checkpoint-pages.js';
 import { decodeInlineState, type InlineState } from './inline-state.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
+import type { MaterializeOptions } from '../chunks/index.js';
 import { collectGarbage } from '../system/gc.js';
 
 /** Memory the source kept back (post-copy, hybrid), as the source describes it in `restore`. */
@@ -64,8 +66,8 @@ export interface IncomingState {
   chunk(digest: Digest): Promise<Buffer>;
   /** Completes session `sessionId` with state that came inside a request (TransferServer.deliver). */
   deliver(sessionId: string, manifest: unknown, chunks: ReadonlyMap<Digest, Buffer>): Promise<void>;
-  /** Writes the manifest's tree into `dir` from the local chunk store. */
-  materialize(manifest: Manifest, dir: string): Promise<void>;
+  /** Writes the manifest's tree into `dir` from the local chunk store (`holes` left unwritten). */
+  materialize(manifest: Manifest, dir: string, opts?: Pick<MaterializeOptions, 'holes'>): Promise<void>;
   /**
    * Like `materialize`, while the chunks in `missing` are still arriving: reading one waits for
    * it (or fails once `signal` aborts).
@@ -75,6 +77,7 @@ export interface IncomingState {
     dir: string,
     missing: ReadonlySet<Digest>,
     signal: AbortSignal,
+    opts?: Pick<MaterializeOptions, 'holes'>,
   ): Promise<void>;
   /** Keeps a manifest's chunks (reusable state) under `name`; drops the session's own hold. */
   keep(name: string, manifest: Manifest, sessionId: string): Promise<void>;
@@ -102,11 +105,19 @@ export interface IncomingOptions {
   clock?: Clock;
 }
 
+/**
+ * What crosses before the restore: `full`, every page (cold, pre-copy); `lazy`, pages may stay
+ * on the source (post-copy, hybrid).
+ */
+export type FinalPhase = 'full' | 'lazy';
+
 interface IncomingRecord {
   id: string;
   name: string;
   /** Set once the restore succeeded: this migration created container `name`. */
   restored?: boolean;
+  /** As the source said at `prepare`; absent: `lazy`. */
+  finalPhase?: FinalPhase;
 }
 
 /** Runs of missing pages a lost lazy restore lists in its report (the log has them all). */
@@ -115,10 +126,17 @@ const MISSING_RUNS_REPORTED = 32;
 /** How long an early reassembly may wait for its chunks. */
 const PREBUILD_TIMEOUT_MS = 15 * 60_000;
 
+/**
+ * A full final phase's checkpoint with fewer lazy pages than this is reassembled whole: writing
+ * them costs less than a page server.
+ */
+const STORE_PAGES_MIN = 1024;
+
 /** A reassembly started when the final transfer was offered. */
 interface Prebuild {
   manifest: Manifest;
-  done: Promise<{ ok: boolean; ms: number }>;
+  /** `pages`: the lazy pages were left out of the pages files, to be served from the store. */
+  done: Promise<{ ok: boolean; ms: number; pages?: CheckpointPages }>;
   abort: AbortController;
 }
 
@@ -152,6 +170,7 @@ export class IncomingMigrations {
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
     image?: string,
+    finalPhase?: FinalPhase,
   ): Promise<{ transfer: { host: string; port: number }; lazyPages: boolean }> {
     const exists = await this.opts.runtime.inspect(name).then(
       () => true,
@@ -170,7 +189,7 @@ export class IncomingMigrations {
       );
     }
     await mkdir(join(this.opts.dir, id), { recursive: true });
-    await this.saveRecord({ id, name });
+    await this.saveRecord({ id, name, ...(finalPhase ? { finalPhase } : {}) });
     // The container's network namespace is built now, off the network, and its image made ready,
     // while the source runs: the restore's head start (prestage) then only connects it.
     const runtime = this.opts.runtime;
@@ -209,19 +228,54 @@ export class IncomingMigrations {
     // A source that vanished without finishing leaves no reassembly waiting forever.
     setTimeout(() => abort.abort(new Error('early reassembly timed out')), PREBUILD_TIMEOUT_MS).unref();
     const dir = this.checkpointDir(id);
-    const done = (async (): Promise<{ ok: boolean; ms: number }> => {
+    const done = (async (): Promise<{ ok: boolean; ms: number; pages?: CheckpointPages }> => {
       const record = await this.record(id).catch(() => undefined);
       if (!record || record.restored) return { ok: false, ms: 0 };
       this.prepareRestore(id, record.name, manifest);
       const t0 = this.clock.monotonic();
+      const arriving = new Set(missing);
+      const pages = await this.storedPages(id, record, manifest, arriving);
       await rm(dir, { recursive: true, force: true });
-      await materializeArriving.call(this.opts.state, manifest, dir, new Set(missing), abort.signal);
-      return { ok: true, ms: this.clock.monotonic() - t0 };
+      await materializeArriving.call(
+        this.opts.state,
+        manifest,
+        dir,
+        arriving,
+        abort.signal,
+        pages ? { holes: pages.holes } : undefined,
+      );
+      return { ok: true, ms: this.clock.monotonic() - t0, ...(pages ? { pages } : {}) };
     })().catch((err: unknown) => {
       if (!abort.signal.aborted) this.opts.log.warn('early reassembly failed', { id, err: String(err) });
       return { ok: false, ms: 0 };
     });
     this.prebuilds.set(id, { manifest, done, abort });
+  }
+
+  /**
+   * The lazy pages of a full final phase's checkpoint, to be served from the local chunk store at
+   * the restore instead of first written into the pages files. Undefined where they cannot be: a
+   * lazy final phase, no lazy restore here, too few pages, a pagemap image among the chunks in
+   * `arriving` (not here yet).
+   */
+  private async storedPages(
+    id: string,
+    record: IncomingRecord,
+    manifest: Manifest,
+    arriving?: ReadonlySet<Digest>,
+  ): Promise<CheckpointPages | undefined> {
+    if (record.finalPhase !== 'full' || this.opts.lazyRestore === false) return undefined;
+    const { state } = this.opts;
+    // The pagemap images are read now, and must be here; the pages are read at the restore.
+    let reading = true;
+    const chunk = (d: Digest): Promise<Buffer> =>
+      reading && arriving?.has(d) ? Promise.reject(new Error(`chunk ${d} has not arrived`)) : state.chunk(d);
+    const pages = await checkpointPages(manifest, chunk).catch((err: unknown) => {
+      this.opts.log.warn('cannot serve the memory from the store: reassembling it', { id, err: String(err) });
+      return undefined;
+    });
+    reading = false;
+    return pages && pages.pages >= STORE_PAGES_MIN ? pages : undefined;
   }
 
   /**
@@ -325,11 +379,13 @@ export class IncomingMigrations {
     // Reassembled already, while the last chunks arrived? Then only the wait counts here.
     const pre = this.prebuilds.get(id);
     const early = pre && pre.manifest === manifest ? await pre.done : undefined;
-    if (!early?.ok) {
+    let pages = early?.pages;
+    if (!early?.ok || (remote && pages)) {
       pre?.abort.abort();
       await pre?.done;
+      pages = remote ? undefined : await this.storedPages(id, record, manifest);
       await rm(dir, { recursive: true, force: true });
-      await this.opts.state.materialize(manifest, dir);
+      await this.opts.state.materialize(manifest, dir, pages ? { holes: pages.holes } : undefined);
     }
     this.prebuilds.delete(id);
     const materializeMs = this.clock.monotonic() - t0;
@@ -343,6 +399,21 @@ export class IncomingMigrations {
       );
     }
     if (remote) return this.restoreRemoteLazy(id, name, record, dir, remote, materializeMs);
+    if (pages) {
+      const res = await this.restoreFromStore(id, name, record, dir, pages, manifest).catch(
+        (err: unknown) => {
+          this.opts.log.warn('restore from the store failed: reassembling the memory', {
+            id,
+            name,
+            err: String(err),
+          });
+          return undefined;
+        },
+      );
+      if (res) return { ...res, materializeMs };
+      await rm(dir, { recursive: true, force: true });
+      await this.opts.state.materialize(manifest, dir);
+    }
     const t1 = this.clock.monotonic();
     // Lazily: the container runs again before its memory is copied in; CRIU's lazy-pages daemon
     // fills it from the reassembled images right after (256 MiB: restore 0.20 s instead of 0.32–0.45 s,
@@ -493,6 +564,65 @@ export class IncomingMigrations {
     }
   }
 
+  /**
+   * Restores a full final phase's checkpoint with its lazy pages served from the local chunk
+   * store (the pages files have holes there): CRIU's lazy-pages daemon asks godwit's page server,
+   * every page already here. Throws, with no container left, if the restore fails.
+   */
+  private async restoreFromStore(
+    id: string,
+    name: string,
+    record: IncomingRecord,
+    dir: string,
+    pages: CheckpointPages,
+    manifest: Manifest,
+  ): Promise<{ name: string; pid: number; restoreMs: number }> {
+    const { runtime, log } = this.opts;
+    const t1 = this.clock.monotonic();
+    let broker: LazyPageBroker | undefined;
+    let server: CriuPageServer | undefined;
+    let restored = false;
+    try {
+      broker = await LazyPageBroker.open({
+        criuDir: join(dir, 'criu'),
+        remote: pages.runs,
+        fetcher: NO_SOURCE,
+        clock: this.clock,
+        log,
+        local: (vpid, vaddr, n) => pages.read(vpid, vaddr, n),
+      });
+      for (const r of pages.runs) broker.verdict(r.vpid, r.vaddr, r.nrPages, true);
+      broker.verdictsEnd();
+      server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
+      const res = await runtime.restore({
+        dir,
+        name,
+        lazyPages: true,
+        lazyPageServer: { address: server.address, port: server.port },
+      });
+      restored = true;
+      const restoreMs = this.clock.monotonic() - t1;
+      await this.saveRecord({ ...record, restored: true });
+      this.fills.set(id, this.trackFill(id, name, undefined, broker, server));
+      log.info('incoming migration restored, its memory served from the store', {
+        id,
+        name,
+        pid: res.pid,
+        restoreMs,
+        runtimeRestoreMs: Math.round(res.durationMs),
+        pages: pages.pages,
+        manifestFiles: manifest.entries.length,
+      });
+      return { name, pid: res.pid, restoreMs };
+    } catch (err) {
+      if (restored) await runtime.remove(name, { force: true }).catch(() => undefined);
+      server?.abort('restore failed');
+      await server?.close().catch(() => undefined);
+      await broker?.close();
+      throw err;
+    }
+  }
+
   /** `heldPages(base)` for migration `id`, read once (at `quiesce`, or at the restore's first need). */
   private heldPagesOf(id: string, base: string): ReturnType<IncomingMigrations['heldPages']> {
     const ahead = this.heldAhead.get(id);
@@ -513,15 +643,7 @@ export class IncomingMigrations {
     const { state } = this.opts;
     const manifest = await state.completed(base);
     if (!manifest) throw new NotFoundError(ErrorCode.ManifestBaseNotFound, `no completed round ${base} here`);
-    const index = await readMemoryIndex(manifest, async (e) =>
-      e.inline !== undefined
-        ? Buffer.from(e.inline, 'base64')
-        : Buffer.concat(
-            await Promise.all(
-              (e.chunks ?? []).map((c) => ('digest' in c ? state.chunk(c.digest) : Buffer.alloc(c.zero))),
-            ),
-          ),
-    );
+    const index = await readMemoryIndex(manifest, (e) => manifestFileBytes(e, (d) => state.chunk(d)));
     return async (vpid, vaddr, n) => {
       const idx = index.get(vpid);
       if (!idx) return undefined;
@@ -543,7 +665,7 @@ export class IncomingMigrations {
   private trackFill(
     id: string,
     name: string,
-    fetcher: PageFetcher,
+    fetcher: PageFetcher | undefined,
     broker: LazyPageBroker,
     server: CriuPageServer,
   ): LazyFill {
@@ -563,7 +685,7 @@ export class IncomingMigrations {
       let error: string | undefined;
       if (source.ok) {
         // Nothing is left on the source: let it go.
-        fetcher.close();
+        fetcher?.close();
       } else {
         outcome = 'lost';
         const missing = broker.stats().pagesMissing;
@@ -604,7 +726,7 @@ export class IncomingMigrations {
           p99: round1(percentile(waits, 99) ?? 0),
           max: round1(waits.length ? Math.max(...waits) : 0),
         },
-        bytesWire: fetcher.bytesWire,
+        bytesWire: fetcher?.bytesWire ?? 0,
         ...(source.ok
           ? { sourceWindowMs: source.at }
           : { missingPages: st.pagesMissing, missingRuns: broker.missingRuns(MISSING_RUNS_REPORTED) }),
@@ -619,7 +741,7 @@ export class IncomingMigrations {
       result,
       abort: () => {
         server.abort('migration aborted');
-        fetcher.close();
+        fetcher?.close();
       },
     };
   }
@@ -722,6 +844,18 @@ export class IncomingMigrations {
 function round1(n: number): number {
   return Math.round(n * 10) / 10;
 }
+
+/** The page source of a restore whose every page is here: asking it is a bug, and fails. */
+const NO_SOURCE: PageFetchClient = {
+  fetch: () =>
+    Promise.reject(
+      new UnavailableError(
+        ErrorCode.PageSourceLost,
+        'a page is missing from the local store, and there is no source',
+      ),
+    ),
+  onFailed: () => undefined,
+};
 
 /** A PageFetchClient over a connection still being opened: calls wait for it. */
 function deferredFetcher(connecting: Promise<PageFetcher>): PageFetchClient {

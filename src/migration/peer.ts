@@ -8,7 +8,7 @@ import type { InlineState } from './inline-state.js';
 import type { AgentClient } from '../agent/client.js';
 import { array, boolean, integer, number, object, oneOf, optional, string } from '../agent/schema.js';
 import type { LazyMemoryReport } from '../core/migration.js';
-import type { LazyRestoreRequest } from './incoming.js';
+import type { FinalPhase, LazyRestoreRequest } from './incoming.js';
 
 const text = string({ maxLength: 4096 });
 /** Longest the source waits for a destination to fetch every page it kept back. */
@@ -82,6 +82,7 @@ export interface MigrationPeer {
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
     image?: string,
+    finalPhase?: FinalPhase,
   ): Promise<{ transfer: { host: string; port: number }; lazyPages?: boolean }>;
   /**
    * Reassembles the transferred checkpoint and restores it; resolves once it runs. With `lazy`,
@@ -122,6 +123,7 @@ export class AgentMigrationPeer implements MigrationPeer {
     name: string,
     network?: { net: ContainerNetwork; locked: boolean },
     image?: string,
+    finalPhase?: FinalPhase,
   ): Promise<{ transfer: { host: string; port: number }; lazyPages?: boolean }> {
     return this.client.call(
       'POST',
@@ -132,6 +134,7 @@ export class AgentMigrationPeer implements MigrationPeer {
         name,
         ...(network ? { network: { ...network.net, locked: network.locked } } : {}),
         ...(image !== undefined ? { image } : {}),
+        ...(finalPhase !== undefined ? { finalPhase } : {}),
       },
       30_000,
     );

@@ -71,6 +71,11 @@ export const prepareRequest = object({
   ),
   /** The container's image, to make it ready ahead (a first restore here would build it). */
   image: optional(imageName),
+  /**
+   * `full`: every page crosses before the restore (cold, pre-copy), so the destination may serve
+   * the restored memory from its chunk store. `lazy` (the default): pages may stay on the source.
+   */
+  finalPhase: optional(oneOf(['full', 'lazy'] as const)),
 });
 
 /** Body of `POST /v1/migrations/incoming/:id/prestage`: the checkpoint's checkpoint.json, base64. */
@@ -183,7 +188,10 @@ export function migrationRoutes(deps: {
                 locked: n.locked,
               }
             : undefined;
-          return { status: 200, json: await needIncoming().prepare(b.id, b.name, network, b.image) };
+          return {
+            status: 200,
+            json: await needIncoming().prepare(b.id, b.name, network, b.image, b.finalPhase),
+          };
         },
       },
     },

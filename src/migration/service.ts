@@ -171,6 +171,9 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       log,
       // A migration's checkpoint travels as the session named after it (rounds are `ID.rN`).
       onOffer: (sessionId, manifest, missing) => onOffer(sessionId, manifest, missing),
+      // The final session completes while the container is stopped: its record is not synced
+      // (as for a final state delivered inline); at commit its chunks are retained for the container.
+      syncSession: (sessionId) => /\.r\d+$/.test(sessionId),
     });
     const transfer = server;
     // Pre-copy rounds of migration ID are transfer sessions `ID.rN`; they end with the migration.
@@ -194,9 +197,9 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         return b ? Promise.resolve(b) : store.get(digest);
       },
       deliver: (sessionId, manifest, chunks) => transfer.deliver(sessionId, manifest, chunks),
-      materialize: (manifest: Manifest, dir: string) => materialize(manifest, store, dir),
-      materializeArriving: (manifest, dir, missing, signal) =>
-        materialize(manifest, arrivals.awaiting(missing, signal), dir),
+      materialize: (manifest: Manifest, dir: string, o) => materialize(manifest, store, dir, o),
+      materializeArriving: (manifest, dir, missing, signal, o) =>
+        materialize(manifest, arrivals.awaiting(missing, signal), dir, o),
       keep: async (name, manifest, sessionId) => {
         await store.retain(name, manifest);
         persist(manifest);

@@ -412,9 +412,18 @@ export class LazyPageBroker {
       }
       const at = vaddr + i * PAGE_SIZE;
       if (known && s) {
-        const data = await this.opts.local?.(p.vpid, at, j - i).catch(() => undefined);
+        let why = 'none';
+        const data = await this.opts.local?.(p.vpid, at, j - i).catch((err: unknown) => {
+          why = errorMessage(err);
+          return undefined;
+        });
         if (!data || data.length !== (j - i) * PAGE_SIZE) {
-          this.opts.log.warn('lazy pages: no local copy after all, fetching', { vpid: p.vpid, vaddr: at });
+          this.opts.log.warn('lazy pages: no local copy after all, fetching', {
+            vpid: p.vpid,
+            vaddr: `0x${at.toString(16)}`,
+            pages: j - i,
+            why,
+          });
           for (let x = s[1]; x < s[1] + (j - i); x++) {
             if (s[0].state[x] !== KNOWN) continue;
             s[0].state[x] = MISSING;
