@@ -1,6 +1,6 @@
 /**
  * `npm run bench:strategies -- [--link edge] [--mib 256] [--dirty 2] [--hot 32] [--reps 5]
- *   [--kinds floor,cold,precopy-off,precopy-on,postcopy,hybrid] [--fast-dirty 30|0] [--out FILE]
+ *   [--kinds floor,cold,precopy-off,precopy-on,precopy-full,postcopy,hybrid] [--fast-dirty 30|0] [--out FILE]
  *   [--logs DIR]` (`--logs` keeps the agents' logs)
  * (`bench:precopy` is the same command).
  *
@@ -11,7 +11,9 @@
  * none of it), the kinds asked for:
  *  - floor: a local checkpoint + restore of the same kind of container on h1 (no transfer);
  *  - cold migration h1 → h2;
- *  - precopy-off / precopy-on: pre-copy with prediction off / on, h1 → h2;
+ *  - precopy-off / precopy-on: pre-copy with prediction off / on, h1 → h2 (its final dump held:
+ *    the memory stays in the frozen processes, only what changed since the last round crosses);
+ *  - precopy-full: pre-copy with prediction on whose final dump writes every page (the classic);
  *  - postcopy: stop, move all but the lazy memory, run on h2, fetch the rest after;
  *  - hybrid: pre-copy rounds, then post-copy for what changed since the last round;
  * so the strategies alternate and machine drift hits all of them. After every move memload
@@ -57,7 +59,7 @@ const bin = resolve(projectRoot(), 'bin/godwit.js');
 const log = (l: string): void => void process.stderr.write(l + '\n');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-const KINDS = ['floor', 'cold', 'precopy-off', 'precopy-on', 'postcopy', 'hybrid'] as const;
+const KINDS = ['floor', 'cold', 'precopy-off', 'precopy-on', 'precopy-full', 'postcopy', 'hybrid'] as const;
 type Kind = (typeof KINDS)[number];
 const wanted = new Set((values.kinds ?? '').split(',').map((k) => k.trim()));
 for (const k of wanted)
@@ -180,6 +182,8 @@ try {
           return migrate(k, rep, { strategy: 'precopy', predict: false });
         case 'precopy-on':
           return migrate(k, rep, { strategy: 'precopy', predict: true });
+        case 'precopy-full':
+          return migrate(k, rep, { strategy: 'precopy', predict: true, finalDump: 'full' });
         case 'postcopy':
           return migrate(k, rep, { strategy: 'postcopy' });
         case 'hybrid':
@@ -367,6 +371,7 @@ const minus = (a: number | undefined, b: number | undefined): number | undefined
 const checks = {
   precopyDowntimeMinusFloorMs: minus(med('precopy-on'), floorMs),
   precopyOffDowntimeMinusFloorMs: minus(med('precopy-off'), floorMs),
+  precopyFullDowntimeMinusFloorMs: minus(med('precopy-full'), floorMs),
   coldOverPrecopyDowntime: ratio(med('cold'), med('precopy-on')),
   precopyWireOverResident: ratio(summary['precopy-on']?.wireBytes.median, resident),
   predictionByteCut:
@@ -419,6 +424,11 @@ const text = [
   ),
   line('pre-copy (predict on) client downtime − floor', checks.precopyDowntimeMinusFloorMs, formatMs),
   line('pre-copy (predict off) client downtime − floor', checks.precopyOffDowntimeMinusFloorMs, formatMs),
+  line(
+    'pre-copy (full final dump) client downtime − floor',
+    checks.precopyFullDowntimeMinusFloorMs,
+    formatMs,
+  ),
   line('cold / pre-copy client downtime', checks.coldOverPrecopyDowntime, (x) => `${x.toFixed(1)}×`),
   line('prediction cut bytes on the wire by', checks.predictionByteCut, (x) => `${(100 * x).toFixed(1)} %`),
   line('post-copy client downtime − floor', checks.postcopyDowntimeMinusFloorMs, formatMs),

@@ -78,6 +78,16 @@ export interface MigrationProgress {
 }
 
 /** One pre-copy round as it happened. */
+/**
+ * How pre-copy's final dump takes the memory. `held`: CRIU dumps everything but the memory, which
+ * stays in the frozen processes; godwit compares it with the last round there, sends the pages
+ * that changed, and the destination restores once it holds every page (needs userfaultfd on both
+ * hosts). `full`: CRIU writes every page into the dump, which is checked against the last round
+ * and sent as usual (where userfaultfd is missing, or when asked for).
+ */
+export const FINAL_DUMPS = ['held', 'full'] as const;
+export type FinalDump = (typeof FINAL_DUMPS)[number];
+
 export interface RoundReport {
   round: number;
   /** Pages read from the running container. */
@@ -182,7 +192,7 @@ export interface MigrationReport {
   /** Why rounds stopped (a convergence rule), or `cold` when there were none. */
   stopReason?: string;
   /** The options the strategy ran with. */
-  options?: { maxDowntimeMs?: number; maxRounds?: number; predict?: boolean };
+  options?: { maxDowntimeMs?: number; maxRounds?: number; predict?: boolean; finalDump?: FinalDump };
   timings: MigrationTimings;
   /** Service interruption as the runtime caused it: checkpoint start → running on the destination. */
   downtimeMs?: number;

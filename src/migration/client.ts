@@ -1,7 +1,7 @@
 /** Driving a migration from outside the source agent: start it, then follow its report. */
 import type { AgentClient } from '../agent/client.js';
 import { object, string, type Schema } from '../agent/schema.js';
-import type { MigrationReport, MigrationStrategy } from '../core/migration.js';
+import type { FinalDump, MigrationReport, MigrationStrategy } from '../core/migration.js';
 
 const keep = { unknownFields: 'keep' } as const;
 
@@ -32,6 +32,8 @@ export interface MigrationRequest {
   maxDowntimeMs?: number;
   maxRounds?: number;
   predict?: boolean;
+  /** Pre-copy: how the final dump takes the memory (default `held`). */
+  finalDump?: FinalDump;
   /** Test-only: failures to inject (the source agent must allow it). */
   faults?: { failRound?: number; failPhase?: string; dropPagesAfter?: number; dropSourceAtCommit?: boolean };
 }

@@ -30,6 +30,7 @@ import type { Logger } from '../core/logger.js';
 import {
   MigrationPhase,
   type MigrationReport,
+  type FinalDump,
   type MigrationStrategy,
   type PhaseRecord,
 } from '../core/migration.js';
@@ -133,6 +134,8 @@ export interface MigrateRequest {
   maxRounds?: number;
   /** Pre-copy: hold back pages predicted to be written again. Default true. */
   predict?: boolean;
+  /** Pre-copy: how the final dump takes the memory (FinalDump). Default `held`. */
+  finalDump?: FinalDump;
   faults?: FaultPlan;
 }
 
@@ -239,6 +242,7 @@ export class MigrationEngine {
         maxDowntimeMs: req.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
         maxRounds: req.maxRounds ?? DEFAULT_MAX_ROUNDS,
         predict: req.predict ?? true,
+        ...(req.strategy === 'precopy' ? { finalDump: req.finalDump ?? 'held' } : {}),
       };
     }
     this.reports.set(id, report);
@@ -427,6 +431,29 @@ export class MigrationEngine {
         report.strategy = 'precopy';
       }
 
+      // Pre-copy's final dump leaves the memory in the frozen processes when both hosts can
+      // (userfaultfd): then only what changed since the last round crosses while stopped.
+      const wantsHeld = req.strategy === 'precopy' && (req.finalDump ?? 'held') === 'held';
+      const canHold =
+        this.opts.lazyPages !== false &&
+        prep.lazyPages !== false &&
+        this.opts.holdMemory !== false &&
+        this.opts.pageSourceHost !== undefined &&
+        runtime.checkpointHeld !== undefined;
+      const heldFinal = wantsHeld && canHold;
+      if (wantsHeld && !heldFinal && report.options) {
+        report.options.finalDump = 'full';
+        const why =
+          prep.lazyPages === false
+            ? `${peer.label} cannot restore memory lazily (no userfaultfd)`
+            : this.opts.pageSourceHost === undefined
+              ? `${this.opts.hostLabel}'s agent does not listen on the link (start it with --listen)`
+              : `${this.opts.hostLabel} cannot hold a dump's memory (no userfaultfd)`;
+        report.warnings.push(`the final dump writes every page: ${why}`);
+      }
+      /** The final dump leaves the memory in the frozen processes (post-copy, hybrid, held pre-copy). */
+      const leavesMemory = isLazy(req.strategy) || heldFinal;
+
       if (hasRounds(req.strategy)) {
         const opts = report.options ?? {};
         const roundsStart = rec.now();
@@ -484,7 +511,7 @@ export class MigrationEngine {
         if (gcMs !== undefined) report.timings.gcBeforeStopMs = Math.round(gcMs);
         // A lazy final phase serves the last round's pages at the destination: it reads their
         // index now, not while the container is stopped.
-        const base = isLazy(req.strategy) ? precopy.base?.name : undefined;
+        const base = leavesMemory ? precopy.base?.name : undefined;
         await peer
           .quiesce?.(report.id, base)
           .catch((err: unknown) =>
@@ -498,7 +525,7 @@ export class MigrationEngine {
         MigrationPhase.Checkpoint,
         async (r) => {
           // Post-copy: the memory stays in the frozen processes; nothing of it is written now.
-          const hold = isLazy(req.strategy) && this.opts.holdMemory !== false && runtime.checkpointHeld;
+          const hold = leavesMemory && this.opts.holdMemory !== false && runtime.checkpointHeld;
           if (hold) held = await hold.call(runtime, name, { dir: checkpointDir });
           const cp = held ? held.result : await runtime.checkpoint(name, { dir: checkpointDir });
           checkpointed = true;
@@ -573,7 +600,7 @@ export class MigrationEngine {
           const snapStart = this.clock.monotonic();
           let knownPages = precopy ? await precopy.knownPages(checkpointDir) : undefined;
           // Post-copy, hybrid: lazy pages the destination lacks stay here (holes in the snapshot).
-          const plan = isLazy(req.strategy)
+          const plan = leavesMemory
             ? await planLazyPages(checkpointDir, knownPages, { held: held !== undefined })
             : undefined;
           const planMs = Math.round(this.clock.monotonic() - snapStart);
@@ -672,6 +699,7 @@ export class MigrationEngine {
               source: { host: pageSource.address, port: pageSource.port, token: pageToken.toString('hex') },
               ...(remoteIsEveryLazyPage ? {} : { remote }),
               ...(startVerdictScan && precopy?.base ? { verdicts: { base: precopy.base.name } } : {}),
+              ...(heldFinal ? { waitForAll: true } : {}),
             };
           }
           restoreAsked = true;

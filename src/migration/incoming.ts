@@ -49,6 +49,11 @@ export interface LazyRestoreRequest {
    * pre-copy round `base` (a completed transfer session here) are served from the local store.
    */
   verdicts?: { base: string };
+  /**
+   * Pre-copy with a held final dump: the container runs only once every page is here (the
+   * verdicts all in, the changed pages fetched); nothing is fetched after the restore.
+   */
+  waitForAll?: boolean;
 }
 
 /** A lazily restored container being filled. */
@@ -524,7 +529,12 @@ export class IncomingMigrations {
       // the rounds: those the restore itself (rseq, the stack) and the service's first steps touch,
       // each of which would otherwise cost a round trip to the source at its fault. A few hundred
       // pages, off a CPU the restore needs. (Post-copy's fill, every page, waits for the restore.)
-      if (verdicts) broker.start();
+      if (verdicts || req.waitForAll) broker.start();
+      if (req.waitForAll) {
+        // The restored container may not depend on the source: every page comes first.
+        await broker.complete;
+        mark('allPagesMs');
+      }
       server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
       mark('serverMs');
       const res = await runtime.restore({
@@ -540,7 +550,7 @@ export class IncomingMigrations {
       // Post-copy's background fill starts once the container runs: not competing with the
       // restore for CPU.
       if (verdicts) void heldPages().catch(() => undefined);
-      else broker.start();
+      else if (!req.waitForAll) broker.start();
       await this.saveRecord({ ...record, restored: true });
       this.fills.set(id, this.trackFill(id, name, fetcher, broker, server));
       log.info('incoming migration restored lazily', {

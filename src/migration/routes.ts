@@ -17,7 +17,7 @@ import {
   refine,
   string,
 } from '../agent/schema.js';
-import { MIGRATION_STRATEGIES, MigrationPhase } from '../core/migration.js';
+import { FINAL_DUMPS, MIGRATION_STRATEGIES, MigrationPhase } from '../core/migration.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import type { MigrationEngine } from './engine.js';
 import type { IncomingMigrations } from './incoming.js';
@@ -44,6 +44,7 @@ export const migrateRequest = object({
   maxDowntimeMs: optional(integer(1, 3_600_000)),
   maxRounds: optional(integer(1, 1000)),
   predict: optional(boolean()),
+  finalDump: optional(oneOf(FINAL_DUMPS)),
   /** Test-only; refused unless the agent allows fault injection. */
   faults: optional(
     object({
@@ -125,6 +126,7 @@ export const incomingRestoreRequest = object({
           base: sessionId,
         }),
       ),
+      waitForAll: optional(boolean()),
     }),
   ),
   /** A small final state sent with the request (inline-state.ts) instead of a transfer session. */
@@ -255,6 +257,7 @@ export function migrationRoutes(deps: {
             ...(b.maxDowntimeMs !== undefined ? { maxDowntimeMs: b.maxDowntimeMs } : {}),
             ...(b.maxRounds !== undefined ? { maxRounds: b.maxRounds } : {}),
             ...(b.predict !== undefined ? { predict: b.predict } : {}),
+            ...(b.finalDump !== undefined ? { finalDump: b.finalDump } : {}),
             ...(b.faults !== undefined ? { faults: stripUndefined(b.faults) } : {}),
           });
           return { status: 202, json: { id: mid } };

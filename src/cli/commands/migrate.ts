@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { AgentClient } from '../../agent/client.js';
 import { parseHostPort, resolveAgentAddress } from '../../agent/target.js';
 import { migrateThrough, type MigrationRequest } from '../../migration/client.js';
-import { MIGRATION_STRATEGIES, type RoundReport } from '../../core/migration.js';
+import { FINAL_DUMPS, MIGRATION_STRATEGIES, type RoundReport } from '../../core/migration.js';
 import { DEFAULT_MAX_DOWNTIME_MS, DEFAULT_MAX_ROUNDS } from '../../memory/index.js';
 import { ErrorCode, InvalidArgumentError, NotFoundError } from '../../core/errors.js';
 import { formatMigrationReport, formatProgress, formatRoundLine } from '../../migration/format.js';
@@ -41,6 +41,10 @@ export function registerMigrateCommand(
     .option(
       '--predict <on|off>',
       'precopy, hybrid: hold back pages predicted to be written again (default on)',
+    )
+    .option(
+      '--final-dump <held|full>',
+      'precopy: held (default) leaves the memory in the frozen processes, sends only the pages changed since the last round and restores once the destination holds every page; full has CRIU write every page (the classic stop-and-copy of the dump)',
     )
     .option('--json', 'print the report as JSON')
     .action(async (name: string, o: MigrateFlags) => {
@@ -86,6 +90,7 @@ interface MigrateFlags {
   maxDowntime?: string;
   maxRounds?: string;
   predict?: string;
+  finalDump?: string;
   json?: boolean;
 }
 
@@ -125,8 +130,19 @@ export function parseMigrateFlags(o: MigrateFlags): Omit<MigrationRequest, 'name
       '--max-downtime, --max-rounds and --predict apply to --strategy precopy and hybrid',
     );
   }
+  const finalDump = FINAL_DUMPS.find((d) => d === o.finalDump);
+  if (o.finalDump !== undefined && finalDump === undefined) {
+    throw new InvalidArgumentError(
+      ErrorCode.InvalidFlag,
+      `--final-dump ${o.finalDump}: expected one of ${FINAL_DUMPS.join(', ')}`,
+    );
+  }
+  if (finalDump !== undefined && strategy !== 'precopy') {
+    throw new InvalidArgumentError(ErrorCode.InvalidFlag, '--final-dump applies to --strategy precopy');
+  }
   return {
     strategy,
+    ...(finalDump !== undefined ? { finalDump } : {}),
     ...(maxDowntimeMs !== undefined ? { maxDowntimeMs } : {}),
     ...(maxRounds !== undefined ? { maxRounds } : {}),
     ...(o.predict !== undefined ? { predict: o.predict === 'on' } : {}),
