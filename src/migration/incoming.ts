@@ -29,6 +29,7 @@ import {
 } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
 import { readMemoryIndex } from '../memory/memory-index.js';
+import { pagemapVpid } from '../memory/criu-pagemap.js';
 import { checkpointPages, manifestFileBytes, type CheckpointPages } from '../memory/checkpoint-pages.js';
 import { decodeInlineState, type InlineState } from './inline-state.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
@@ -240,6 +241,9 @@ export class IncomingMigrations {
       const t0 = this.clock.monotonic();
       const arriving = new Set(missing);
       const pages = await this.storedPages(id, record, manifest, arriving);
+      // The memory will be served from the store, but which pages are lazy is not known yet:
+      // the restore writes the rest (small) once everything is here.
+      if (pages === 'later') return { ok: false, ms: 0 };
       await rm(dir, { recursive: true, force: true });
       await materializeArriving.call(
         this.opts.state,
@@ -260,26 +264,27 @@ export class IncomingMigrations {
   /**
    * The lazy pages of a full final phase's checkpoint, to be served from the local chunk store at
    * the restore instead of first written into the pages files. Undefined where they cannot be: a
-   * lazy final phase, no lazy restore here, too few pages, a pagemap image among the chunks in
-   * `arriving` (not here yet).
+   * lazy final phase, no lazy restore here, too few pages. `later`: a pagemap image is among the
+   * chunks still `arriving` (a large one, at 1 GiB), so this cannot be told yet.
    */
   private async storedPages(
     id: string,
     record: IncomingRecord,
     manifest: Manifest,
     arriving?: ReadonlySet<Digest>,
-  ): Promise<CheckpointPages | undefined> {
+  ): Promise<CheckpointPages | 'later' | undefined> {
     if (record.finalPhase !== 'full' || this.opts.lazyRestore === false) return undefined;
-    const { state } = this.opts;
-    // The pagemap images are read now, and must be here; the pages are read at the restore.
-    let reading = true;
-    const chunk = (d: Digest): Promise<Buffer> =>
-      reading && arriving?.has(d) ? Promise.reject(new Error(`chunk ${d} has not arrived`)) : state.chunk(d);
-    const pages = await checkpointPages(manifest, chunk).catch((err: unknown) => {
+    if (arriving && arriving.size > 0) {
+      for (const e of manifest.entries) {
+        if (e.type !== 'file' || !e.path.startsWith('criu/') || pagemapVpid(e.path.slice(5)) === undefined)
+          continue;
+        if ((e.chunks ?? []).some((c) => 'digest' in c && arriving.has(c.digest))) return 'later';
+      }
+    }
+    const pages = await checkpointPages(manifest, (d) => this.opts.state.chunk(d)).catch((err: unknown) => {
       this.opts.log.warn('cannot serve the memory from the store: reassembling it', { id, err: String(err) });
       return undefined;
     });
-    reading = false;
     return pages && pages.pages >= STORE_PAGES_MIN ? pages : undefined;
   }
 
@@ -388,7 +393,8 @@ export class IncomingMigrations {
     if (!early?.ok || (remote && pages)) {
       pre?.abort.abort();
       await pre?.done;
-      pages = remote ? undefined : await this.storedPages(id, record, manifest);
+      const stored = remote ? undefined : await this.storedPages(id, record, manifest);
+      pages = stored === 'later' ? undefined : stored;
       await rm(dir, { recursive: true, force: true });
       await this.opts.state.materialize(manifest, dir, pages ? { holes: pages.holes } : undefined);
     }

@@ -31,7 +31,7 @@ export interface VerdictScanOptions {
   processes: ReadonlyMap<number, number>;
   /** Per process, the pages the dump left in it (sorted, disjoint). */
   lazyRuns: ReadonlyMap<number, readonly PageRun[]>;
-  /** Receives verdicts as they are found; called once more with [] at the end. */
+  /** Receives verdicts as they are found; called once more with [] at the end (also after a failure). */
   push(runs: VerdictRun[]): void;
   clock: Clock;
   signal?: AbortSignal;
@@ -193,8 +193,10 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
       classify(b.vpid, b.vaddr, b.n, data, bytesRead, first.get(b.vpid));
       flush();
     }
-    o.push([]);
   } finally {
+    // The end, also after a failure: the destination then fetches every page not judged yet
+    // (a pre-copy destination waits for all of them before it restores).
+    o.push([]);
     // A read still in flight must end before its descriptor is closed (and its number reused).
     await next;
     for (const fd of fds.values()) closeSync(fd);
