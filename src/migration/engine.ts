@@ -10,6 +10,12 @@
  * confirmed it holds no copy. When that cannot be confirmed (destination unreachable after
  * it was asked to restore), the migration ends `failed` with the state kept in the local
  * checkpoint, and the report says how to restore it: never two copies, never lost.
+ *
+ * Pre-copy runs rounds before the checkpoint. Its final dump is held where both hosts can
+ * (the memory stays in the frozen processes; the destination fetches the pages changed since
+ * the last round and restores only once it holds every page); post-copy and hybrid restore
+ * first and fetch after. A held dump's frozen processes go after the fill phase (after
+ * commit), once the destination's memory is all in place.
  */
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
@@ -524,7 +530,8 @@ export class MigrationEngine {
       await rec.run(
         MigrationPhase.Checkpoint,
         async (r) => {
-          // Post-copy: the memory stays in the frozen processes; nothing of it is written now.
+          // Post-copy, hybrid, held pre-copy: the memory stays in the frozen processes; nothing
+          // of it is written now.
           const hold = leavesMemory && this.opts.holdMemory !== false && runtime.checkpointHeld;
           if (hold) held = await hold.call(runtime, name, { dir: checkpointDir });
           const cp = held ? held.result : await runtime.checkpoint(name, { dir: checkpointDir });
