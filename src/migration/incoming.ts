@@ -749,7 +749,7 @@ export class IncomingMigrations {
         ...(outcome === 'filled' && d.ok ? { degradationWindowMs: Math.max(d.at, source.at) } : {}),
         ...(error ? { error } : !d.ok ? { error: 'the lazy-pages daemon failed (see its log)' } : {}),
       };
-      log.info('lazy restore ended', { id, name, ...report });
+      log.info('lazy restore ended', { id, name, ...report, requests: ps.requests, daemonMs: d.at });
       return report;
     })();
     result.catch(() => undefined);
