@@ -57,6 +57,17 @@ export async function manifestFileBytes(
   );
 }
 
+/** The process pagemap images (`pagemap-<vpid>.img`) of the checkpoint `manifest`'s `dir/`. */
+export function pagemapEntries(manifest: Manifest, dir = 'criu'): { vpid: number; entry: FileEntry }[] {
+  const out: { vpid: number; entry: FileEntry }[] = [];
+  for (const e of manifest.entries) {
+    if (e.type !== 'file' || !e.path.startsWith(`${dir}/`)) continue;
+    const vpid = pagemapVpid(e.path.slice(dir.length + 1));
+    if (vpid !== undefined) out.push({ vpid, entry: e });
+  }
+  return out;
+}
+
 /**
  * The lazy pages of the checkpoint `manifest` (CRIU's images under `dir/`), their contents read
  * through `chunk`. Undefined when it has none. Throws CheckpointCorrupt when a pagemap names
@@ -70,12 +81,8 @@ export async function checkpointPages(
   const files = new Map<string, FileEntry>();
   for (const e of manifest.entries) if (e.type === 'file') files.set(e.path, e);
   const layouts: PagesFileLayout[] = [];
-  for (const [path, e] of files) {
-    if (!path.startsWith(`${dir}/`)) continue;
-    const vpid = pagemapVpid(path.slice(dir.length + 1));
-    if (vpid === undefined) continue;
-    layouts.push(pagesLayoutOf(vpid, parsePagemapImage(await manifestFileBytes(e, chunk))));
-  }
+  for (const { vpid, entry } of pagemapEntries(manifest, dir))
+    layouts.push(pagesLayoutOf(vpid, parsePagemapImage(await manifestFileBytes(entry, chunk))));
   const procs = new Map<number, ProcessPages>();
   const holes = new Map<string, { offset: number; length: number }[]>();
   const runs: ProcessPageRun[] = [];

@@ -29,8 +29,12 @@ import {
 } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
 import { readMemoryIndex } from '../memory/memory-index.js';
-import { pagemapVpid } from '../memory/criu-pagemap.js';
-import { checkpointPages, manifestFileBytes, type CheckpointPages } from '../memory/checkpoint-pages.js';
+import {
+  checkpointPages,
+  manifestFileBytes,
+  pagemapEntries,
+  type CheckpointPages,
+} from '../memory/checkpoint-pages.js';
 import { decodeInlineState, type InlineState } from './inline-state.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import type { MaterializeOptions } from '../chunks/index.js';
@@ -115,7 +119,8 @@ export interface IncomingOptions {
  * What crosses before the restore: `full`, every page (cold, pre-copy); `lazy`, pages may stay
  * on the source (post-copy, hybrid).
  */
-export type FinalPhase = 'full' | 'lazy';
+export const FINAL_PHASES = ['full', 'lazy'] as const;
+export type FinalPhase = (typeof FINAL_PHASES)[number];
 
 interface IncomingRecord {
   id: string;
@@ -275,10 +280,8 @@ export class IncomingMigrations {
   ): Promise<CheckpointPages | 'later' | undefined> {
     if (record.finalPhase !== 'full' || this.opts.lazyRestore === false) return undefined;
     if (arriving && arriving.size > 0) {
-      for (const e of manifest.entries) {
-        if (e.type !== 'file' || !e.path.startsWith('criu/') || pagemapVpid(e.path.slice(5)) === undefined)
-          continue;
-        if ((e.chunks ?? []).some((c) => 'digest' in c && arriving.has(c.digest))) return 'later';
+      for (const { entry } of pagemapEntries(manifest)) {
+        if ((entry.chunks ?? []).some((c) => 'digest' in c && arriving.has(c.digest))) return 'later';
       }
     }
     const pages = await checkpointPages(manifest, (d) => this.opts.state.chunk(d)).catch((err: unknown) => {
@@ -411,16 +414,14 @@ export class IncomingMigrations {
     }
     if (remote) return this.restoreRemoteLazy(id, name, record, dir, remote, materializeMs);
     if (pages) {
-      const res = await this.restoreFromStore(id, name, record, dir, pages, manifest).catch(
-        (err: unknown) => {
-          this.opts.log.warn('restore from the store failed: reassembling the memory', {
-            id,
-            name,
-            err: String(err),
-          });
-          return undefined;
-        },
-      );
+      const res = await this.restoreFromStore(id, name, record, dir, pages).catch((err: unknown) => {
+        this.opts.log.warn('restore from the store failed: reassembling the memory', {
+          id,
+          name,
+          err: String(err),
+        });
+        return undefined;
+      });
       if (res) return { ...res, materializeMs };
       await rm(dir, { recursive: true, force: true });
       await this.opts.state.materialize(manifest, dir);
@@ -467,7 +468,7 @@ export class IncomingMigrations {
     req: LazyRestoreRequest,
     materializeMs: number,
   ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
-    const { runtime, log } = this.opts;
+    const { log } = this.opts;
     const t1 = this.clock.monotonic();
     const lap: Record<string, number> = {};
     const mark = (k: string): void => void (lap[k] = Math.round(this.clock.monotonic() - t1));
@@ -543,12 +544,7 @@ export class IncomingMigrations {
       }
       server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
       mark('serverMs');
-      const res = await runtime.restore({
-        dir,
-        name,
-        lazyPages: true,
-        lazyPageServer: { address: server.address, port: server.port },
-      });
+      const res = await this.restoreServedBy(server, dir, name);
       restored = true;
       mark('runtimeMs');
       fetcher = await connecting;
@@ -571,13 +567,43 @@ export class IncomingMigrations {
       return { name, pid: res.pid, restoreMs, materializeMs };
     } catch (err) {
       // A container restored without its source must not run on: nothing would fill its memory.
-      if (restored) await runtime.remove(name, { force: true }).catch(() => undefined);
-      server?.abort('restore failed');
-      await server?.close().catch(() => undefined);
-      (fetcher ?? (await connecting.catch(() => undefined)))?.close();
-      await broker?.close();
+      await this.undoLazyRestore(name, restored, server, broker, async () =>
+        (fetcher ?? (await connecting.catch(() => undefined)))?.close(),
+      );
       throw err;
     }
+  }
+
+  /** Restores `name` from `dir`, CRIU's lazy-pages daemon asking `server` for the lazy pages. */
+  private restoreServedBy(
+    server: CriuPageServer,
+    dir: string,
+    name: string,
+  ): ReturnType<ContainerRuntime['restore']> {
+    return this.opts.runtime.restore({
+      dir,
+      name,
+      lazyPages: true,
+      lazyPageServer: { address: server.address, port: server.port },
+    });
+  }
+
+  /**
+   * Undoes a lazy restore that failed: the container if it was `restored` (it must not run with
+   * nobody to fill its memory), the page server, the source connection (`closeSource`), the broker.
+   */
+  private async undoLazyRestore(
+    name: string,
+    restored: boolean,
+    server: CriuPageServer | undefined,
+    broker: LazyPageBroker | undefined,
+    closeSource?: () => Promise<void>,
+  ): Promise<void> {
+    if (restored) await this.opts.runtime.remove(name, { force: true }).catch(() => undefined);
+    server?.abort('restore failed');
+    await server?.close().catch(() => undefined);
+    await closeSource?.();
+    await broker?.close();
   }
 
   /**
@@ -591,9 +617,8 @@ export class IncomingMigrations {
     record: IncomingRecord,
     dir: string,
     pages: CheckpointPages,
-    manifest: Manifest,
   ): Promise<{ name: string; pid: number; restoreMs: number }> {
-    const { runtime, log } = this.opts;
+    const { log } = this.opts;
     const t1 = this.clock.monotonic();
     let broker: LazyPageBroker | undefined;
     let server: CriuPageServer | undefined;
@@ -610,12 +635,7 @@ export class IncomingMigrations {
       for (const r of pages.runs) broker.verdict(r.vpid, r.vaddr, r.nrPages, true);
       broker.verdictsEnd();
       server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
-      const res = await runtime.restore({
-        dir,
-        name,
-        lazyPages: true,
-        lazyPageServer: { address: server.address, port: server.port },
-      });
+      const res = await this.restoreServedBy(server, dir, name);
       restored = true;
       const restoreMs = this.clock.monotonic() - t1;
       await this.saveRecord({ ...record, restored: true });
@@ -627,14 +647,10 @@ export class IncomingMigrations {
         restoreMs,
         runtimeRestoreMs: Math.round(res.durationMs),
         pages: pages.pages,
-        manifestFiles: manifest.entries.length,
       });
       return { name, pid: res.pid, restoreMs };
     } catch (err) {
-      if (restored) await runtime.remove(name, { force: true }).catch(() => undefined);
-      server?.abort('restore failed');
-      await server?.close().catch(() => undefined);
-      await broker?.close();
+      await this.undoLazyRestore(name, restored, server, broker);
       throw err;
     }
   }

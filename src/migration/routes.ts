@@ -20,7 +20,7 @@ import {
 import { FINAL_DUMPS, MIGRATION_STRATEGIES, MigrationPhase } from '../core/migration.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import type { MigrationEngine } from './engine.js';
-import type { IncomingMigrations } from './incoming.js';
+import { FINAL_PHASES, type IncomingMigrations } from './incoming.js';
 import { MAX_INLINE_MANIFEST_BYTES } from './inline-state.js';
 import type { MigrationPeer } from './peer.js';
 
@@ -76,7 +76,7 @@ export const prepareRequest = object({
    * `full`: every page crosses before the restore (cold, pre-copy), so the destination may serve
    * the restored memory from its chunk store. `lazy` (the default): pages may stay on the source.
    */
-  finalPhase: optional(oneOf(['full', 'lazy'] as const)),
+  finalPhase: optional(oneOf(FINAL_PHASES)),
 });
 
 /** Body of `POST /v1/migrations/incoming/:id/prestage`: the checkpoint's checkpoint.json, base64. */

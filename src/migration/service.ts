@@ -64,6 +64,9 @@ export interface MigrationServiceOptions {
   log: Logger;
 }
 
+/** A pre-copy round's transfer session (`ID.rN`), not a migration's final one (`ID`). */
+const isRoundSession = (sessionId: string): boolean => /\.r\d+$/.test(sessionId);
+
 /** Opens the chunk store, starts the transfer server and returns the API routes. */
 export async function startMigrationService(opts: MigrationServiceOptions): Promise<MigrationService> {
   // New chunks are staged in memory and written to disk after commit, off the downtime path
@@ -173,7 +176,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       onOffer: (sessionId, manifest, missing) => onOffer(sessionId, manifest, missing),
       // The final session completes while the container is stopped: its record is not synced
       // (as for a final state delivered inline); at commit its chunks are retained for the container.
-      syncSession: (sessionId) => /\.r\d+$/.test(sessionId),
+      syncSession: isRoundSession,
     });
     const transfer = server;
     // Pre-copy rounds of migration ID are transfer sessions `ID.rN`; they end with the migration.
@@ -230,7 +233,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     });
     const inc = incoming;
     onOffer = (sessionId, manifest, missing) => {
-      if (!/\.r\d+$/.test(sessionId)) {
+      if (!isRoundSession(sessionId)) {
         inc.offered(sessionId, manifest, missing);
         return;
       }
