@@ -331,7 +331,9 @@ export function timelineOf(run: BenchRun & { report: MigrationReport }): {
   const markers: { atMs: number; label: string }[] = [];
   for (const p of rep.phases) {
     const durationMs = p.durationMs ?? (p.endMs !== undefined ? p.endMs - p.startMs : 0);
-    const label = p.phase === 'round' ? `round ${round++}` : p.phase;
+    const closing = p.detail?.['closing'];
+    const label =
+      p.phase !== 'round' ? p.phase : closing !== undefined ? `closing ${String(closing)}` : `round ${round++}`;
     const lane = SOURCE_PHASES.has(p.phase) ? 'source' : LINK_PHASES.has(p.phase) ? 'link' : 'destination';
     lanes[lane].push({
       label,

@@ -117,6 +117,11 @@ export interface MigrationTimings {
   roundsMs?: number;
   /** A full garbage collection in the source agent after the rounds, before the stop. */
   gcBeforeStopMs?: number;
+  /**
+   * Closing passes, after the rounds and the collection, right before the stop (lazy final
+   * phases): the pages written during the rounds read again and what changed sent. All passes.
+   */
+  closingMs?: number;
   /** Freeze + final CRIU dump on the source (runc checkpoint). */
   checkpointMs?: number;
   /** Finding what changed and cutting the checkpoint into chunks. */

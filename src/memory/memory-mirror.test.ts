@@ -37,6 +37,8 @@ rl.on('line', (line) => {
   if (m) {
     for (let i = 0; i < Number(m[1]); i++) randomFillSync(buf, i * PAGE + 64, PAGE - 64);
   }
+  const w = /^write (\\d+)$/.exec(line);
+  if (w) randomFillSync(buf, Number(w[1]) * PAGE + 64, PAGE - 64);
   process.stdout.write('done\\n');
 });
 process.stdout.write('ready\\n');
@@ -76,6 +78,12 @@ async function startChild(): Promise<Child> {
 
 async function dirty(child: Child, n: number): Promise<void> {
   child.proc.stdin.write(`dirty ${n}\n`);
+  assert.equal(await child.next(), 'done');
+}
+
+/** Rewrites logical page n of the child's buffer. */
+async function write(child: Child, n: number): Promise<void> {
+  child.proc.stdin.write(`write ${n}\n`);
   assert.equal(await child.next(), 'done');
 }
 
@@ -275,5 +283,74 @@ describe('MemoryMirror on a live process', { skip: process.getuid?.() !== 0 ? 'n
     assert.ok(q0);
     assert.equal(mirror.knownDigest(vpid, q0.vaddr, q0.data), digestOf(q0.data), 'page 0 is sent now');
     assert.equal(memoryEntry(all.manifest, vpid).size, all.pagesScanned * PAGE_SIZE, 'nothing held back');
+  });
+
+  it('closing pass: rereads only the pages written during the rounds, sends what changed, adopts it', async () => {
+    const c = child as Child;
+    const vpid = (procs[0] as ContainerProcess).vpid;
+    const mirror = new MemoryMirror('closing', new NoPredictor());
+    await mirror.scan(procs);
+    await dirty(c, 50);
+    const r1 = await mirror.scan(procs);
+    const rewritten = mirror.rewrittenPages(vpid).length;
+    assert.ok(rewritten >= 50, `${rewritten} pages rewritten`);
+
+    // Pages 0 … 19 written again after the last round: the pass reads the rewritten pages only
+    // and finds those 20 (and whatever of Node's heap changed among the rewritten).
+    await dirty(c, 20);
+    const pass = await mirror.closingScan(procs, 1);
+    assert.equal(pass.pagesScanned >= rewritten, true, `${pass.pagesScanned} read`);
+    assert.ok(pass.pagesScanned < r1.pagesScanned / 4, `${pass.pagesScanned} of ${r1.pagesScanned} read`);
+    assert.ok(pass.changed.length >= 20 && pass.changed.length < rewritten, `${pass.changed.length} changed`);
+    assert.equal(pass.manifest.label, 'closing:closing-1');
+    const now = await bufferPages(c.proc.pid as number);
+    const p0 = now.get(0);
+    const p30 = now.get(30);
+    assert.ok(p0 && p30);
+    // Before `adopt`, the mirror still says what the destination held before the pass.
+    assert.equal(mirror.knownDigest(vpid, p0.vaddr, p0.data), undefined, 'page 0 changed since the round');
+    assert.equal(mirror.knownDigest(vpid, p30.vaddr, p30.data), digestOf(p30.data), 'page 30 did not');
+
+    // The pass's manifest names exactly the changed pages, at their addresses, with their chunks.
+    const index = (
+      await readMemoryIndex(parseManifest(pass.manifest), async (e) => {
+        if (e.inline !== undefined) return Buffer.from(e.inline, 'base64');
+        return Buffer.concat(
+          await Promise.all(
+            (e.chunks ?? []).map((k) => ('digest' in k ? pass.source.get(k.digest) : Buffer.alloc(k.zero))),
+          ),
+        );
+      })
+    ).get(vpid);
+    assert.ok(index);
+    assert.equal(index.size, pass.changed.length);
+    assert.equal(index.lookup(p0.vaddr), digestOf(p0.data));
+    assert.equal(index.lookup(p30.vaddr), undefined, 'an unchanged page is not in the pass');
+    assert.deepEqual(await pass.source.get(digestOf(p0.data)), p0.data);
+
+    mirror.adopt(pass);
+    assert.equal(mirror.knownDigest(vpid, p0.vaddr, p0.data), digestOf(p0.data), 'adopted: the new content');
+    assert.equal(mirror.knownDigest(vpid, p30.vaddr, p30.data), digestOf(p30.data));
+    assert.equal(mirror.holds(digestOf(p0.data)), true);
+
+    // Nothing written since: a second pass finds nothing of the buffer.
+    const again = await mirror.closingScan(procs, 2);
+    const bufferAddrs = new Set([...now.values()].map((p) => p.vaddr / PAGE_SIZE));
+    assert.equal(again.changed.filter((x) => bufferAddrs.has(x.page)).length, 0);
+
+    // A page first written now (300: not written during the rounds) is found only by reading all.
+    await write(c, 300);
+    const p300 = (await bufferPages(c.proc.pid as number)).get(300);
+    assert.ok(p300);
+    const hot = await mirror.closingScan(procs, 3);
+    assert.ok(!hot.changed.some((x) => x.page === p300.vaddr / PAGE_SIZE), 'not among the pages read');
+    const all = await mirror.closingScan(procs, 3, { all: true });
+    assert.ok(all.pagesScanned >= r1.pagesScanned - 64, `${all.pagesScanned} pages read`);
+    const found = all.changed.find((x) => x.page === p300.vaddr / PAGE_SIZE);
+    assert.ok(found, 'read all: page 300 found');
+    assert.deepEqual(found.data, p300.data);
+    mirror.adopt(all);
+    assert.equal(mirror.knownDigest(vpid, p300.vaddr, p300.data), digestOf(p300.data));
+    assert.ok(mirror.rewrittenPages(vpid).includes(p300.vaddr / PAGE_SIZE), 'now among the pages written');
   });
 });

@@ -15,10 +15,13 @@ import { ErrorCode, NotFoundError } from '../core/errors.js';
 import { MAX_INLINE_SIZE, digestOf, isZero, type KnownPage } from '../chunks/index.js';
 import { encodePageRuns, memoryMapPath, memoryPath, type PageRun } from './memory-index.js';
 import type { DirtyPagePredictor } from './predictor.js';
-import { readProcessPages, type ContainerProcess } from './process-memory.js';
+import { pageWindows, readPageWindows, readProcessPages, type ContainerProcess } from './process-memory.js';
 
 /** Pieces a large address map is cut into. */
 const MAP_CHUNK_BYTES = 1024 * 1024;
+
+/** A closing pass reads rewritten pages this close together in one read. */
+const CLOSING_MERGE_GAP_PAGES = 16;
 
 /** Marks a slot whose content is a zero page (never stored or sent). */
 const ZERO = 'zero';
@@ -54,6 +57,27 @@ export interface RoundScan {
 }
 
 /**
+ * What a closing pass found: the pages written during the rounds (or never sent) whose bytes
+ * now differ from what the destination holds, as a manifest of just those pages.
+ */
+export interface ClosingScan {
+  /** Pages read. */
+  pagesScanned: number;
+  /** Pages that differ, per process in address order. */
+  changed: { vpid: number; page: number; data: Buffer; digest: Digest | typeof ZERO }[];
+  /**
+   * `memory/<vpid>` and `memory/<vpid>.map` (memory-index.ts) of the changed pages only: what
+   * the destination lays over the last round's manifest once it holds this session.
+   */
+  manifest: Manifest;
+  /** The manifest's chunks. */
+  source: ChunkStore;
+  /** Bytes of the changed pages that are not zero. */
+  bytes: number;
+  scanMs: number;
+}
+
+/**
  * The end (exclusive, at most `n`) of the span of pages `first + i`, `first + i + 1`, … whose
  * slots' copies lie back to back in one buffer (so that one view compares them all), slot
  * `first + i` being `s0`; with `sent`, only slots whose content the destination holds.
@@ -80,6 +104,44 @@ function backToBack(
     prev = sl;
   }
   return j;
+}
+
+/** A small file of a manifest: inline, or cut into chunks added to `chunks`. */
+function fileEntry(path: string, data: Buffer, chunks: Map<Digest, Buffer>): ManifestEntry {
+  if (data.length <= MAX_INLINE_SIZE)
+    return { type: 'file', path, mode: 0o600, size: data.length, inline: data.toString('base64') };
+  const refs: ChunkRef[] = [];
+  for (let o = 0; o < data.length; o += MAP_CHUNK_BYTES) {
+    const part = data.subarray(o, o + MAP_CHUNK_BYTES);
+    const digest = digestOf(part);
+    chunks.set(digest, part);
+    refs.push({ digest, size: part.length });
+  }
+  return { type: 'file', path, mode: 0o600, size: data.length, chunks: refs };
+}
+
+/** `chunks` as a read-only ChunkStore, in front of `fallback` (for chunks not among them). */
+function chunkStoreOver(chunks: ReadonlyMap<Digest, Buffer>, fallback?: ChunkStore): ChunkStore {
+  const notHere = (d: Digest): NotFoundError =>
+    new NotFoundError(ErrorCode.ChunkNotFound, `chunk ${d} is not in the memory mirror`);
+  return {
+    has: async (d) => chunks.has(d) || (fallback ? fallback.has(d) : false),
+    missing: async (ds) => {
+      const rest = [...new Set(ds)].filter((d) => !chunks.has(d));
+      return fallback ? fallback.missing(rest) : rest;
+    },
+    get: async (d) => {
+      const b = chunks.get(d);
+      if (b) return b;
+      if (fallback) return fallback.get(d);
+      throw notHere(d);
+    },
+    put: async (d, data) => (fallback ? fallback.put(d, data) : Promise.reject(notHere(d))),
+    retain: async () => undefined,
+    release: async () => undefined,
+    gc: async () => ({ chunks: 0, bytes: 0 }),
+    usage: async () => ({ chunks: chunks.size, bytes: chunks.size * PAGE_SIZE }),
+  };
 }
 
 /** Pre-copy's page table of one container. */
@@ -251,7 +313,7 @@ export class MemoryMirror {
       }
       if (size === 0) continue;
       entries.push({ type: 'file', path: memoryPath(vpid), mode: 0o600, size, chunks: refs });
-      entries.push(this.fileEntry(memoryMapPath(vpid), encodePageRuns(runs)));
+      entries.push(fileEntry(memoryMapPath(vpid), encodePageRuns(runs), this.chunks));
     }
     return {
       version: MANIFEST_VERSION,
@@ -259,20 +321,6 @@ export class MemoryMirror {
       createdAt: new Date(this.clock.now()).toISOString(),
       entries,
     };
-  }
-
-  /** A small file of the manifest: inline, or as chunks this mirror serves. */
-  private fileEntry(path: string, data: Buffer): ManifestEntry {
-    if (data.length <= MAX_INLINE_SIZE)
-      return { type: 'file', path, mode: 0o600, size: data.length, inline: data.toString('base64') };
-    const chunks: ChunkRef[] = [];
-    for (let o = 0; o < data.length; o += MAP_CHUNK_BYTES) {
-      const part = data.subarray(o, o + MAP_CHUNK_BYTES);
-      const digest = digestOf(part);
-      this.chunks.set(digest, part);
-      chunks.push({ digest, size: part.length });
-    }
-    return { type: 'file', path, mode: 0o600, size: data.length, chunks };
   }
 
   /**
@@ -340,26 +388,125 @@ export class MemoryMirror {
    * (for chunks this mirror does not hold).
    */
   chunkSource(fallback?: ChunkStore): ChunkStore {
-    const chunks = this.chunks;
-    const notHere = (d: Digest): NotFoundError =>
-      new NotFoundError(ErrorCode.ChunkNotFound, `chunk ${d} is not in the memory mirror`);
+    return chunkStoreOver(this.chunks, fallback);
+  }
+
+  /**
+   * A closing pass, after the rounds and with the container still running: reads the pages
+   * written during the rounds and those not sent yet (the few a workload keeps writing), or with
+   * `all` every page (small memory: as cheap, and it also finds pages first written now), and
+   * returns those whose bytes differ from what the destination holds. The mirror
+   * is not changed: `adopt` the pass once the destination holds its session, and not before
+   * (the final phase's verdicts trust the mirror to say what the destination holds).
+   */
+  async closingScan(
+    processes: readonly ContainerProcess[],
+    pass: number,
+    opts: { all?: boolean } = {},
+  ): Promise<ClosingScan> {
+    const t0 = this.clock.monotonic();
+    const changed: ClosingScan['changed'] = [];
+    const chunks = new Map<Digest, Buffer>();
+    const entries: ManifestEntry[] = [];
+    let scanned = 0;
+    let bytes = 0;
+    const candidate = (s: PageSlot): boolean => s.rewritten === true || s.digest === undefined;
+    for (const p of [...processes].sort((a, b) => a.vpid - b.vpid)) {
+      const table = this.procs.get(p.vpid);
+      if (table === undefined) continue;
+      const mine: ClosingScan['changed'] = [];
+      const check = (s: PageSlot, page: number, data: Buffer): void => {
+        if (s.digest !== undefined && s.data.equals(data)) return;
+        const copy = Buffer.from(data);
+        mine.push({ vpid: p.vpid, page, data: copy, digest: isZero(copy) ? ZERO : digestOf(copy) });
+      };
+      const onData = (vaddr: number, data: Buffer): void => {
+        const first = vaddr / PAGE_SIZE;
+        const n = data.length / PAGE_SIZE;
+        let i = 0;
+        while (i < n) {
+          const s = table.get(first + i);
+          if (s === undefined || (!opts.all && !candidate(s))) {
+            i++;
+            continue;
+          }
+          // Reading everything: pages whose copies lie back to back are compared at once.
+          const j = opts.all && s.digest !== undefined ? backToBack(table, first, i, n, s, true) : i + 1;
+          const span = Buffer.from(s.data.buffer, s.data.byteOffset, (j - i) * PAGE_SIZE);
+          if (j > i + 1 && span.compare(data, i * PAGE_SIZE, j * PAGE_SIZE) === 0) {
+            i = j;
+            continue;
+          }
+          for (let k = i; k < j; k++) {
+            const sl = k === i ? s : (table.get(first + k) as PageSlot);
+            check(sl, first + k, data.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE));
+          }
+          i = j;
+        }
+      };
+      if (opts.all) {
+        scanned += await readProcessPages(p.pid, onData, { keep: false });
+      } else {
+        const wanted: number[] = [];
+        for (const [k, s] of table) if (candidate(s)) wanted.push(k);
+        wanted.sort((a, b) => a - b);
+        scanned += readPageWindows(p.pid, pageWindows(wanted, CLOSING_MERGE_GAP_PAGES), onData);
+      }
+      if (mine.length === 0) continue;
+      const refs: ChunkRef[] = [];
+      const runs: PageRun[] = [];
+      for (const c of mine) {
+        const run = runs[runs.length - 1];
+        if (run && run.vaddr / PAGE_SIZE + run.nrPages === c.page) run.nrPages++;
+        else runs.push({ vaddr: c.page * PAGE_SIZE, nrPages: 1 });
+        if (c.digest === ZERO) {
+          const last = refs[refs.length - 1];
+          if (last !== undefined && 'zero' in last) last.zero += PAGE_SIZE;
+          else refs.push({ zero: PAGE_SIZE });
+          continue;
+        }
+        refs.push({ digest: c.digest, size: PAGE_SIZE });
+        chunks.set(c.digest, c.data);
+        bytes += PAGE_SIZE;
+      }
+      entries.push({
+        type: 'file',
+        path: memoryPath(p.vpid),
+        mode: 0o600,
+        size: mine.length * PAGE_SIZE,
+        chunks: refs,
+      });
+      entries.push(fileEntry(memoryMapPath(p.vpid), encodePageRuns(runs), chunks));
+      changed.push(...mine);
+    }
     return {
-      has: async (d) => chunks.has(d) || (fallback ? fallback.has(d) : false),
-      missing: async (ds) => {
-        const rest = [...new Set(ds)].filter((d) => !chunks.has(d));
-        return fallback ? fallback.missing(rest) : rest;
+      pagesScanned: scanned,
+      changed,
+      manifest: {
+        version: MANIFEST_VERSION,
+        label: `${this.label}:closing-${pass}`,
+        createdAt: new Date(this.clock.now()).toISOString(),
+        entries,
       },
-      get: async (d) => {
-        const b = chunks.get(d);
-        if (b) return b;
-        if (fallback) return fallback.get(d);
-        throw notHere(d);
-      },
-      put: async (d, data) => (fallback ? fallback.put(d, data) : Promise.reject(notHere(d))),
-      retain: async () => undefined,
-      release: async () => undefined,
-      gc: async () => ({ chunks: 0, bytes: 0 }),
-      usage: async () => ({ chunks: chunks.size, bytes: chunks.size * PAGE_SIZE }),
+      source: chunkStoreOver(chunks),
+      bytes,
+      scanMs: Math.round(this.clock.monotonic() - t0),
     };
+  }
+
+  /**
+   * Records that the destination now holds a closing pass's pages (it completed the pass's
+   * session): each page's copy and digest become those of the pass.
+   */
+  adopt(scan: ClosingScan): void {
+    for (const c of scan.changed) {
+      const s = this.procs.get(c.vpid)?.get(c.page);
+      if (s === undefined) continue;
+      c.data.copy(s.data);
+      s.digest = c.digest;
+      // Written since round 0: judged first after the freeze, and read by the next pass.
+      s.rewritten = true;
+      if (c.digest !== ZERO) this.chunks.set(c.digest, s.data);
+    }
   }
 }

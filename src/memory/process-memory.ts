@@ -4,6 +4,7 @@
  * root (ptrace access). A page read this way may be changing while it is read; pre-copy
  * only uses such reads as a first copy, and the frozen final phase decides what is exact.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { PAGE_SIZE } from '../core/chunks.js';
 import { ErrorCode, FailedPreconditionError, errorMessage } from '../core/errors.js';
@@ -196,4 +197,72 @@ export async function readProcessPages(
     await mem.close();
   }
   return pages;
+}
+
+/** A span of pages to read: `nrPages` pages from `vaddr` on. */
+export interface PageWindow {
+  vaddr: number;
+  nrPages: number;
+}
+
+/**
+ * Reads the given windows of `pid`'s memory (each at most READ_PAGES pages), calling
+ * `onWindow(vaddr, data)` with the whole pages read from each, in the order given; `data` is
+ * valid only until `onWindow` returns. A window that cannot be read (unmapped meanwhile) is
+ * skipped. Returns the pages read. Synchronous, one system call per window: measured here,
+ * 8,192 scattered 4 KiB reads take 20–26 ms so, and ~360 ms through the thread pool.
+ */
+export function readPageWindows(
+  pid: number,
+  windows: readonly PageWindow[],
+  onWindow: (vaddr: number, data: Buffer) => void,
+): number {
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${pid}/mem`, 'r');
+  } catch (err) {
+    throw new FailedPreconditionError(
+      ErrorCode.ProcessMemoryUnreadable,
+      `cannot open the memory of process ${pid}: ${errorMessage(err)}`,
+      { cause: err },
+    );
+  }
+  const buf = Buffer.allocUnsafe(READ_PAGES * PAGE_SIZE);
+  let pages = 0;
+  try {
+    for (const w of windows) {
+      let got = 0;
+      try {
+        got = readSync(fd, buf, 0, Math.min(w.nrPages, READ_PAGES) * PAGE_SIZE, w.vaddr);
+      } catch {
+        // Unmapped meanwhile: not memory to judge here.
+      }
+      const whole = Math.floor(got / PAGE_SIZE) * PAGE_SIZE;
+      if (whole === 0) continue;
+      onWindow(w.vaddr, buf.subarray(0, whole));
+      pages += whole / PAGE_SIZE;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return pages;
+}
+
+/**
+ * Sorted page numbers grouped into windows of at most `maxPages` pages, a gap of up to
+ * `mergeGap` pages between two of them being read along (one read instead of two).
+ */
+export function pageWindows(pages: readonly number[], mergeGap: number, maxPages = READ_PAGES): PageWindow[] {
+  const out: PageWindow[] = [];
+  let cur: { first: number; last: number } | undefined;
+  for (const p of pages) {
+    if (cur && p - cur.last - 1 <= mergeGap && p - cur.first < maxPages) {
+      cur.last = p;
+      continue;
+    }
+    if (cur) out.push({ vaddr: cur.first * PAGE_SIZE, nrPages: cur.last - cur.first + 1 });
+    cur = { first: p, last: p };
+  }
+  if (cur) out.push({ vaddr: cur.first * PAGE_SIZE, nrPages: cur.last - cur.first + 1 });
+  return out;
 }

@@ -35,6 +35,7 @@ export function formatMigrationReport(r: MigrationReport): string {
     `stopped by   ${r.stopReason ?? '-'}${rounds.some((x) => x[0]?.endsWith('*')) ? ' (* = last round sent everything held back)' : ''}`,
     `timings      ${[
       timing('rounds', t.roundsMs),
+      timing('closing passes', t.closingMs),
       timing('checkpoint', t.checkpointMs),
       timing('snapshot', t.snapshotMs),
       timing('final transfer', t.finalTransferMs),

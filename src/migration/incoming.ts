@@ -28,7 +28,7 @@ import {
   type RemoteRun,
 } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
-import { readMemoryIndex } from '../memory/memory-index.js';
+import { readMemoryIndex, type HeldPage, type ProcessPageIndex } from '../memory/memory-index.js';
 import {
   checkpointPages,
   manifestFileBytes,
@@ -53,7 +53,14 @@ export interface LazyRestoreRequest {
    * Hybrid: the source sends verdicts on the remote pages; those it finds unchanged since the
    * pre-copy round `base` (a completed transfer session here) are served from the local store.
    */
-  verdicts?: { base: string };
+  verdicts?: {
+    base: string;
+    /**
+     * Closing passes the source made after `base` (completed transfer sessions here, in order),
+     * each holding the pages it found changed: laid over `base`, a later one over an earlier.
+     */
+    closing?: string[];
+  };
   /**
    * Pre-copy with a held final dump: the container runs only once every page is here (the
    * verdicts all in, the changed pages fetched); nothing is fetched after the restore.
@@ -168,7 +175,7 @@ export class IncomingMigrations {
   /** The last round's pages, indexed once per migration (heldPagesOf). */
   private readonly heldAhead = new Map<
     string,
-    { base: string; held: ReturnType<IncomingMigrations['heldPages']> }
+    { base: string; index: Promise<Map<number, ProcessPageIndex>> }
   >();
 
   constructor(private readonly opts: IncomingOptions) {
@@ -484,14 +491,15 @@ export class IncomingMigrations {
     let broker: LazyPageBroker | undefined;
     let server: CriuPageServer | undefined;
     let restored = false;
-    // Hybrid: which content this host holds for each page, from the last pre-copy round. Read at
-    // `quiesce` while the source still ran, else at the first page asked for (the restore's own
-    // faults, or once the container runs).
+    // Hybrid: which content this host holds for each page, from the last pre-copy round and the
+    // closing passes. The round is read at `quiesce` while the source still ran, else at the first
+    // page asked for (the restore's own faults, or once the container runs).
     const verdicts = req.verdicts;
-    let held: ReturnType<IncomingMigrations['heldPages']> | undefined;
+    let held: ReturnType<IncomingMigrations['heldPagesOf']> | undefined;
     const heldPages = (): NonNullable<typeof held> => {
       if (!held) {
-        held = this.heldPagesOf(id, (verdicts as { base: string }).base);
+        const v = verdicts as NonNullable<typeof verdicts>;
+        held = this.heldPagesOf(id, v.base, v.closing ?? []);
         held.catch((err: unknown) =>
           log.warn('no local copy of the pre-copied pages: every page comes from the source', {
             id,
@@ -655,38 +663,59 @@ export class IncomingMigrations {
     }
   }
 
-  /** `heldPages(base)` for migration `id`, read once (at `quiesce`, or at the restore's first need). */
-  private heldPagesOf(id: string, base: string): ReturnType<IncomingMigrations['heldPages']> {
-    const ahead = this.heldAhead.get(id);
-    if (ahead?.base === base) return ahead.held;
-    const held = this.heldPages(base);
+  /**
+   * What this host holds for each page of migration `id`: the completed pre-copy round `base`
+   * (indexed once, at `quiesce` or at the restore's first need), overlaid with the closing
+   * passes `closing` (small; a later one over an earlier). If any of them cannot be read, none
+   * is used (an overlay missing would serve a page's older content).
+   */
+  private heldPagesOf(
+    id: string,
+    base: string,
+    closing: readonly string[] = [],
+  ): Promise<(vpid: number, vaddr: number, n: number) => Promise<Buffer | undefined>> {
+    let ahead = this.heldAhead.get(id);
+    if (ahead?.base !== base) {
+      const index = this.memoryIndexOf(base);
+      index.catch(() => undefined);
+      ahead = { base, index };
+      this.heldAhead.set(id, ahead);
+    }
+    const baseIndex = ahead.index;
+    const held = (async () => {
+      const layers = [
+        ...(await Promise.all(closing.map((c) => this.memoryIndexOf(c)))).reverse(),
+        await baseIndex,
+      ];
+      const { state } = this.opts;
+      const lookup = (vpid: number, vaddr: number): HeldPage | undefined => {
+        for (const l of layers) {
+          const h = l.get(vpid)?.lookup(vaddr);
+          if (h !== undefined) return h;
+        }
+        return undefined;
+      };
+      return async (vpid: number, vaddr: number, n: number): Promise<Buffer | undefined> => {
+        const out = Buffer.alloc(n * PAGE_SIZE);
+        for (let i = 0; i < n; i++) {
+          const h = lookup(vpid, vaddr + i * PAGE_SIZE);
+          if (h === undefined) return undefined;
+          if (h !== 'zero') (await state.chunk(h)).copy(out, i * PAGE_SIZE);
+        }
+        return out;
+      };
+    })();
     held.catch(() => undefined);
-    this.heldAhead.set(id, { base, held });
     return held;
   }
 
-  /**
-   * Reads the pages of the completed pre-copy round `base`: the bytes of `n` pages of process
-   * `vpid` from `vaddr` on as this host holds them, or undefined where it holds none.
-   */
-  private async heldPages(
-    base: string,
-  ): Promise<(vpid: number, vaddr: number, n: number) => Promise<Buffer | undefined>> {
+  /** The page index of the completed session `sessionId` here (a round, or a closing pass). */
+  private async memoryIndexOf(sessionId: string): Promise<Map<number, ProcessPageIndex>> {
     const { state } = this.opts;
-    const manifest = await state.completed(base);
-    if (!manifest) throw new NotFoundError(ErrorCode.ManifestBaseNotFound, `no completed round ${base} here`);
-    const index = await readMemoryIndex(manifest, (e) => manifestFileBytes(e, (d) => state.chunk(d)));
-    return async (vpid, vaddr, n) => {
-      const idx = index.get(vpid);
-      if (!idx) return undefined;
-      const out = Buffer.alloc(n * PAGE_SIZE);
-      for (let i = 0; i < n; i++) {
-        const h = idx.lookup(vaddr + i * PAGE_SIZE);
-        if (h === undefined) return undefined;
-        if (h !== 'zero') (await state.chunk(h)).copy(out, i * PAGE_SIZE);
-      }
-      return out;
-    };
+    const manifest = await state.completed(sessionId);
+    if (!manifest)
+      throw new NotFoundError(ErrorCode.ManifestBaseNotFound, `no completed session ${sessionId} here`);
+    return readMemoryIndex(manifest, (e) => manifestFileBytes(e, (d) => state.chunk(d)));
   }
 
   /**

@@ -23,6 +23,7 @@ import type { MigrationEngine } from './engine.js';
 import { FINAL_PHASES, type IncomingMigrations } from './incoming.js';
 import { MAX_INLINE_MANIFEST_BYTES } from './inline-state.js';
 import type { MigrationPeer } from './peer.js';
+import { MAX_CLOSING_PASSES } from './precopy.js';
 
 /** A transfer session id (a pre-copy round's, as the destination names it). */
 const sessionId = string({
@@ -124,6 +125,7 @@ export const incomingRestoreRequest = object({
       verdicts: optional(
         object({
           base: sessionId,
+          closing: optional(array(sessionId, { maxItems: MAX_CLOSING_PASSES })),
         }),
       ),
       waitForAll: optional(boolean()),

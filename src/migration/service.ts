@@ -66,6 +66,8 @@ export interface MigrationServiceOptions {
 
 /** A pre-copy round's transfer session (`ID.rN`), not a migration's final one (`ID`). */
 const isRoundSession = (sessionId: string): boolean => /\.r\d+$/.test(sessionId);
+/** A pre-copy session: a round's (`ID.rN`) or a closing pass's (`ID.cN`, precopy.ts). */
+const isPrecopySession = (sessionId: string): boolean => /\.[rc]\d+$/.test(sessionId);
 
 /** Opens the chunk store, starts the transfer server and returns the API routes. */
 export async function startMigrationService(opts: MigrationServiceOptions): Promise<MigrationService> {
@@ -179,11 +181,11 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
       syncSession: isRoundSession,
     });
     const transfer = server;
-    // Pre-copy rounds of migration ID are transfer sessions `ID.rN`; they end with the migration.
+    // Pre-copy rounds of migration ID are transfer sessions `ID.rN`, its closing passes `ID.cN`;
+    // they end with the migration.
     const dropRounds = async (sessionId: string, keep: ReadonlySet<string>): Promise<void> => {
-      const prefix = `${sessionId}.r`;
       const rounds = (await readdir(transferDataDir).catch(() => [] as string[])).filter(
-        (d) => d.startsWith(prefix) && /^\d+$/.test(d.slice(prefix.length)),
+        (d) => d.startsWith(`${sessionId}.`) && /^[rc]\d+$/.test(d.slice(sessionId.length + 1)),
       );
       for (const r of rounds) {
         const manifest = await completedManifest(transferDataDir, r).catch(() => undefined);
@@ -233,7 +235,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     });
     const inc = incoming;
     onOffer = (sessionId, manifest, missing) => {
-      if (!isRoundSession(sessionId)) {
+      if (!isPrecopySession(sessionId)) {
         inc.offered(sessionId, manifest, missing);
         return;
       }

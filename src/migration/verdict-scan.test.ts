@@ -21,6 +21,7 @@ function fixture(): {
   const asked: number[] = [];
   return {
     mirror: {
+      pages: 48,
       asked,
       knownPages(vpid: number, vaddr: number, data: Buffer): KnownPage[] {
         assert.equal(vpid, 5);
@@ -114,5 +115,58 @@ describe('scanVerdicts', () => {
     );
     // Even so the destination hears the end: it fetches every page not judged, rather than wait.
     assert.deepEqual(ended[ended.length - 1], []);
+  });
+
+  it('judges the pages of small runs (stack, heap) in the first pass, whole', async () => {
+    const { mirror, read } = fixture();
+    const frames: VerdictRun[][] = [];
+    await scanVerdicts({
+      mirror,
+      processes: new Map([[5, 500]]),
+      // The 64 pages, and 8 more far off (unreadable here: judged changed).
+      lazyRuns: new Map([
+        [
+          5,
+          [
+            { vaddr: A, nrPages: 64 },
+            { vaddr: A + 100 * PAGE_SIZE, nrPages: 8 },
+          ],
+        ],
+      ]),
+      push: (r) => frames.push(r),
+      clock: systemClock,
+      batchPages: 16,
+      readMemory: read,
+    });
+    const first = perPage(frames[0] as VerdictRun[]).flatMap((x, n) => (x === undefined ? [] : [n]));
+    assert.deepEqual(first, [10, 11, 12, 20, ...Array.from({ length: 8 }, (_, i) => 100 + i)]);
+    assert.equal(perPage(frames.flat()).filter((x) => x !== undefined).length, 72);
+  });
+
+  it('with secondPassAfter, judges the rewritten pages at once and the rest only once it settles', async () => {
+    const { mirror, read } = fixture();
+    const frames: VerdictRun[][] = [];
+    let release!: () => void;
+    const restored = new Promise<void>((r) => (release = r));
+    const scan = scanVerdicts({
+      mirror,
+      processes: new Map([[5, 500]]),
+      lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
+      push: (r) => frames.push(r),
+      clock: systemClock,
+      batchPages: 16,
+      readMemory: read,
+      secondPassAfter: restored,
+    });
+    for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
+    assert.deepEqual(
+      perPage(frames.flat()).flatMap((x, n) => (x === undefined ? [] : [n])),
+      [10, 11, 12, 20],
+      'only the first pass before the restore',
+    );
+    release();
+    const res = await scan;
+    assert.equal(res.pages, 64);
+    assert.equal(perPage(frames.flat()).filter((x) => x !== undefined).length, 64);
   });
 });

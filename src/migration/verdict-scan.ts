@@ -20,6 +20,8 @@ import { findRun, type VerdictRun } from '../pages/page-fetch.js';
 
 /** What the scan needs of the pre-copy rounds' record (a MemoryMirror). */
 export interface VerdictMirror {
+  /** Pages tracked. */
+  readonly pages: number;
   knownPages(vpid: number, vaddr: number, data: Buffer): KnownPage[];
   rewrittenPages(vpid: number): number[];
 }
@@ -44,7 +46,16 @@ export interface VerdictScanOptions {
    * while this one is compared (the copy out of the process is most of a batch's cost).
    */
   readMemory?: (pid: number, buf: Buffer, vaddr: number) => number;
+  /**
+   * The second pass (every page not written during the rounds) starts once this settles: in a
+   * hybrid final phase, the destination's restore, which needs the machine's CPU more than
+   * those pages need verdicts (a fault on a page not judged yet fetches it from the source).
+   */
+  secondPassAfter?: Promise<unknown>;
 }
+
+/** Runs of fewer pages than this (256 KiB) are judged in the first pass, whole (see there). */
+const SMALL_RUN_PAGES = 64;
 
 /** Rewritten pages this close are read together (one read instead of several). */
 const MERGE_GAP_PAGES = 16;
@@ -54,7 +65,7 @@ export interface VerdictScanResult {
   pages: number;
   known: number;
   changed: number;
-  /** Pages written during the rounds, judged first, and when that pass ended (ms). */
+  /** Pages written during the rounds and those of small runs, judged first, and when that pass ended (ms). */
   firstPassPages: number;
   firstPassMs: number;
   ms: number;
@@ -149,8 +160,14 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     // First the pages written during the rounds, read in windows over neighbours within a run.
     const first = new Map<number, Set<number>>();
     for (const [vpid, runs] of o.lazyRuns) {
-      const pages = o.mirror.rewrittenPages(vpid).filter((pg) => findRun(runs, pg * PAGE_SIZE));
-      const set = new Set(pages);
+      const set = new Set(o.mirror.rewrittenPages(vpid).filter((pg) => findRun(runs, pg * PAGE_SIZE)));
+      // And every page of the small runs: the stack, the heap, the data of the program and its
+      // libraries, which a restored process touches at once whatever it does.
+      for (const r of runs) {
+        if (r.nrPages >= SMALL_RUN_PAGES) continue;
+        for (let k = 0; k < r.nrPages; k++) set.add(r.vaddr / PAGE_SIZE + k);
+      }
+      const pages = [...set].sort((a, b) => a - b);
       first.set(vpid, set);
       for (let i = 0; i < pages.length;) {
         const start = pages[i] as number;
@@ -169,6 +186,7 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     }
     flush();
     res.firstPassMs = Math.round(o.clock.monotonic() - t0);
+    await o.secondPassAfter?.catch(() => undefined);
     // Then every other page, in address order, the next batch read while this one is judged.
     const batches: Array<{ vpid: number; vaddr: number; n: number }> = [];
     for (const [vpid, runs] of o.lazyRuns) {

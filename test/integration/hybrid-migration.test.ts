@@ -35,6 +35,7 @@ describe('hybrid migration (memory-free final phase)', { skip }, () => {
     async () => {
       await start(0, 'hl', memloadServiceArgs({ mib: 64, dirtyMBps: 2, hotMiB: 16 }));
       const lines: string[] = [];
+      let closingSent = 0;
       for (let k = 0; k < MOVES; k++) {
         const from = k % 2;
         const to = 1 - from;
@@ -51,12 +52,20 @@ describe('hybrid migration (memory-free final phase)', { skip }, () => {
           `${what}: ${fromStore} of ${l.pagesRemote} from the store`,
         );
         assert.match(await verifyNow(to, 'hl'), /^verify ok/, `${what}: memload's memory check`);
+        // Closing passes: what changed among the pages written during the rounds, sent right
+        // before the freeze and laid over the last round at the destination.
+        const closing = r.phases.filter((p) => p.detail?.['closing'] !== undefined);
+        assert.ok(closing.length >= 1, `${what}: a closing pass ran`);
+        const sent = closing.map((p) => Number(p.detail?.['changedPages'] ?? 0));
+        closingSent += sent.reduce((a, b) => a + b, 0);
         lines.push(
-          `${k + 1}: downtime ${r.downtimeMs} ms, ${r.rounds.length} rounds, ${fromStore}/${l.pagesRemote} from the store, ` +
+          `${k + 1}: downtime ${r.downtimeMs} ms, ${r.rounds.length} rounds, closing ${sent.join('+')} pages, ` +
+            `${fromStore}/${l.pagesRemote} from the store, ` +
             `${l.pagesOnDemand} on faults, ${l.pagesPushed} pushed, degraded ${l.degradationWindowMs} ms`,
         );
       }
       console.log(`# hybrid, ${MOVES} moves of memload 64 MiB on lan:\n# ${lines.join('\n# ')}`);
+      assert.ok(closingSent > 0, 'the closing passes found and sent pages written after the last round');
     },
   );
 
