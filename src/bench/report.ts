@@ -333,7 +333,11 @@ export function timelineOf(run: BenchRun & { report: MigrationReport }): {
     const durationMs = p.durationMs ?? (p.endMs !== undefined ? p.endMs - p.startMs : 0);
     const closing = p.detail?.['closing'];
     const label =
-      p.phase !== 'round' ? p.phase : closing !== undefined ? `closing ${String(closing)}` : `round ${round++}`;
+      p.phase !== 'round'
+        ? p.phase
+        : closing !== undefined
+          ? `closing ${String(closing)}`
+          : `round ${round++}`;
     const lane = SOURCE_PHASES.has(p.phase) ? 'source' : LINK_PHASES.has(p.phase) ? 'link' : 'destination';
     lanes[lane].push({
       label,
