@@ -5,8 +5,10 @@ import { ErrorCode, GodwitError } from '../core/errors.js';
 import {
   decodePageRuns,
   encodePageRuns,
+  layeredLookup,
   memoryMapPath,
   memoryPath,
+  ProcessPageIndex,
   readMemoryIndex,
 } from './memory-index.js';
 
@@ -128,5 +130,24 @@ describe('memory index', () => {
       entries: [{ type: 'file', path: memoryPath(1), mode: 0o600, size: 0, chunks: [] }],
     };
     assert.equal((await readMemoryIndex(m, inline)).size, 0);
+  });
+
+  it('layeredLookup: a closing pass over the round names the pages it holds, the latest pass first', () => {
+    const A = 0x400000;
+    const round = new Map([
+      [7, new ProcessPageIndex([{ vaddr: A, nrPages: 4 }], [D('a'), D('b'), 'zero', D('c')])],
+    ]);
+    const pass1 = new Map([
+      [7, new ProcessPageIndex([{ vaddr: A + PAGE_SIZE, nrPages: 2 }], [D('d'), D('e')])],
+    ]);
+    const pass2 = new Map([[7, new ProcessPageIndex([{ vaddr: A + 2 * PAGE_SIZE, nrPages: 1 }], ['zero'])]]);
+    const lookup = layeredLookup([pass2, pass1, round]);
+    assert.equal(lookup(7, A), D('a'), 'only the round names page 0');
+    assert.equal(lookup(7, A + PAGE_SIZE), D('d'), 'pass 1 over the round');
+    assert.equal(lookup(7, A + 2 * PAGE_SIZE), 'zero', 'pass 2 over pass 1');
+    assert.equal(lookup(7, A + 3 * PAGE_SIZE), D('c'));
+    assert.equal(lookup(7, A + 4 * PAGE_SIZE), undefined, 'no layer names it');
+    assert.equal(lookup(8, A), undefined, 'another process');
+    assert.equal(layeredLookup([round])(7, A + PAGE_SIZE), D('b'), 'the round alone');
   });
 });

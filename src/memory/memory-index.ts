@@ -132,3 +132,20 @@ export async function readMemoryIndex(
   }
   return out;
 }
+
+/**
+ * What is held for a page through layers of indexes (vpid → index), the first layer that names
+ * the page winning: closing passes, the latest first, over the last round. Undefined where no
+ * layer names it.
+ */
+export function layeredLookup(
+  layers: readonly ReadonlyMap<number, ProcessPageIndex>[],
+): (vpid: number, vaddr: number) => HeldPage | undefined {
+  return (vpid, vaddr) => {
+    for (const l of layers) {
+      const h = l.get(vpid)?.lookup(vaddr);
+      if (h !== undefined) return h;
+    }
+    return undefined;
+  };
+}

@@ -28,7 +28,7 @@ import {
   type RemoteRun,
 } from '../pages/lazy-page-broker.js';
 import { PageFetcher } from '../pages/page-fetch.js';
-import { readMemoryIndex, type HeldPage, type ProcessPageIndex } from '../memory/memory-index.js';
+import { layeredLookup, readMemoryIndex, type ProcessPageIndex } from '../memory/memory-index.js';
 import {
   checkpointPages,
   manifestFileBytes,
@@ -688,13 +688,7 @@ export class IncomingMigrations {
         await baseIndex,
       ];
       const { state } = this.opts;
-      const lookup = (vpid: number, vaddr: number): HeldPage | undefined => {
-        for (const l of layers) {
-          const h = l.get(vpid)?.lookup(vaddr);
-          if (h !== undefined) return h;
-        }
-        return undefined;
-      };
+      const lookup = layeredLookup(layers);
       return async (vpid: number, vaddr: number, n: number): Promise<Buffer | undefined> => {
         const out = Buffer.alloc(n * PAGE_SIZE);
         for (let i = 0; i < n; i++) {
