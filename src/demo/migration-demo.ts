@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { AgentClient } from '../agent/client.js';
 import { migrateThrough } from '../migration/client.js';
 import type { LinkSpec } from '../core/testbed.js';
-import type { MigrationReport, MigrationStrategy, RoundReport } from '../core/migration.js';
+import type { MigrationReport, MigrationStrategy } from '../core/migration.js';
 import type { TestbedHost } from '../core/testbed.js';
-import { formatRoundLine } from '../migration/format.js';
+import { newProgressLines } from '../migration/format.js';
 import { probeDuring } from '../bench/manual-migration.js';
 import type { ProbeReport } from '../probe/probe.js';
 import { pairTestbedUp, testbedDown } from '../testbed/testbed.js';
@@ -77,7 +77,7 @@ export async function runMigrationDemo(opts: {
       );
       const move = async (from: number, strategy: MigrationStrategy): Promise<DemoMove> => {
         const to = tb.hosts[1 - from] as TestbedHost;
-        let rounds = 0;
+        const printed = { rounds: 0, closing: 0 };
         const [migration, seen] = await probeDuring(
           { bin: opts.godwitBin, netns: tb.clientNetns, target },
           () => {
@@ -87,8 +87,7 @@ export async function runMigrationDemo(opts: {
               { name: 'web', to: { host: to.address, port: to.port, label: to.name }, strategy },
               {
                 onReport: (r) => {
-                  for (; rounds < r.rounds.length; rounds++)
-                    step(`  ${formatRoundLine(r.rounds[rounds] as RoundReport)}`);
+                  for (const line of newProgressLines(r, printed)) step(`  ${line}`);
                 },
               },
             );

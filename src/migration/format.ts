@@ -1,6 +1,12 @@
 /** Human rendering of migration reports and progress. Pure. */
 import { formatBytes, formatMs, table } from '../cli/format.js';
-import type { LazyMemoryReport, MigrationProgress, MigrationReport, RoundReport } from '../core/migration.js';
+import type {
+  LazyMemoryReport,
+  MigrationProgress,
+  MigrationReport,
+  PhaseRecord,
+  RoundReport,
+} from '../core/migration.js';
 
 /** The report as a table of phases plus a summary block. */
 export function formatMigrationReport(r: MigrationReport): string {
@@ -87,6 +93,32 @@ export function formatRoundLine(x: RoundReport): string {
     `${x.heldBackPages} held back, ${formatBytes(x.bytesWire)} on the wire in ${formatMs(x.durationMs)}; ` +
     `final phase predicted ${formatMs(x.predictedFinalMs)}`
   );
+}
+
+/** One line per closing pass (a `round` phase with `detail.closing`), once it has ended. */
+export function formatClosingLine(p: PhaseRecord): string {
+  const d = p.detail ?? {};
+  const n = (k: string): number => Number(d[k] ?? 0);
+  if (p.error) return `closing pass ${String(d['closing'])}: failed (${p.error})`;
+  return (
+    `closing pass ${String(d['closing'])}: ${n('pagesScanned')} pages read` +
+    `${d['readAll'] ? ' (all memory)' : ' (those written during the rounds)'}, ${n('changedPages')} changed, ` +
+    `${formatBytes(n('bytesWire'))} on the wire in ${formatMs(p.durationMs ?? 0)}`
+  );
+}
+
+/**
+ * The lines a live report adds since the last call: finished pre-copy rounds, then finished
+ * closing passes. `seen` counts what was printed and is updated.
+ */
+export function newProgressLines(r: MigrationReport, seen: { rounds: number; closing: number }): string[] {
+  const out: string[] = [];
+  for (; seen.rounds < r.rounds.length; seen.rounds++)
+    out.push(formatRoundLine(r.rounds[seen.rounds] as RoundReport));
+  const closing = r.phases.filter((p) => p.detail?.['closing'] !== undefined && p.endMs !== undefined);
+  for (; seen.closing < closing.length; seen.closing++)
+    out.push(formatClosingLine(closing[seen.closing] as PhaseRecord));
+  return out;
 }
 
 /** One progress line: phase, bytes, rate, ETA. */

@@ -3,10 +3,10 @@ import type { Command } from 'commander';
 import { AgentClient } from '../../agent/client.js';
 import { parseHostPort, resolveAgentAddress } from '../../agent/target.js';
 import { migrateThrough, type MigrationRequest } from '../../migration/client.js';
-import { FINAL_DUMPS, MIGRATION_STRATEGIES, type RoundReport } from '../../core/migration.js';
+import { FINAL_DUMPS, MIGRATION_STRATEGIES } from '../../core/migration.js';
 import { DEFAULT_MAX_DOWNTIME_MS, DEFAULT_MAX_ROUNDS } from '../../memory/index.js';
 import { ErrorCode, InvalidArgumentError, NotFoundError } from '../../core/errors.js';
-import { formatMigrationReport, formatProgress, formatRoundLine } from '../../migration/format.js';
+import { formatMigrationReport, formatProgress, newProgressLines } from '../../migration/format.js';
 import { readTestbed } from '../../testbed/testbed-file.js';
 import type { CliContext } from '../context.js';
 import { emit } from '../context.js';
@@ -55,17 +55,15 @@ export function registerMigrateCommand(
       try {
         const tty = !o.json && process.stdout.isTTY;
         const t0 = Date.now();
-        let printedRounds = 0;
+        const printed = { rounds: 0, closing: 0 };
         const report = await migrateThrough(
           client,
           { name, to, ...req },
           {
             onReport: (r) => {
               if (!tty) return;
-              // One line per finished round, then the live progress line.
-              for (; printedRounds < r.rounds.length; printedRounds++) {
-                process.stdout.write(`\r\x1b[2K${formatRoundLine(r.rounds[printedRounds] as RoundReport)}\n`);
-              }
+              // One line per finished round and closing pass, then the live progress line.
+              for (const line of newProgressLines(r, printed)) process.stdout.write(`\r\x1b[2K${line}\n`);
               process.stdout.write(`\r\x1b[2K${formatProgress(r.progress, Date.now() - t0)}`);
             },
           },
