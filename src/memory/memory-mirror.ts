@@ -120,6 +120,45 @@ function fileEntry(path: string, data: Buffer, chunks: Map<Digest, Buffer>): Man
   return { type: 'file', path, mode: 0o600, size: data.length, chunks: refs };
 }
 
+/**
+ * `memory/<vpid>` and `memory/<vpid>.map` (memory-index.ts) of one process, from its pages added
+ * in address order; the chunks of non-zero pages and of a large map go into `chunks`.
+ */
+class MemoryFileBuilder {
+  private readonly refs: ChunkRef[] = [];
+  private readonly runs: PageRun[] = [];
+  /** Pages added, and of them the ones not zero (each a chunk). */
+  pages = 0;
+  chunkPages = 0;
+
+  constructor(private readonly chunks: Map<Digest, Buffer>) {}
+
+  add(page: number, digest: Digest | typeof ZERO, data: Buffer): void {
+    this.pages++;
+    const run = this.runs[this.runs.length - 1];
+    if (run && run.vaddr / PAGE_SIZE + run.nrPages === page) run.nrPages++;
+    else this.runs.push({ vaddr: page * PAGE_SIZE, nrPages: 1 });
+    if (digest === ZERO) {
+      const last = this.refs[this.refs.length - 1];
+      if (last !== undefined && 'zero' in last) last.zero += PAGE_SIZE;
+      else this.refs.push({ zero: PAGE_SIZE });
+      return;
+    }
+    this.refs.push({ digest, size: PAGE_SIZE });
+    this.chunks.set(digest, data);
+    this.chunkPages++;
+  }
+
+  /** The two entries, or none when no page was added. */
+  entries(vpid: number): ManifestEntry[] {
+    if (this.pages === 0) return [];
+    return [
+      { type: 'file', path: memoryPath(vpid), mode: 0o600, size: this.pages * PAGE_SIZE, chunks: this.refs },
+      fileEntry(memoryMapPath(vpid), encodePageRuns(this.runs), this.chunks),
+    ];
+  }
+}
+
 /** `chunks` as a read-only ChunkStore, in front of `fallback` (for chunks not among them). */
 function chunkStoreOver(chunks: ReadonlyMap<Digest, Buffer>, fallback?: ChunkStore): ChunkStore {
   const notHere = (d: Digest): NotFoundError =>
@@ -283,9 +322,7 @@ export class MemoryMirror {
     this.chunks.clear();
     const entries: ManifestEntry[] = [];
     for (const [vpid, table] of [...this.procs].sort((a, b) => a[0] - b[0])) {
-      const refs: ChunkRef[] = [];
-      const runs: PageRun[] = [];
-      let size = 0;
+      const file = new MemoryFileBuilder(this.chunks);
       // In address order: the table's own order unless pages were added after round 0.
       let slots: Iterable<[number, PageSlot]> = table;
       let last = -1;
@@ -296,28 +333,17 @@ export class MemoryMirror {
         }
         last = k;
       }
-      for (const [k, s] of slots) {
-        if (s.digest === undefined) continue;
-        size += PAGE_SIZE;
-        const run = runs[runs.length - 1];
-        if (run && run.vaddr / PAGE_SIZE + run.nrPages === k) run.nrPages++;
-        else runs.push({ vaddr: k * PAGE_SIZE, nrPages: 1 });
-        if (s.digest === ZERO) {
-          const last = refs[refs.length - 1];
-          if (last !== undefined && 'zero' in last) last.zero += PAGE_SIZE;
-          else refs.push({ zero: PAGE_SIZE });
-          continue;
-        }
-        refs.push({ digest: s.digest, size: PAGE_SIZE });
-        this.chunks.set(s.digest, s.data);
-      }
-      if (size === 0) continue;
-      entries.push({ type: 'file', path: memoryPath(vpid), mode: 0o600, size, chunks: refs });
-      entries.push(fileEntry(memoryMapPath(vpid), encodePageRuns(runs), this.chunks));
+      for (const [k, s] of slots) if (s.digest !== undefined) file.add(k, s.digest, s.data);
+      entries.push(...file.entries(vpid));
     }
+    return this.manifestOf(`round-${round}`, entries);
+  }
+
+  /** A manifest of this mirror's `entries`, labelled `<label>:<what>`. */
+  private manifestOf(what: string, entries: ManifestEntry[]): Manifest {
     return {
       version: MANIFEST_VERSION,
-      label: `${this.label}:round-${round}`,
+      label: `${this.label}:${what}`,
       createdAt: new Date(this.clock.now()).toISOString(),
       entries,
     };
@@ -452,42 +478,16 @@ export class MemoryMirror {
         wanted.sort((a, b) => a - b);
         scanned += readPageWindows(p.pid, pageWindows(wanted, CLOSING_MERGE_GAP_PAGES), onData);
       }
-      if (mine.length === 0) continue;
-      const refs: ChunkRef[] = [];
-      const runs: PageRun[] = [];
-      for (const c of mine) {
-        const run = runs[runs.length - 1];
-        if (run && run.vaddr / PAGE_SIZE + run.nrPages === c.page) run.nrPages++;
-        else runs.push({ vaddr: c.page * PAGE_SIZE, nrPages: 1 });
-        if (c.digest === ZERO) {
-          const last = refs[refs.length - 1];
-          if (last !== undefined && 'zero' in last) last.zero += PAGE_SIZE;
-          else refs.push({ zero: PAGE_SIZE });
-          continue;
-        }
-        refs.push({ digest: c.digest, size: PAGE_SIZE });
-        chunks.set(c.digest, c.data);
-        bytes += PAGE_SIZE;
-      }
-      entries.push({
-        type: 'file',
-        path: memoryPath(p.vpid),
-        mode: 0o600,
-        size: mine.length * PAGE_SIZE,
-        chunks: refs,
-      });
-      entries.push(fileEntry(memoryMapPath(p.vpid), encodePageRuns(runs), chunks));
+      const file = new MemoryFileBuilder(chunks);
+      for (const c of mine) file.add(c.page, c.digest, c.data);
+      entries.push(...file.entries(p.vpid));
+      bytes += file.chunkPages * PAGE_SIZE;
       changed.push(...mine);
     }
     return {
       pagesScanned: scanned,
       changed,
-      manifest: {
-        version: MANIFEST_VERSION,
-        label: `${this.label}:closing-${pass}`,
-        createdAt: new Date(this.clock.now()).toISOString(),
-        entries,
-      },
+      manifest: this.manifestOf(`closing-${pass}`, entries),
       source: chunkStoreOver(chunks),
       bytes,
       scanMs: Math.round(this.clock.monotonic() - t0),

@@ -26,8 +26,8 @@ import {
 } from '../memory/index.js';
 import { readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
 import { MemoryMirror } from '../memory/memory-mirror.js';
-import { containerProcesses } from '../memory/process-memory.js';
-import type { StateMover } from './engine.js';
+import { containerProcesses, type ContainerProcess } from '../memory/process-memory.js';
+import type { MoveStats, StateMover } from './engine.js';
 import type { VerdictMirror } from './verdict-scan.js';
 
 /** What the rounds need from the engine. */
@@ -100,6 +100,35 @@ export function closingPassSession(id: string, pass: number): string {
   return `${id}.c${pass}`;
 }
 
+/** The container's processes; ContainerNotRunning (`${name} stopped <when>`) if it is not running. */
+async function runningProcesses(ctx: PrecopyContext, when: string): Promise<ContainerProcess[]> {
+  const info = await ctx.runtime.inspect(ctx.name);
+  if (info.pid === undefined) {
+    throw new FailedPreconditionError(ErrorCode.ContainerNotRunning, `${ctx.name} stopped ${when}`);
+  }
+  return containerProcesses(info.pid);
+}
+
+/** Sends `manifest` to the destination as session `sessionId` (a delta against `base`), timed. */
+async function send(
+  ctx: PrecopyContext,
+  sessionId: string,
+  manifest: Manifest,
+  source: ChunkStore,
+  base?: PrecopyResult['base'],
+): Promise<{ st: MoveStats; transferMs: number }> {
+  const t0 = ctx.clock.monotonic();
+  const st = await ctx.mover.send({
+    host: ctx.transfer.host,
+    port: ctx.transfer.port,
+    sessionId,
+    manifest,
+    ...(base ? { base } : {}),
+    source,
+  });
+  return { st, transferMs: ctx.clock.monotonic() - t0 };
+}
+
 /** Runs pre-copy rounds until a convergence rule stops them. */
 export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResult> {
   const mirror = new MemoryMirror(
@@ -116,25 +145,10 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
   for (let n = 0; ; n++) {
     ctx.beforeRound?.(n);
     const started = ctx.clock.monotonic();
-    const info = await ctx.runtime.inspect(ctx.name);
-    if (info.pid === undefined) {
-      throw new FailedPreconditionError(
-        ErrorCode.ContainerNotRunning,
-        `${ctx.name} stopped during pre-copy (round ${n})`,
-      );
-    }
-    const scan = await mirror.scan(await containerProcesses(info.pid), { holdBack: !flush });
+    const processes = await runningProcesses(ctx, `during pre-copy (round ${n})`);
+    const scan = await mirror.scan(processes, { holdBack: !flush });
     const sessionId = `${ctx.id}.r${n}`;
-    const tx0 = ctx.clock.monotonic();
-    const st = await ctx.mover.send({
-      host: ctx.transfer.host,
-      port: ctx.transfer.port,
-      sessionId,
-      manifest: scan.manifest,
-      ...(base ? { base } : {}),
-      source: mirror.chunkSource(),
-    });
-    const transferMs = ctx.clock.monotonic() - tx0;
+    const { st, transferMs } = await send(ctx, sessionId, scan.manifest, mirror.chunkSource(), base);
     base = { name: sessionId, manifest: scan.manifest };
     const durationMs = ctx.clock.monotonic() - started;
     const considered = scan.dirtyPages + scan.unsentPages;
@@ -198,15 +212,9 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
     mirror,
     sent: (d) => mirror.holds(d),
     closingPass: async (pass) => {
-      const info = await ctx.runtime.inspect(ctx.name);
-      if (info.pid === undefined) {
-        throw new FailedPreconditionError(
-          ErrorCode.ContainerNotRunning,
-          `${ctx.name} stopped before the final phase (closing pass ${pass})`,
-        );
-      }
+      const processes = await runningProcesses(ctx, `before the final phase (closing pass ${pass})`);
       const all = mirror.pages <= CLOSING_READS_ALL_PAGES;
-      const scan = await mirror.closingScan(await containerProcesses(info.pid), pass, { all });
+      const scan = await mirror.closingScan(processes, pass, { all });
       const r: ClosingPassReport = {
         pass,
         readAll: all,
@@ -219,21 +227,14 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
       };
       if (scan.changed.length === 0) return r;
       const sessionId = closingPassSession(ctx.id, pass);
-      const tx0 = ctx.clock.monotonic();
-      const st = await ctx.mover.send({
-        host: ctx.transfer.host,
-        port: ctx.transfer.port,
-        sessionId,
-        manifest: scan.manifest,
-        source: scan.source,
-      });
+      const { st, transferMs } = await send(ctx, sessionId, scan.manifest, scan.source);
       mirror.adopt(scan);
       return {
         ...r,
         sessionId,
         bytesSent: st.rawBytesSent,
         bytesWire: st.wireBytes,
-        transferMs: Math.round(ctx.clock.monotonic() - tx0),
+        transferMs: Math.round(transferMs),
       };
     },
   };

@@ -4,7 +4,12 @@ import { PAGE_SIZE } from '../core/chunks.js';
 import { systemClock } from '../core/clock.js';
 import type { KnownPage } from '../chunks/index.js';
 import type { VerdictRun } from '../pages/page-fetch.js';
-import { scanVerdicts, type VerdictMirror } from './verdict-scan.js';
+import {
+  scanVerdicts,
+  type VerdictMirror,
+  type VerdictScanOptions,
+  type VerdictScanResult,
+} from './verdict-scan.js';
 
 const A = 0x10000000;
 const page = (n: number, v = 0): Buffer => Buffer.alloc(PAGE_SIZE, (n * 7 + v) % 251);
@@ -56,73 +61,68 @@ function perPage(runs: VerdictRun[]): (boolean | undefined)[] {
   return out;
 }
 
+/** The pages with a verdict in `runs`, in order. */
+const judged = (runs: VerdictRun[]): number[] =>
+  perPage(runs).flatMap((x, n) => (x === undefined ? [] : [n]));
+
+/**
+ * Scans the fixture's process (vpid 5, pid 500; its 64 pages at A unless `o.lazyRuns` says
+ * otherwise) and collects the frames it pushes.
+ */
+function judge(o: Partial<VerdictScanOptions> & Pick<VerdictScanOptions, 'mirror'>): {
+  frames: VerdictRun[][];
+  result: Promise<VerdictScanResult>;
+} {
+  const frames: VerdictRun[][] = [];
+  const result = scanVerdicts({
+    processes: new Map([[5, 500]]),
+    lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
+    push: (r) => frames.push(r),
+    clock: systemClock,
+    ...o,
+  });
+  return { frames, result };
+}
+
 describe('scanVerdicts', () => {
   it('judges every page exactly once: known only on an exact match, rewritten pages first', async () => {
     const { mirror, read } = fixture();
-    const frames: VerdictRun[][] = [];
-    const res = await scanVerdicts({
-      mirror,
-      processes: new Map([[5, 500]]),
-      lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
-      push: (r) => frames.push(r),
-      clock: systemClock,
-      batchPages: 16,
-      readMemory: read,
-    });
+    const { frames, result } = judge({ mirror, batchPages: 16, readMemory: read });
+    const res = await result;
     assert.deepEqual(frames[frames.length - 1], [], 'ends with the last-verdict frame');
     const all = frames.flat();
     const v = perPage(all);
     for (let n = 0; n < 64; n++) assert.equal(v[n], n < 48 && n !== 10 && n !== 20, `page ${n}`);
     assert.deepEqual(res, { ...res, pages: 64, known: 46, changed: 18, firstPassPages: 4 });
     // The first frame holds the rewritten pages (10, 11, 12 and 20), before any address-order batch.
-    assert.deepEqual(
-      perPage(frames[0] as VerdictRun[]).flatMap((x, n) => (x === undefined ? [] : [n])),
-      [10, 11, 12, 20],
-    );
+    assert.deepEqual(judged(frames[0] as VerdictRun[]), [10, 11, 12, 20]);
     // Runs are coalesced.
     assert.ok(all.length < 12, `${all.length} runs`);
   });
 
   it('judges an unreadable range changed, and stops when aborted', async () => {
     const { mirror } = fixture();
-    const frames: VerdictRun[][] = [];
-    const res = await scanVerdicts({
+    const res = await judge({
       mirror,
-      processes: new Map([[5, 500]]),
-      lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
-      push: (r) => frames.push(r),
-      clock: systemClock,
       readMemory: () => {
         throw new Error('EIO');
       },
-    });
+    }).result;
     assert.equal(res.known, 0);
     assert.equal(res.changed, 64);
     const ac = new AbortController();
     ac.abort();
-    const ended: VerdictRun[][] = [];
-    await assert.rejects(
-      scanVerdicts({
-        mirror,
-        processes: new Map([[5, 500]]),
-        lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
-        push: (r) => ended.push(r),
-        clock: systemClock,
-        signal: ac.signal,
-        readMemory: () => 0,
-      }),
-      /aborted/,
-    );
+    const aborted = judge({ mirror, signal: ac.signal, readMemory: () => 0 });
+    const ended = aborted.frames;
+    await assert.rejects(aborted.result, /aborted/);
     // Even so the destination hears the end: it fetches every page not judged, rather than wait.
     assert.deepEqual(ended[ended.length - 1], []);
   });
 
   it('judges the pages of small runs (stack, heap) in the first pass, whole', async () => {
     const { mirror, read } = fixture();
-    const frames: VerdictRun[][] = [];
-    await scanVerdicts({
+    const { frames, result } = judge({
       mirror,
-      processes: new Map([[5, 500]]),
       // The 64 pages, and 8 more far off (unreadable here: judged changed).
       lazyRuns: new Map([
         [
@@ -133,39 +133,29 @@ describe('scanVerdicts', () => {
           ],
         ],
       ]),
-      push: (r) => frames.push(r),
-      clock: systemClock,
       batchPages: 16,
       readMemory: read,
     });
-    const first = perPage(frames[0] as VerdictRun[]).flatMap((x, n) => (x === undefined ? [] : [n]));
-    assert.deepEqual(first, [10, 11, 12, 20, ...Array.from({ length: 8 }, (_, i) => 100 + i)]);
+    await result;
+    assert.deepEqual(judged(frames[0] as VerdictRun[]), [
+      10,
+      11,
+      12,
+      20,
+      ...Array.from({ length: 8 }, (_, i) => 100 + i),
+    ]);
     assert.equal(perPage(frames.flat()).filter((x) => x !== undefined).length, 72);
   });
 
   it('with secondPassAfter, judges the rewritten pages at once and the rest only once it settles', async () => {
     const { mirror, read } = fixture();
-    const frames: VerdictRun[][] = [];
     let release!: () => void;
     const restored = new Promise<void>((r) => (release = r));
-    const scan = scanVerdicts({
-      mirror,
-      processes: new Map([[5, 500]]),
-      lazyRuns: new Map([[5, [{ vaddr: A, nrPages: 64 }]]]),
-      push: (r) => frames.push(r),
-      clock: systemClock,
-      batchPages: 16,
-      readMemory: read,
-      secondPassAfter: restored,
-    });
+    const { frames, result } = judge({ mirror, batchPages: 16, readMemory: read, secondPassAfter: restored });
     for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
-    assert.deepEqual(
-      perPage(frames.flat()).flatMap((x, n) => (x === undefined ? [] : [n])),
-      [10, 11, 12, 20],
-      'only the first pass before the restore',
-    );
+    assert.deepEqual(judged(frames.flat()), [10, 11, 12, 20], 'only the first pass before the restore');
     release();
-    const res = await scan;
+    const res = await result;
     assert.equal(res.pages, 64);
     assert.equal(perPage(frames.flat()).filter((x) => x !== undefined).length, 64);
   });
