@@ -180,6 +180,7 @@ export const ErrorCode = {
   PageProtocol: 'GODWIT_PAGE_PROTOCOL',
   PageSourceLost: 'GODWIT_PAGE_SOURCE_LOST',
   MemoryLost: 'GODWIT_MEMORY_LOST',
+  WriteTrackingUnavailable: 'GODWIT_WRITE_TRACKING_UNAVAILABLE',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -177,6 +177,24 @@ export interface LazyMemoryReport {
   error?: string;
 }
 
+/**
+ * Pre-copy's write tracking (uffd write-protect, godwit-wptrack). Tracked: rounds and closing
+ * passes read what was written, and the final phase judges by content only the pages written
+ * since they were last read (the rest are unchanged, which an audit after the restore checks).
+ */
+export interface WriteTrackingReport {
+  tracked: boolean;
+  /** Why not, or why it stopped part-way (then pages count as written from there on). */
+  reason?: string;
+  /** Pages written since they were last read, found at the freeze. */
+  pagesAtFreeze?: number;
+  /** The freeze's collect (ms). */
+  collectMs?: number;
+  /** The audit after the restore: pages judged unchanged by tracking whose bytes were compared, and those that differed (must be 0). */
+  audited?: number;
+  auditMismatches?: number;
+}
+
 /** What a migration did, for people, the ledger and the simulator. */
 export interface MigrationReport {
   id: string;
@@ -196,6 +214,8 @@ export interface MigrationReport {
   fallback?: { from: MigrationStrategy; to: MigrationStrategy; reason: string };
   /** Why rounds stopped (a convergence rule), or `cold` when there were none. */
   stopReason?: string;
+  /** Pre-copy: whether the kernel told which pages were written (write-tracker.ts), else why not. */
+  writeTracking?: WriteTrackingReport;
   /** The options the strategy ran with. */
   options?: { maxDowntimeMs?: number; maxRounds?: number; predict?: boolean; finalDump?: FinalDump };
   timings: MigrationTimings;

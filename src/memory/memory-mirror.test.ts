@@ -7,6 +7,9 @@ import { PAGE_SIZE, type Manifest } from '../core/chunks.js';
 import { ErrorCode, NotFoundError } from '../core/errors.js';
 import { digestOf, isZero, manifestDigests, MemoryChunkStore, parseManifest } from '../chunks/index.js';
 import { MemoryMirror } from './memory-mirror.js';
+import { WriteTracker } from './write-tracker.js';
+import { buildWriteTracker } from './write-tracker-testing.js';
+import { systemClock } from '../core/clock.js';
 import { readMemoryIndex } from './memory-index.js';
 import { DecayedFrequencyPredictor, NoPredictor } from './predictor.js';
 import { containerProcesses, readProcessPages, type ContainerProcess } from './process-memory.js';
@@ -39,6 +42,12 @@ rl.on('line', (line) => {
   }
   const w = /^write (\\d+)$/.exec(line);
   if (w) randomFillSync(buf, Number(w[1]) * PAGE + 64, PAGE - 64);
+  // A write of the bytes a page already holds (invisible to a byte comparison).
+  const same = /^same (\\d+)$/.exec(line);
+  if (same) {
+    const at = Number(same[1]) * PAGE + 100;
+    buf[at] = buf[at];
+  }
   process.stdout.write('done\\n');
 });
 process.stdout.write('ready\\n');
@@ -84,6 +93,12 @@ async function dirty(child: Child, n: number): Promise<void> {
 /** Rewrites logical page n of the child's buffer. */
 async function write(child: Child, n: number): Promise<void> {
   child.proc.stdin.write(`write ${n}\n`);
+  assert.equal(await child.next(), 'done');
+}
+
+/** Writes logical page n of the child's buffer with the bytes it already holds. */
+async function writeSame(child: Child, n: number): Promise<void> {
+  child.proc.stdin.write(`same ${n}\n`);
   assert.equal(await child.next(), 'done');
 }
 
@@ -354,3 +369,91 @@ describe('MemoryMirror on a live process', { skip: process.getuid?.() !== 0 ? 'n
     assert.ok(mirror.rewrittenPages(vpid).includes(p300.vaddr / PAGE_SIZE), 'now among the pages written');
   });
 });
+
+describe(
+  'MemoryMirror with write tracking',
+  { skip: process.getuid?.() !== 0 ? 'needs root' : false },
+  () => {
+    let child: Child | undefined;
+    let procs: ContainerProcess[];
+    let tracker: WriteTracker | undefined;
+    let bin: { path: string; cleanup(): Promise<void> };
+
+    before(async () => {
+      bin = await buildWriteTracker();
+      child = await startChild();
+      procs = await containerProcesses(child.proc.pid as number);
+    });
+    after(async () => {
+      await tracker?.close();
+      await stopChild(child);
+      await bin?.cleanup();
+    });
+
+    it('knows pages written with the same bytes, judges only written pages, and reads only them', async () => {
+      const c = child as Child;
+      const vpid = (procs[0] as ContainerProcess).vpid;
+      tracker = await WriteTracker.start({ bin: bin.path, processes: procs, clock: systemClock });
+      assert.deepEqual(tracker.untracked, []);
+      const mirror = new MemoryMirror('tracked', new NoPredictor());
+      mirror.trackWith(tracker);
+      assert.equal(mirror.tracking, true);
+      const r0 = await mirror.scan(procs);
+      const pages = await bufferPages(c.proc.pid as number);
+      const at = (n: number): number => (pages.get(n) as { vaddr: number }).vaddr / PAGE_SIZE;
+      const runs = [...pages.values()]
+        .map((p) => p.vaddr / PAGE_SIZE)
+        .sort((a, b) => a - b)
+        .map((pg) => ({ vaddr: pg * PAGE_SIZE, nrPages: 1 }));
+      assert.ok(tracker.tracked(vpid, at(7)), 'the buffer is tracked');
+
+      // Page 7 written with its own bytes, page 9 with new ones.
+      await writeSame(c, 7);
+      await write(c, 9);
+      const w = await tracker.collect();
+      const written = new Set(w.written.get(vpid));
+      assert.ok(written.has(at(7)) && written.has(at(9)), 'both writes reported');
+      assert.ok(!written.has(at(500)), 'page 500 was not written');
+      assert.ok(w.pages < r0.pagesScanned / 4, `${w.pages} pages written`);
+      mirror.markWritten(w.written);
+      const tv = mirror.trackedVerdicts(vpid, runs);
+      assert.ok(tv);
+      assert.ok(tv.suspect.includes(at(7)) && tv.suspect.includes(at(9)));
+      assert.ok(!tv.suspect.includes(at(500)));
+      const settled = (pg: number): boolean | undefined =>
+        tv.settled.find((r) => pg >= r.page && pg < r.page + r.n)?.known;
+      assert.equal(settled(at(500)), true, 'page 500 known without reading it');
+      assert.equal(settled(at(7)), undefined);
+      assert.equal(tv.settled.reduce((n, r) => n + r.n, 0) + tv.suspect.length, runs.length);
+
+      // A closing pass reads the written pages only: page 9 changed, page 7 did not.
+      const pass = await mirror.closingScan(procs, 1, { all: true });
+      assert.ok(pass.pagesScanned < r0.pagesScanned / 4, `${pass.pagesScanned} read (all is ignored)`);
+      assert.ok(pass.changed.some((x) => x.page === at(9)));
+      assert.ok(!pass.changed.some((x) => x.page === at(7)));
+      assert.ok(pass.matched.get(vpid)?.includes(at(7)));
+      mirror.adopt(pass);
+      const after = mirror.trackedVerdicts(vpid, runs);
+      assert.deepEqual(after?.suspect ?? [], [], 'adopted: every page of the buffer vouched for');
+
+      // A process the tracker does not know: nothing vouched for.
+      const other = mirror.trackedVerdicts(vpid + 1_000_000, runs);
+      assert.equal(other?.suspect.length, runs.length);
+
+      // Closed: the process runs on, unprotected, and no page counts as tracked any more.
+      await tracker.close();
+      await write(c, 11);
+    });
+
+    it('refuses, saying why, when it cannot track', async () => {
+      await assert.rejects(
+        WriteTracker.start({ bin: bin.path, processes: [{ pid: 2 ** 22 + 7, vpid: 1 }], clock: systemClock }),
+        (err: unknown) => (err as { code?: string }).code === ErrorCode.WriteTrackingUnavailable,
+      );
+      await assert.rejects(
+        WriteTracker.start({ bin: '/nonexistent/godwit-wptrack', processes: procs, clock: systemClock }),
+        /cannot run/,
+      );
+    });
+  },
+);

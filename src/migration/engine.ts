@@ -194,6 +194,13 @@ export interface MigrationEngineOptions {
    * cannot restore lazily, post-copy and hybrid fall back to pre-copy (the report says why).
    */
   lazyPages?: boolean;
+  /**
+   * The write tracker binary (native/godwit-wptrack.c, write-tracker.ts). With it, pre-copy
+   * learns from the kernel which pages were written (uffd write-protect), so that pages written
+   * with the same bytes count too and the final phase judges only those; without it, or when it
+   * cannot track the container (the report's `writeTracking` says why), bytes are compared.
+   */
+  writeTracker?: string;
 }
 
 /** A held dump whose images hold more memory than this left it in them: the report says so. */
@@ -416,6 +423,9 @@ export class MigrationEngine {
     let verdictScan: Promise<VerdictScanResult> | undefined;
     let startVerdictScan: ((secondPassAfter?: Promise<unknown>) => void) | undefined;
     const scanAbort = new AbortController();
+    /** Opens the verdict scan's audit of write tracking (after the destination's fill). */
+    let openAudit: () => void = () => undefined;
+    const auditOpen = new Promise<void>((r) => (openAudit = r));
     let inline: InlineState | undefined;
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
 
@@ -491,6 +501,9 @@ export class MigrationEngine {
           },
           predict: opts.predict ?? true,
           clock: this.clock,
+          // Tracking serves the closing passes and the verdicts of a final phase that leaves the
+          // memory in place; a full final dump compares every page's bytes anyway.
+          ...(leavesMemory && this.opts.writeTracker ? { writeTracker: this.opts.writeTracker } : {}),
           beforeRound: (n) => {
             if (req.faults?.failRound === n) {
               throw new InternalError(ErrorCode.FaultInjected, `fault injected before pre-copy round ${n}`);
@@ -518,6 +531,7 @@ export class MigrationEngine {
           throw err;
         });
         report.stopReason = precopy.stopReason;
+        if (leavesMemory) report.writeTracking = precopy.writeTracking;
         report.timings.roundsMs = round1(rec.now() - roundsStart);
       } else {
         report.stopReason = 'cold';
@@ -626,9 +640,11 @@ export class MigrationEngine {
         if (precopy?.base) {
           const source = pageSource;
           const mirror = precopy.mirror;
+          const pre = precopy;
           const layouts = readPagesLayouts(join(checkpointDir, 'criu'));
           startVerdictScan = (secondPassAfter) => {
-            verdictScan = layouts.then((ls) =>
+            // The frozen processes' last writes, before any verdict.
+            verdictScan = Promise.all([layouts, pre.collectAtFreeze()]).then(([ls]) =>
               scanVerdicts({
                 mirror,
                 processes: h.processes,
@@ -771,8 +787,9 @@ export class MigrationEngine {
           const restoring = peer.restore(report.id, name, lazy, inline);
           // Hybrid, small memory: the pages not written during the rounds are judged once the
           // container runs (a pre-copy destination waits for every verdict before it restores).
+          // With write tracking the second pass only audits it, once the destination's fill is over.
           const defer = !heldFinal && (precopy?.mirror.pages ?? Infinity) <= DEFER_SECOND_VERDICT_PASS_PAGES;
-          startVerdictScan?.(defer ? restoring : undefined);
+          startVerdictScan?.(precopy?.mirror.tracking === true ? auditOpen : defer ? restoring : undefined);
           const res = await restoring;
           r.detail = {
             pid: res.pid,
@@ -830,10 +847,21 @@ export class MigrationEngine {
                   throw err;
                 });
               report.lazy = lazy;
+              openAudit();
               const scan = await verdictScan?.catch(() => undefined);
               if (scan) {
                 report.timings.verdictScanMs = scan.ms;
                 report.timings.verdictFirstPassMs = scan.firstPassMs;
+                if (scan.audited !== undefined && report.writeTracking) {
+                  report.writeTracking.audited = scan.audited;
+                  report.writeTracking.auditMismatches = scan.auditMismatches ?? 0;
+                  if (scan.auditMismatches) {
+                    log.error('write tracking missed writes', { id: report.id, pages: scan.auditMismatches });
+                    report.warnings.push(
+                      `write tracking judged ${scan.auditMismatches} pages unchanged whose bytes had changed`,
+                    );
+                  }
+                }
               }
               const st = source.stats();
               addBytes(report, st.bytesRaw, st.bytesWire);
@@ -905,6 +933,11 @@ export class MigrationEngine {
       if (report.committed) report.outcome = memoryLost ? 'failed' : 'committed';
       report.totalMs = rec.now();
       delete report.progress;
+      await precopy
+        ?.close()
+        .catch((err: unknown) =>
+          log.warn('cannot stop write tracking', { id: report.id, err: errorMessage(err) }),
+        );
       await save();
       precopy = undefined;
       manifest = undefined;

@@ -419,7 +419,7 @@ export class IncomingMigrations {
         `migration ${id} was finished during its restore`,
       );
     }
-    if (remote) return this.restoreRemoteLazy(id, name, record, dir, remote, materializeMs);
+    if (remote) return this.restoreRemoteLazy(id, name, record, dir, remote, materializeMs, tIn);
     if (pages) {
       const res = await this.restoreFromStore(id, name, record, dir, pages).catch((err: unknown) => {
         this.opts.log.warn('restore from the store failed: reassembling the memory', {
@@ -474,9 +474,13 @@ export class IncomingMigrations {
     dir: string,
     req: LazyRestoreRequest,
     materializeMs: number,
+    tIn: number,
   ): Promise<{ name: string; pid: number; restoreMs: number; materializeMs: number }> {
     const { log } = this.opts;
     const t1 = this.clock.monotonic();
+    // From the request's handling to here: its state stored, the checkpoint laid out, the
+    // network prepared ahead awaited.
+    const beforeMs = Math.round(t1 - tIn);
     const lap: Record<string, number> = {};
     const mark = (k: string): void => void (lap[k] = Math.round(this.clock.monotonic() - t1));
     // The connection to the source opens while the container is restored (one round trip off
@@ -568,6 +572,8 @@ export class IncomingMigrations {
         name,
         pid: res.pid,
         restoreMs,
+        beforeMs,
+        materializeMs: Math.round(materializeMs),
         ...lap,
         runtimeRestoreMs: Math.round(res.durationMs),
         remotePages: broker.stats().pagesRemote,

@@ -7,14 +7,17 @@
  * it (exact byte comparison against the round's copy), and the final offer is a delta against
  * the last round's manifest, so only the pages written since that round cross while stopped.
  * Before a lazy final phase, closing passes (`closingPass`) send the pages written since the last
- * round as small sessions `ID.cN` the destination lays over it.
+ * round as small sessions `ID.cN` the destination lays over it. With a write tracker
+ * (write-tracker.ts: the kernel reports every write, also of the bytes a page held), the closing
+ * passes read exactly the pages written since they were last read, and after the freeze
+ * (`collectAtFreeze`) only those need their bytes judged.
  */
 import { join } from 'node:path';
 import type { Clock } from '../core/clock.js';
 import { PAGE_SIZE, type ChunkStore, type Digest, type Manifest } from '../core/chunks.js';
 import type { KnownPage, SnapshotOptions } from '../chunks/index.js';
-import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
-import type { RoundReport } from '../core/migration.js';
+import { ErrorCode, FailedPreconditionError, errorMessage } from '../core/errors.js';
+import type { RoundReport, WriteTrackingReport } from '../core/migration.js';
 import type { ContainerRuntime } from '../core/runtime.js';
 import {
   DecayedFrequencyPredictor,
@@ -27,6 +30,7 @@ import {
 import { readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
 import { MemoryMirror } from '../memory/memory-mirror.js';
 import { containerProcesses, type ContainerProcess } from '../memory/process-memory.js';
+import { WriteTracker } from '../memory/write-tracker.js';
 import type { MoveStats, StateMover } from './engine.js';
 import type { VerdictMirror } from './verdict-scan.js';
 
@@ -40,6 +44,8 @@ export interface PrecopyContext {
   limits: ConvergenceLimits;
   predict: boolean;
   clock: Clock;
+  /** The write tracker binary (godwit-wptrack); without it, changes are found by comparing bytes. */
+  writeTracker?: string;
   /** Called before each round starts (fault injection, progress). */
   beforeRound?: (round: number) => void;
   /** Called after each round with its report. */
@@ -67,6 +73,15 @@ export interface PrecopyResult {
    * holds the session. `sessionId` undefined: nothing had changed, nothing was sent.
    */
   closingPass(pass: number): Promise<ClosingPassReport>;
+  /** Whether writes were tracked (and why not); updated by `collectAtFreeze` and `close`. */
+  writeTracking: WriteTrackingReport;
+  /**
+   * With the container frozen: records the pages written since they were last read, so that the
+   * mirror's `trackedVerdicts` hold. Tracking that fails here leaves every page to its bytes.
+   */
+  collectAtFreeze(): Promise<void>;
+  /** Ends write tracking (idempotent). */
+  close(): Promise<void>;
 }
 
 /** What one closing pass did. */
@@ -129,6 +144,56 @@ async function send(
   return { st, transferMs: ctx.clock.monotonic() - t0 };
 }
 
+/**
+ * Starts tracking the container's writes for `mirror` when the context names a tracker. Never
+ * throws: without tracking (or once it fails), the report says why and bytes are compared.
+ */
+async function trackWrites(
+  ctx: PrecopyContext,
+  mirror: MemoryMirror,
+): Promise<{
+  tracking: WriteTrackingReport;
+  /** Marks in the mirror the pages written since the last collect; their number, or undefined. */
+  collect(): Promise<number | undefined>;
+  close(): Promise<void>;
+}> {
+  const tracking: WriteTrackingReport = { tracked: false, reason: 'no write tracker on this host' };
+  let tracker: WriteTracker | undefined;
+  if (ctx.writeTracker) {
+    try {
+      tracker = await WriteTracker.start({
+        bin: ctx.writeTracker,
+        processes: await runningProcesses(ctx, 'before pre-copy'),
+        clock: ctx.clock,
+      });
+      mirror.trackWith(tracker);
+      tracking.tracked = true;
+      delete tracking.reason;
+      if (tracker.untracked.length > 0) tracking.reason = `not tracked: ${tracker.untracked.join('; ')}`;
+    } catch (err) {
+      tracking.reason = errorMessage(err);
+    }
+  }
+  const t = tracker;
+  return {
+    tracking,
+    collect: async () => {
+      if (!t || t.failure !== undefined) return undefined;
+      try {
+        const w = await t.collect();
+        mirror.markWritten(w.written);
+        return w.pages;
+      } catch (err) {
+        tracking.reason = errorMessage(err);
+        return undefined;
+      }
+    },
+    close: async () => {
+      await t?.close();
+    },
+  };
+}
+
 /** Runs pre-copy rounds until a convergence rule stops them. */
 export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResult> {
   const mirror = new MemoryMirror(
@@ -142,52 +207,59 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
   const t0 = ctx.clock.monotonic();
   let stopReason = '';
   let flush = false;
-  for (let n = 0; ; n++) {
-    ctx.beforeRound?.(n);
-    const started = ctx.clock.monotonic();
-    const processes = await runningProcesses(ctx, `during pre-copy (round ${n})`);
-    const scan = await mirror.scan(processes, { holdBack: !flush });
-    const sessionId = `${ctx.id}.r${n}`;
-    const { st, transferMs } = await send(ctx, sessionId, scan.manifest, mirror.chunkSource(), base);
-    base = { name: sessionId, manifest: scan.manifest };
-    const durationMs = ctx.clock.monotonic() - started;
-    const considered = scan.dirtyPages + scan.unsentPages;
-    history.push({
-      round: n,
-      durationMs,
-      dirtyPages: considered,
-      heldBackPages: scan.heldBackPages,
-      sentBytes: st.rawBytesSent,
-      wireBytes: st.wireBytes,
-    });
-    const d = decideNextRound(history, ctx.limits, { elapsedMs: ctx.clock.monotonic() - t0 });
-    const r: RoundReport = {
-      round: n,
-      pagesScanned: scan.pagesScanned,
-      dirtyPages: scan.dirtyPages,
-      heldBackPages: scan.heldBackPages,
-      bytesLogical: st.logicalBytes,
-      bytesSent: st.rawBytesSent,
-      bytesWire: st.wireBytes,
-      scanMs: scan.scanMs,
-      transferMs: Math.round(transferMs),
-      durationMs: Math.round(durationMs),
-      predictedFinalMs: Math.round(d.predictedFinalMs),
-      ...(flush ? { flush: true } : {}),
-    };
-    rounds.push(r);
-    ctx.onRound?.(r, d);
-    if (flush) break;
-    if (!d.proceed) {
-      stopReason = d.reason ?? 'stopped';
-      // Pages held back on a prediction are sent in one more round rather than while stopped:
-      // prediction may save bytes, never add downtime.
-      if (scan.heldBackPages > 0 && d.reason !== 'max-total-time') {
-        flush = true;
-        continue;
+  const { tracking, collect, close } = await trackWrites(ctx, mirror);
+  try {
+    for (let n = 0; ; n++) {
+      ctx.beforeRound?.(n);
+      const started = ctx.clock.monotonic();
+      const processes = await runningProcesses(ctx, `during pre-copy (round ${n})`);
+      if (n > 0) await collect();
+      const scan = await mirror.scan(processes, { holdBack: !flush });
+      const sessionId = `${ctx.id}.r${n}`;
+      const { st, transferMs } = await send(ctx, sessionId, scan.manifest, mirror.chunkSource(), base);
+      base = { name: sessionId, manifest: scan.manifest };
+      const durationMs = ctx.clock.monotonic() - started;
+      const considered = scan.dirtyPages + scan.unsentPages;
+      history.push({
+        round: n,
+        durationMs,
+        dirtyPages: considered,
+        heldBackPages: scan.heldBackPages,
+        sentBytes: st.rawBytesSent,
+        wireBytes: st.wireBytes,
+      });
+      const d = decideNextRound(history, ctx.limits, { elapsedMs: ctx.clock.monotonic() - t0 });
+      const r: RoundReport = {
+        round: n,
+        pagesScanned: scan.pagesScanned,
+        dirtyPages: scan.dirtyPages,
+        heldBackPages: scan.heldBackPages,
+        bytesLogical: st.logicalBytes,
+        bytesSent: st.rawBytesSent,
+        bytesWire: st.wireBytes,
+        scanMs: scan.scanMs,
+        transferMs: Math.round(transferMs),
+        durationMs: Math.round(durationMs),
+        predictedFinalMs: Math.round(d.predictedFinalMs),
+        ...(flush ? { flush: true } : {}),
+      };
+      rounds.push(r);
+      ctx.onRound?.(r, d);
+      if (flush) break;
+      if (!d.proceed) {
+        stopReason = d.reason ?? 'stopped';
+        // Pages held back on a prediction are sent in one more round rather than while stopped:
+        // prediction may save bytes, never add downtime.
+        if (scan.heldBackPages > 0 && d.reason !== 'max-total-time') {
+          flush = true;
+          continue;
+        }
+        break;
       }
-      break;
     }
+  } catch (err) {
+    await close();
+    throw err;
   }
   return {
     rounds,
@@ -213,7 +285,8 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
     sent: (d) => mirror.holds(d),
     closingPass: async (pass) => {
       const processes = await runningProcesses(ctx, `before the final phase (closing pass ${pass})`);
-      const all = mirror.pages <= CLOSING_READS_ALL_PAGES;
+      await collect();
+      const all = !mirror.tracking && mirror.pages <= CLOSING_READS_ALL_PAGES;
       const scan = await mirror.closingScan(processes, pass, { all });
       const r: ClosingPassReport = {
         pass,
@@ -225,7 +298,10 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
         scanMs: scan.scanMs,
         transferMs: 0,
       };
-      if (scan.changed.length === 0) return r;
+      if (scan.changed.length === 0) {
+        mirror.adopt(scan);
+        return r;
+      }
       const sessionId = closingPassSession(ctx.id, pass);
       const { st, transferMs } = await send(ctx, sessionId, scan.manifest, scan.source);
       mirror.adopt(scan);
@@ -237,5 +313,15 @@ export async function runPrecopyRounds(ctx: PrecopyContext): Promise<PrecopyResu
         transferMs: Math.round(transferMs),
       };
     },
+    writeTracking: tracking,
+    collectAtFreeze: async () => {
+      const c0 = ctx.clock.monotonic();
+      const pages = await collect();
+      if (pages !== undefined) {
+        tracking.pagesAtFreeze = pages;
+        tracking.collectMs = Math.round((ctx.clock.monotonic() - c0) * 10) / 10;
+      }
+    },
+    close,
   };
 }

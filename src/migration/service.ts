@@ -61,6 +61,11 @@ export interface MigrationServiceOptions {
   transferListen?: { host: string; port: number };
   /** Whether this host can dump and restore memory lazily (userfaultfd); default true. */
   lazyPages?: boolean;
+  /**
+   * The write tracker (godwit-wptrack): pre-copy then knows exactly which pages were written.
+   * Without it (or GODWIT_TRACK_WRITES=0), rounds find changes by comparing bytes only.
+   */
+  writeTracker?: string;
   log: Logger;
 }
 
@@ -159,6 +164,9 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
     // GODWIT_HOLD_MEMORY=0: post-copy writes the whole dump out (the memory served from it).
     holdMemory: process.env['GODWIT_HOLD_MEMORY'] !== '0',
     lazyPages: opts.lazyPages !== false,
+    ...(opts.writeTracker && process.env['GODWIT_TRACK_WRITES'] !== '0'
+      ? { writeTracker: opts.writeTracker }
+      : {}),
   });
   // Migrations a killed agent left half-way are settled before this one serves anything.
   await engine.recover();

@@ -159,4 +159,63 @@ describe('scanVerdicts', () => {
     assert.equal(res.pages, 64);
     assert.equal(perPage(frames.flat()).filter((x) => x !== undefined).length, 64);
   });
+
+  it('with write tracking: reads only the suspects, ends the verdicts there, then audits the rest', async () => {
+    const { mirror, read } = fixture();
+    const reads: number[] = [];
+    // The tracker vouches for pages 0-47 except 10 and 20 (written) and says 48-63 were never sent;
+    // it is wrong about page 30, whose bytes the memory below changes.
+    const tracked: VerdictMirror = {
+      ...mirror,
+      tracking: true,
+      trackedVerdicts: (vpid, runs) => {
+        assert.equal(vpid, 5);
+        assert.deepEqual(runs, [{ vaddr: A, nrPages: 64 }]);
+        const p0 = A / PAGE_SIZE;
+        return {
+          settled: [
+            { page: p0, n: 10, known: true },
+            { page: p0 + 11, n: 9, known: true },
+            { page: p0 + 21, n: 27, known: true },
+            { page: p0 + 48, n: 16, known: false },
+          ],
+          suspect: [p0 + 10, p0 + 20],
+        };
+      },
+    };
+    let audit!: () => void;
+    const auditOpen = new Promise<void>((r) => (audit = r));
+    const { frames, result } = judge({
+      mirror: tracked,
+      batchPages: 16,
+      readMemory: (pid, buf, vaddr) => {
+        reads.push((vaddr - A) / PAGE_SIZE);
+        const n = read(pid, buf, vaddr);
+        // Page 30 changed without the tracker seeing it.
+        const at = 30 * PAGE_SIZE + A - vaddr;
+        if (at >= 0 && at < n) buf[at] = (buf[at] as number) ^ 0xff;
+        return n;
+      },
+      secondPassAfter: auditOpen,
+    });
+    for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
+    // Before the audit: every page judged, the end heard, and only pages 10-20 read (one window).
+    assert.deepEqual(frames[frames.length - 1], [], 'the end, before the audit');
+    const v = perPage(frames.flat());
+    for (let n = 0; n < 64; n++) assert.equal(v[n], n < 48 && n !== 10 && n !== 20, `page ${n}`);
+    assert.deepEqual(reads, [10]);
+    audit();
+    const res = await result;
+    assert.equal(frames.filter((f) => f.length === 0).length, 1, 'one end');
+    assert.deepEqual(res, {
+      ...res,
+      pages: 64,
+      known: 46,
+      changed: 18,
+      firstPassPages: 2,
+      settledPages: 62,
+      audited: 46,
+      auditMismatches: 1,
+    });
+  });
 });

@@ -7,8 +7,14 @@
  * stopped phase; it judges first the pages written during the rounds (those a restored process
  * touches first), then the rest in address order, and pushes verdicts as it goes.
  *
+ * With write tracking (the mirror's `trackedVerdicts`), only the pages written since their copies were
+ * read, and those not tracked, are read now; every other page's verdict follows from the tracker
+ * at once, and the verdicts end there. The bytes of those pages are then compared anyway, after
+ * the restore, as an audit of the tracker (`auditMismatches`, which must be 0).
+ *
  * Contract: a page is judged `known` only on an exact byte match with the content the
- * destination holds for it (MemoryMirror.knownPages), and only while the processes are frozen.
+ * destination holds for it (MemoryMirror.knownPages), or, with write tracking, when the kernel
+ * reported no write to it since that content was read; and only while the processes are frozen.
  */
 import { closeSync, openSync, read as fsRead, readSync } from 'node:fs';
 import { PAGE_SIZE } from '../core/chunks.js';
@@ -16,6 +22,7 @@ import type { Clock } from '../core/clock.js';
 import { ErrorCode, InternalError } from '../core/errors.js';
 import type { KnownPage } from '../chunks/index.js';
 import type { PageRun } from '../memory/memory-index.js';
+import type { PageVerdictRun } from '../memory/memory-mirror.js';
 import { findRun, type VerdictRun } from '../pages/page-fetch.js';
 
 /** What the scan needs of the pre-copy rounds' record (a MemoryMirror). */
@@ -24,6 +31,13 @@ export interface VerdictMirror {
   readonly pages: number;
   knownPages(vpid: number, vaddr: number, data: Buffer): KnownPage[];
   rewrittenPages(vpid: number): number[];
+  /** Whether pages are write-tracked (then `trackedVerdicts` judges most of them). */
+  readonly tracking?: boolean;
+  /** With write tracking: the verdicts it gives and the pages left to read (MemoryMirror.trackedVerdicts). */
+  trackedVerdicts?(
+    vpid: number,
+    runs: readonly PageRun[],
+  ): { settled: PageVerdictRun[]; suspect: number[] } | undefined;
 }
 
 /** Options of `scanVerdicts`. */
@@ -47,9 +61,11 @@ export interface VerdictScanOptions {
    */
   readMemory?: (pid: number, buf: Buffer, vaddr: number) => number;
   /**
-   * The second pass (every page not written during the rounds) starts once this settles: in a
-   * hybrid final phase, the destination's restore, which needs the machine's CPU more than
-   * those pages need verdicts (a fault on a page not judged yet fetches it from the source).
+   * The second pass (every page not written during the rounds) starts once this settles (or
+   * `signal` aborts): in a hybrid final phase, the destination's restore, which needs the
+   * machine's CPU more than those pages need verdicts (a fault on a page not judged yet fetches
+   * it from the source). With write tracking the second pass only audits it: then the end of the
+   * destination's fill, so that it takes no CPU from the service's first moments there.
    */
   secondPassAfter?: Promise<unknown>;
 }
@@ -68,6 +84,10 @@ export interface VerdictScanResult {
   /** Pages written during the rounds and those of small runs, judged first, and when that pass ended (ms). */
   firstPassPages: number;
   firstPassMs: number;
+  /** With write tracking: pages judged by it without reading, and of those known, how many the audit compared and found different. */
+  settledPages?: number;
+  audited?: number;
+  auditMismatches?: number;
   ms: number;
 }
 
@@ -101,6 +121,21 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
   const flush = (): void => {
     if (out.length > 0) o.push(out);
     out = [];
+  };
+  let ended = false;
+  /** The end of the verdicts (once): the destination fetches every page not judged by then. */
+  const end = (): void => {
+    if (ended) return;
+    ended = true;
+    o.push([]);
+  };
+  /** Appends one page's verdict to `runs`, extending the last run when it continues it. */
+  const append = (runs: VerdictRun[], vpid: number, page: number, k: boolean): void => {
+    const last = runs[runs.length - 1];
+    const at = page * PAGE_SIZE;
+    if (last && last.vpid === vpid && last.known === k && last.vaddr + last.nrPages * PAGE_SIZE === at)
+      last.nrPages++;
+    else runs.push({ vpid, vaddr: at, nrPages: 1, known: k });
   };
   const pidOf = (vpid: number): number => {
     if (o.signal?.aborted) throw new InternalError(ErrorCode.Internal, 'verdict scan aborted');
@@ -149,23 +184,37 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
       res.pages++;
       if (k) res.known++;
       else res.changed++;
-      const last = out[out.length - 1];
-      const at = page * PAGE_SIZE;
-      if (last && last.vpid === vpid && last.known === k && last.vaddr + last.nrPages * PAGE_SIZE === at)
-        last.nrPages++;
-      else out.push({ vpid, vaddr: at, nrPages: 1, known: k });
+      append(out, vpid, page, k);
     }
+  };
+  /** The audit of `n` pages the tracker judged known: counts those whose bytes differ from the destination's. */
+  const audit = (vpid: number, vaddr: number, data: Buffer, bytesRead: number): void => {
+    const got = Math.floor(bytesRead / PAGE_SIZE);
+    const known = o.mirror.knownPages(vpid, vaddr, data.subarray(0, got * PAGE_SIZE));
+    res.audited = (res.audited ?? 0) + got;
+    for (let i = 0; i < got; i++)
+      if (known[i] === undefined) res.auditMismatches = (res.auditMismatches ?? 0) + 1;
   };
   try {
     // First the pages written during the rounds, read in windows over neighbours within a run.
+    // With write tracking: exactly the pages it cannot vouch for; the others are judged here.
     const first = new Map<number, Set<number>>();
+    /** Per process whose writes were tracked, the verdicts that follow from it. */
+    const tracked = new Map<number, PageVerdictRun[]>();
     for (const [vpid, runs] of o.lazyRuns) {
-      const set = new Set(o.mirror.rewrittenPages(vpid).filter((pg) => findRun(runs, pg * PAGE_SIZE)));
-      // And every page of the small runs: the stack, the heap, the data of the program and its
-      // libraries, which a restored process touches at once whatever it does.
-      for (const r of runs) {
-        if (r.nrPages >= SMALL_RUN_PAGES) continue;
-        for (let k = 0; k < r.nrPages; k++) set.add(r.vaddr / PAGE_SIZE + k);
+      let set: Set<number>;
+      const tv = o.mirror.trackedVerdicts?.(vpid, runs);
+      if (tv) {
+        set = new Set(tv.suspect);
+        tracked.set(vpid, tv.settled);
+      } else {
+        set = new Set(o.mirror.rewrittenPages(vpid).filter((pg) => findRun(runs, pg * PAGE_SIZE)));
+        // And every page of the small runs: the stack, the heap, the data of the program and its
+        // libraries, which a restored process touches at once whatever it does.
+        for (const r of runs) {
+          if (r.nrPages >= SMALL_RUN_PAGES) continue;
+          for (let k = 0; k < r.nrPages; k++) set.add(r.vaddr / PAGE_SIZE + k);
+        }
       }
       const pages = [...set].sort((a, b) => a - b);
       first.set(vpid, set);
@@ -185,14 +234,53 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
       res.firstPassPages += pages.length;
     }
     flush();
+    if (tracked.size > 0) {
+      res.settledPages = 0;
+      res.audited = 0;
+      res.auditMismatches = 0;
+      for (const [vpid, runs] of tracked) {
+        for (const r of runs) {
+          res.pages += r.n;
+          res.settledPages += r.n;
+          if (r.known) res.known += r.n;
+          else res.changed += r.n;
+          out.push({ vpid, vaddr: r.page * PAGE_SIZE, nrPages: r.n, known: r.known });
+          if (out.length >= 4096) flush();
+        }
+      }
+      flush();
+      // Every page of every process judged: what follows only audits the tracker.
+      if (tracked.size === o.lazyRuns.size) end();
+    }
     res.firstPassMs = Math.round(o.clock.monotonic() - t0);
-    await o.secondPassAfter?.catch(() => undefined);
-    // Then every other page, in address order, the next batch read while this one is judged.
-    const batches: Array<{ vpid: number; vaddr: number; n: number }> = [];
+    if (o.secondPassAfter) {
+      // An abort ends the wait (pidOf then throws).
+      const signal = o.signal;
+      const aborted = new Promise<void>((r) => {
+        if (!signal || signal.aborted) r();
+        else signal.addEventListener('abort', () => r(), { once: true });
+      });
+      await Promise.race([
+        o.secondPassAfter.catch(() => undefined),
+        signal ? aborted : new Promise(() => undefined),
+      ]);
+    }
+    // Then every other page, in address order, the next batch read while this one is judged; of
+    // a tracked process, the pages the tracker judged known, compared only to audit it.
+    const batches: Array<{ vpid: number; vaddr: number; n: number; audit: boolean }> = [];
     for (const [vpid, runs] of o.lazyRuns) {
-      for (const r of runs) {
+      const tv = tracked.get(vpid);
+      const list = tv
+        ? tv.filter((r) => r.known).map((r) => ({ vaddr: r.page * PAGE_SIZE, nrPages: r.n }))
+        : runs;
+      for (const r of list) {
         for (let k = 0; k < r.nrPages; k += batch)
-          batches.push({ vpid, vaddr: r.vaddr + k * PAGE_SIZE, n: Math.min(batch, r.nrPages - k) });
+          batches.push({
+            vpid,
+            vaddr: r.vaddr + k * PAGE_SIZE,
+            n: Math.min(batch, r.nrPages - k),
+            audit: !!tv,
+          });
       }
     }
     const buffers = [buffer, Buffer.allocUnsafe(batch * PAGE_SIZE)];
@@ -208,13 +296,14 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
       next = i + 1 < batches.length ? start(i + 1) : undefined;
       const b = batches[i] as (typeof batches)[number];
       const data = (buffers[i % 2] as Buffer).subarray(0, b.n * PAGE_SIZE);
-      classify(b.vpid, b.vaddr, b.n, data, bytesRead, first.get(b.vpid));
+      if (b.audit) audit(b.vpid, b.vaddr, data, bytesRead);
+      else classify(b.vpid, b.vaddr, b.n, data, bytesRead, first.get(b.vpid));
       flush();
     }
   } finally {
     // The end, also after a failure: the destination then fetches every page not judged yet
     // (a pre-copy destination waits for all of them before it restores).
-    o.push([]);
+    end();
     // A read still in flight must end before its descriptor is closed (and its number reused).
     await next;
     for (const fd of fds.values()) closeSync(fd);

@@ -14,15 +14,15 @@ import {
 
 /** A native helper godwit compiles at setup: its tools.json key, binary name, source file and gcc flags. */
 export interface NativeProgram {
-  key: 'shim' | 'memload' | 'counterd';
+  key: 'shim' | 'memload' | 'counterd' | 'wptrack';
   name: string;
   source: string;
   flags: readonly string[];
 }
 
 /**
- * The helpers built into <toolsDir>/bin: the container shim (dynamic), the memory workload and the
- * HTTP counter service (static, so they run inside the busybox image).
+ * The helpers built into <toolsDir>/bin: the container shim and the write tracker (dynamic), the
+ * memory workload and the HTTP counter service (static, so they run inside the busybox image).
  */
 export const NATIVE_PROGRAMS: readonly NativeProgram[] = [
   { key: 'shim', name: 'godwit-shim', source: 'godwit-shim.c', flags: ['-O2', '-Wall'] },
@@ -33,6 +33,7 @@ export const NATIVE_PROGRAMS: readonly NativeProgram[] = [
     source: 'godwit-counterd.c',
     flags: ['-O2', '-Wall', '-static'],
   },
+  { key: 'wptrack', name: 'godwit-wptrack', source: 'godwit-wptrack.c', flags: ['-O2', '-Wall'] },
 ];
 
 /** Outcome for one helper. */

@@ -85,6 +85,7 @@ describe('tools directory', () => {
     assert.equal(p.shim, '/t/bin/godwit-shim');
     assert.equal(p.memload, '/t/bin/godwit-memload');
     assert.equal(p.counterd, '/t/bin/godwit-counterd');
+    assert.equal(p.wptrack, '/t/bin/godwit-wptrack');
     assert.equal(p.record, '/t/tools.json');
   });
 
@@ -125,7 +126,7 @@ describe('tools directory', () => {
     const p = toolPaths(dir);
     await mkdir(p.binDir, { recursive: true });
     const realCriu = join(dir, 'real-criu');
-    for (const f of [p.criu, p.shim, p.memload, p.counterd, realCriu]) {
+    for (const f of [p.criu, p.shim, p.memload, p.counterd, p.wptrack, realCriu]) {
       await writeFile(f, '#!/bin/sh\n');
       await chmod(f, 0o755);
     }

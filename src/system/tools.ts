@@ -7,6 +7,7 @@
  *   <toolsDir>/bin/godwit-shim     compiled from native/godwit-shim.c
  *   <toolsDir>/bin/godwit-memload  compiled (static) from native/godwit-memload.c
  *   <toolsDir>/bin/godwit-counterd compiled (static) from native/godwit-counterd.c
+ *   <toolsDir>/bin/godwit-wptrack  compiled from native/godwit-wptrack.c
  *   <toolsDir>/tools.json          what was installed (ToolsRecord)
  *
  * Every file here is replaced by rename, so readers never see a half-written one.
@@ -51,6 +52,7 @@ export interface ToolsRecord {
   shim?: NativeRecord;
   memload?: NativeRecord;
   counterd?: NativeRecord;
+  wptrack?: NativeRecord;
 }
 
 /** Absolute paths of everything inside a tools directory. */
@@ -62,6 +64,7 @@ export interface ToolPaths {
   shim: string;
   memload: string;
   counterd: string;
+  wptrack: string;
   record: string;
 }
 
@@ -76,6 +79,7 @@ export function toolPaths(toolsDir: string): ToolPaths {
     shim: join(binDir, 'godwit-shim'),
     memload: join(binDir, 'godwit-memload'),
     counterd: join(binDir, 'godwit-counterd'),
+    wptrack: join(binDir, 'godwit-wptrack'),
     record: join(toolsDir, 'tools.json'),
   };
 }
@@ -93,6 +97,8 @@ export interface Tools {
   memload: string;
   /** The HTTP counter service (static; copy it into images like memload). */
   counterd: string;
+  /** The write tracker (native/godwit-wptrack.c): exact pre-copy dirty pages without soft-dirty. */
+  wptrack: string;
 }
 
 /**
@@ -126,7 +132,7 @@ export function parseToolsRecord(text: string): ToolsRecord {
       provisionedAt,
     };
   }
-  for (const key of ['shim', 'memload', 'counterd'] as const) {
+  for (const key of ['shim', 'memload', 'counterd', 'wptrack'] as const) {
     const n = raw[key];
     if (n === undefined) continue;
     if (!isObject(n) || typeof n['sourceSha256'] !== 'string' || !/^[0-9a-f]{64}$/.test(n['sourceSha256'])) {
@@ -196,6 +202,7 @@ export async function loadTools(toolsDir: string = defaultToolsDir()): Promise<T
     ['godwit-shim', paths.shim],
     ['godwit-memload', paths.memload],
     ['godwit-counterd', paths.counterd],
+    ['godwit-wptrack', paths.wptrack],
     ...(record.criu ? [['criu binary', record.criu.binary] as const] : []),
   ] as const) {
     if (!(await isExecutable(path))) missing.push(`${name} (${path})`);
@@ -223,6 +230,7 @@ export async function loadTools(toolsDir: string = defaultToolsDir()): Promise<T
     shim: paths.shim,
     memload: paths.memload,
     counterd: paths.counterd,
+    wptrack: paths.wptrack,
   };
 }
 

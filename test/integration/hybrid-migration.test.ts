@@ -52,6 +52,12 @@ describe('hybrid migration (memory-free final phase)', { skip }, () => {
           `${what}: ${fromStore} of ${l.pagesRemote} from the store`,
         );
         assert.match(await verifyNow(to, 'hl'), /^verify ok/, `${what}: memload's memory check`);
+        // Writes tracked by the kernel (godwit-wptrack): the verdicts of every page it vouched for
+        // were checked against the bytes after the fill, and none differed.
+        const wt = r.writeTracking;
+        assert.equal(wt?.tracked, true, `${what}: ${JSON.stringify(wt)}`);
+        assert.ok((wt?.audited ?? 0) > 0.5 * l.pagesRemote, `${what}: ${JSON.stringify(wt)}`);
+        assert.equal(wt?.auditMismatches, 0, `${what}: ${JSON.stringify(wt)}`);
         // Closing passes: what changed among the pages written during the rounds, sent right
         // before the freeze and laid over the last round at the destination.
         const closing = r.phases.filter((p) => p.detail?.['closing'] !== undefined);
@@ -60,7 +66,7 @@ describe('hybrid migration (memory-free final phase)', { skip }, () => {
         closingSent += sent.reduce((a, b) => a + b, 0);
         lines.push(
           `${k + 1}: downtime ${r.downtimeMs} ms, ${r.rounds.length} rounds, closing ${sent.join('+')} pages, ` +
-            `${fromStore}/${l.pagesRemote} from the store, ` +
+            `${fromStore}/${l.pagesRemote} from the store, ${wt?.pagesAtFreeze} written at the freeze, ` +
             `${l.pagesOnDemand} on faults, ${l.pagesPushed} pushed, degraded ${l.degradationWindowMs} ms`,
         );
       }

@@ -128,6 +128,7 @@ export function registerAgentCommand(
         const migration = await startMigrationService({
           runtime,
           lazyPages: lazy.ok,
+          writeTracker: tools.wptrack,
           stateRoot: state.root,
           hostLabel: o.label ?? basename(state.root),
           ...(listen && transferPort !== undefined
