@@ -127,6 +127,9 @@ static uint64_t syscall_insn(pid_t pid, const struct user_regs_struct *regs, int
   return at;
 }
 
+/* A signal that arrived while the tracee was held here: delivered to it when it is let go. */
+static int pending_signal;
+
 /* Runs syscall `nr` in the stopped tracee; its result (or -errno), or -1000 - errno of ptrace. */
 static long remote_syscall(pid_t pid, const struct user_regs_struct *saved, uint64_t insn, long nr, long a1,
                            long a2, long a3) {
@@ -143,8 +146,11 @@ static long remote_syscall(pid_t pid, const struct user_regs_struct *saved, uint
   for (;;) {
     if (waitpid(pid, &st, __WALL) < 0) return -1000 - errno;
     if (!WIFSTOPPED(st)) return -1000 - ESRCH;
-    if (WSTOPSIG(st) == SIGTRAP) break;
-    /* Another signal arrived first: step again, delivering nothing now (it stays pending). */
+    /* The step's trap (a plain SIGTRAP stop): the call is done. */
+    if (WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0) break;
+    /* Another stop first: a signal is kept for later (it stays undelivered while held here),
+     * an event stop is passed over; then the step again. */
+    if ((st >> 16) == 0 && pending_signal == 0) pending_signal = WSTOPSIG(st);
     if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0) != 0) return -1000 - errno;
   }
   if (ptrace(PTRACE_GETREGS, pid, 0, &r) != 0) return -1000 - errno;
@@ -162,10 +168,20 @@ static int steal_uffd(pid_t pid, const char **what) {
     err = errno;
     goto detach;
   }
-  int st;
-  if (waitpid(pid, &st, __WALL) < 0 || !WIFSTOPPED(st)) {
-    err = ESRCH;
-    goto detach;
+  /* Until the interrupt's own stop; a signal stop before it is kept for later. */
+  pending_signal = 0;
+  for (;;) {
+    int st;
+    if (waitpid(pid, &st, __WALL) < 0 || !WIFSTOPPED(st)) {
+      err = ESRCH;
+      goto detach;
+    }
+    if ((st >> 16) == PTRACE_EVENT_STOP) break;
+    if (pending_signal == 0) pending_signal = WSTOPSIG(st);
+    if (ptrace(PTRACE_CONT, pid, 0, 0) != 0) {
+      err = errno;
+      goto detach;
+    }
   }
   *what = "getregs";
   if (ptrace(PTRACE_GETREGS, pid, 0, &saved) != 0) {
@@ -209,7 +225,7 @@ restore:
     err = errno;
   }
 detach:
-  ptrace(PTRACE_DETACH, pid, 0, 0);
+  ptrace(PTRACE_DETACH, pid, 0, (void *)(long)pending_signal);
   if (err != 0) {
     if (ours >= 0) close(ours);
     return -err;

@@ -642,10 +642,13 @@ export class MigrationEngine {
           const mirror = precopy.mirror;
           const pre = precopy;
           const layouts = readPagesLayouts(join(checkpointDir, 'criu'));
-          startVerdictScan = (secondPassAfter) => {
+          startVerdictScan = (after) => {
             // The frozen processes' last writes, before any verdict.
-            verdictScan = Promise.all([layouts, pre.collectAtFreeze()]).then(([ls]) =>
-              scanVerdicts({
+            verdictScan = Promise.all([layouts, pre.collectAtFreeze()]).then(([ls]) => {
+              // Tracked (still, after that collect): the second pass only audits the tracker,
+              // once the destination's fill is over. Else it judges, after `after`.
+              const secondPassAfter = mirror.tracking === true ? auditOpen : after;
+              return scanVerdicts({
                 mirror,
                 processes: h.processes,
                 lazyRuns: new Map(ls.map((l) => [l.vpid, l.lazyRuns])),
@@ -653,8 +656,8 @@ export class MigrationEngine {
                 clock: this.clock,
                 signal: scanAbort.signal,
                 ...(secondPassAfter ? { secondPassAfter } : {}),
-              }),
-            );
+              });
+            });
             verdictScan.catch((err: unknown) =>
               log.warn('verdict scan failed: the destination fetches the pages', {
                 id: report.id,
@@ -787,9 +790,8 @@ export class MigrationEngine {
           const restoring = peer.restore(report.id, name, lazy, inline);
           // Hybrid, small memory: the pages not written during the rounds are judged once the
           // container runs (a pre-copy destination waits for every verdict before it restores).
-          // With write tracking the second pass only audits it, once the destination's fill is over.
           const defer = !heldFinal && (precopy?.mirror.pages ?? Infinity) <= DEFER_SECOND_VERDICT_PASS_PAGES;
-          startVerdictScan?.(precopy?.mirror.tracking === true ? auditOpen : defer ? restoring : undefined);
+          startVerdictScan?.(defer ? restoring : undefined);
           const res = await restoring;
           r.detail = {
             pid: res.pid,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MigrationPhase, type MigrationReport, type RoundReport } from '../core/migration.js';
-import { formatClosingLine, newProgressLines } from './format.js';
+import { formatClosingLine, formatWriteTracking, newProgressLines } from './format.js';
 
 const round = (n: number): RoundReport => ({
   round: n,
@@ -51,5 +51,27 @@ describe('migration progress lines', () => {
       detail: { closing: 3 },
     };
     assert.equal(formatClosingLine(failed), 'closing pass 3: failed (link down)');
+  });
+});
+
+describe('formatWriteTracking', () => {
+  it('says whether writes were tracked, what the freeze found and what the audit compared', () => {
+    assert.equal(
+      formatWriteTracking({
+        tracked: true,
+        pagesAtFreeze: 135,
+        collectMs: 0.6,
+        audited: 16290,
+        auditMismatches: 0,
+      }),
+      'tracked by the kernel; 135 pages written since last read at the freeze; audit: 16290 pages compared, 0 differed',
+    );
+    assert.equal(
+      formatWriteTracking({
+        tracked: false,
+        reason: 'no process could be tracked: pid 7: seize failed (errno 1)',
+      }),
+      'compared by their bytes (not tracked: no process could be tracked: pid 7: seize failed (errno 1))',
+    );
   });
 });

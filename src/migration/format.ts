@@ -6,6 +6,7 @@ import type {
   MigrationReport,
   PhaseRecord,
   RoundReport,
+  WriteTrackingReport,
 } from '../core/migration.js';
 
 /** The report as a table of phases plus a summary block. */
@@ -39,6 +40,7 @@ export function formatMigrationReport(r: MigrationReport): string {
       ? [table(['ROUND', 'SCANNED', 'DIRTY', 'HELD', 'SENT', 'WIRE', 'TIME', 'PREDICTED FINAL'], rounds), '']
       : []),
     `stopped by   ${r.stopReason ?? '-'}${rounds.some((x) => x[0]?.endsWith('*')) ? ' (* = last round sent everything held back)' : ''}`,
+    ...(r.writeTracking ? [`writes       ${formatWriteTracking(r.writeTracking)}`] : []),
     `timings      ${[
       timing('rounds', t.roundsMs),
       timing('closing passes', t.closingMs),
@@ -62,6 +64,18 @@ export function formatMigrationReport(r: MigrationReport): string {
   if (r.error) lines.push(`error        ${r.error.code}: ${r.error.message}`);
   for (const w of r.warnings) lines.push(`warning      ${w}`);
   return lines.join('\n');
+}
+
+/** Pre-copy's write tracking: on or why not, what the freeze found, what the audit compared. */
+export function formatWriteTracking(w: WriteTrackingReport): string {
+  if (!w.tracked) return `compared by their bytes (not tracked: ${w.reason ?? 'unknown'})`;
+  const parts = ['tracked by the kernel'];
+  if (w.pagesAtFreeze !== undefined)
+    parts.push(`${w.pagesAtFreeze} pages written since last read at the freeze`);
+  if (w.audited !== undefined)
+    parts.push(`audit: ${w.audited} pages compared, ${w.auditMismatches ?? 0} differed`);
+  if (w.reason) parts.push(w.reason);
+  return parts.join('; ');
 }
 
 /** The lazy half of post-copy and hybrid: where the memory came from, and how long it took. */
