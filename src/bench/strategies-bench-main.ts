@@ -38,6 +38,7 @@ import { agentOutFile } from '../testbed/agents.js';
 import { memloadServiceArgs } from '../demo/memload.js';
 import { verifyMemory, waitListening } from '../demo/migration-demo.js';
 import { probeDuring } from './manual-migration.js';
+import type { ProbeReport } from '../probe/probe.js';
 
 const { values } = parseArgs({
   options: {
@@ -59,6 +60,15 @@ const bin = resolve(projectRoot(), 'bin/godwit.js');
 const log = (l: string): void => void process.stderr.write(l + '\n');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** The probe's longest gap on its long-lived connection, in wall-clock time. */
+const gapOf = (p: ProbeReport): { from: string; to: string } => {
+  const t0 = Date.parse(p.startedAt);
+  return {
+    from: new Date(t0 + p.longLived.gapStartMs).toISOString(),
+    to: new Date(t0 + p.longLived.gapEndMs).toISOString(),
+  };
+};
+
 const KINDS = ['floor', 'cold', 'precopy-off', 'precopy-on', 'precopy-full', 'postcopy', 'hybrid'] as const;
 type Kind = (typeof KINDS)[number];
 const wanted = new Set((values.kinds ?? '').split(',').map((k) => k.trim()));
@@ -73,6 +83,8 @@ interface Sample {
   /** Longest gap between replies on the probe's long-lived connection, and for fresh connections. */
   clientDowntimeMs: number;
   clientFreshGapMs: number;
+  /** When the long-lived connection's longest gap began and ended (ISO), to line it up with the phases. */
+  clientGap?: { from: string; to: string };
   /** The runtime's view: checkpoint start → running (migrations), checkpoint + restore (floor). */
   downtimeMs: number;
   totalMs: number;
@@ -148,6 +160,7 @@ try {
         to: to.name,
         clientDowntimeMs: probe.longLived.maxGapMs,
         clientFreshGapMs: probe.fresh.maxGapMs,
+        clientGap: gapOf(probe),
         downtimeMs: report.downtimeMs ?? Number.NaN,
         totalMs: report.totalMs ?? Number.NaN,
         wireBytes: report.bytes.wire,
