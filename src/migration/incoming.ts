@@ -537,7 +537,7 @@ export class IncomingMigrations {
           (f) =>
             f.onVerdicts((v) => {
               if (v === 'end') b.verdictsEnd();
-              else for (const r of v) b.verdict(r.vpid, r.vaddr, r.nrPages, r.known);
+              else b.verdicts(v);
             }),
           () => undefined,
         );

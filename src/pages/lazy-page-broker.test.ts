@@ -312,6 +312,39 @@ describe('LazyPageBroker', () => {
     await b.close();
   });
 
+  it('fetches the changed pages of small runs (the stack, the heap) before the big runs', async () => {
+    const B = A + 0x100000;
+    const remote = [
+      { vpid: 1, vaddr: A, nrPages: 64 },
+      { vpid: 1, vaddr: B, nrPages: 4 },
+    ];
+    await holes(remote);
+    const f = new FakeFetcher();
+    const b = await LazyPageBroker.open({
+      criuDir: dir,
+      remote,
+      fetcher: f,
+      clock: systemClock,
+      log: nullLogger,
+      batchPages: 8,
+      local: async (vpid, vaddr, n) =>
+        Buffer.concat(Array.from({ length: n }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE))),
+    });
+    b.start();
+    // One frame, in address order: the big run's changed pages come first in it.
+    b.verdicts([
+      { vpid: 1, vaddr: A, nrPages: 16, known: false },
+      { vpid: 1, vaddr: A + 16 * PAGE_SIZE, nrPages: 48, known: true },
+      { vpid: 1, vaddr: B, nrPages: 4, known: false },
+    ]);
+    b.verdictsEnd();
+    await b.complete;
+    const order = f.calls.map((c) => c.vaddr);
+    assert.equal(order[0], B, `the small run first: ${order.map((v) => (v - A) / PAGE_SIZE).join(',')}`);
+    assert.equal(b.stats().pagesPushed, 20);
+    await b.close();
+  });
+
   it('hybrid: a source lost before its verdicts leaves the pending pages missing', async () => {
     const remote = [{ vpid: 1, vaddr: A, nrPages: 64 }];
     await holes(remote);

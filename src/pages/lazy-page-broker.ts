@@ -118,10 +118,21 @@ interface RemoteSlots {
   vpid: number;
   vaddr: number;
   nrPages: number;
+  /** Part of a run of fewer than SMALL_RUN_PAGES pages (fetched first, see there). */
+  small: boolean;
   state: Uint8Array;
   /** Resolves when the page at this index becomes local (only while in flight). */
   waiters: Map<number, Promise<void>>;
 }
+
+/**
+ * Runs of fewer pages than this (256 KiB: a process's stack, heap, the data of its program and
+ * libraries) are fetched before the others: a restored process touches them at once. Measured
+ * before (hybrid, 256 MiB, edge): the stack page written at the freeze came last in address
+ * order, behind the big runs' changed pages, and the service's first fault after the restore
+ * waited 48–70 ms for it, every move.
+ */
+const SMALL_RUN_PAGES = 64;
 
 /** A run of a process's pages and where they are (or will be) kept here. */
 interface LocalRun {
@@ -152,6 +163,8 @@ export class LazyPageBroker {
   private readonly procs = new Map<number, ProcessPages>();
   private readonly files = new OpenFiles('r+');
   private readonly remoteRuns: RemoteSlots[] = [];
+  /** The remote slots of small runs, fetched first. */
+  private readonly smallRuns: RemoteSlots[] = [];
   private readonly window: number;
   private readonly batch: number;
   private readonly faultAround: number;
@@ -227,11 +240,13 @@ export class LazyPageBroker {
           vpid: r.vpid,
           vaddr,
           nrPages,
+          small: run.nrPages < SMALL_RUN_PAGES,
           state: new Uint8Array(nrPages).fill(opts.local ? PENDING : MISSING),
           waiters: new Map(),
         };
         p.remote.push(slots);
         b.remoteRuns.push(slots);
+        if (slots.small) b.smallRuns.push(slots);
         b.s.pagesRemote += nrPages;
         vaddr += nrPages * PAGE_SIZE;
         left -= nrPages;
@@ -300,9 +315,27 @@ export class LazyPageBroker {
    * (a fault fetched them already).
    */
   verdict(vpid: number, vaddr: number, nrPages: number, known: boolean): void {
+    if (this.mark(vpid, vaddr, nrPages, known)) this.maybeComplete();
+    else this.pump();
+  }
+
+  /**
+   * A frame of verdicts at once: the fetches start only after all of them are in, so that the
+   * small runs' changed pages go first (a page-by-page start would fill the window with the
+   * first big run's).
+   */
+  verdicts(runs: readonly { vpid: number; vaddr: number; nrPages: number; known: boolean }[]): void {
+    let changed = false;
+    for (const r of runs) if (!this.mark(r.vpid, r.vaddr, r.nrPages, r.known)) changed = true;
+    this.maybeComplete();
+    if (changed) this.pump();
+  }
+
+  /** Records one verdict run; returns `known`. */
+  private mark(vpid: number, vaddr: number, nrPages: number, known: boolean): boolean {
     this.s.verdictRuns++;
     const p = this.procs.get(vpid);
-    if (!p) return;
+    if (!p) return true;
     const end = vaddr + nrPages * PAGE_SIZE;
     for (let a = vaddr; a < end;) {
       const s = this.slot(p, a);
@@ -322,8 +355,7 @@ export class LazyPageBroker {
       }
       a = slots.vaddr + stop * PAGE_SIZE;
     }
-    if (known) this.maybeComplete();
-    else this.pump();
+    return known;
   }
 
   /** Every verdict has come: pages still pending (none, normally) are fetched. */
@@ -569,8 +601,15 @@ export class LazyPageBroker {
     }
   }
 
-  /** The first missing page at or after the cursor (which a fault moves to where it is). */
+  /**
+   * The first missing page of a small run, else the first at or after the cursor (which a fault
+   * moves to where it is).
+   */
   private nextMissing(): [RemoteSlots, number] | undefined {
+    for (const r of this.smallRuns) {
+      const i = r.state.indexOf(MISSING);
+      if (i >= 0) return [r, i];
+    }
     while (this.cursor.run < this.remoteRuns.length) {
       const r = this.remoteRuns[this.cursor.run] as RemoteSlots;
       while (this.cursor.page < r.nrPages) {
