@@ -238,8 +238,7 @@ export class MemoryMirror {
    * Records pages the tracker saw written (per process): their copies may be stale until read
    * again. Call it right before a scan or closing pass reads (and at the freeze).
    */
-  markWritten(written: ReadonlyMap<number, readonly number[]>): number {
-    let n = 0;
+  markWritten(written: ReadonlyMap<number, readonly number[]>): void {
     for (const [vpid, pages] of written) {
       const table = this.procs.get(vpid);
       if (table === undefined) continue;
@@ -248,10 +247,8 @@ export class MemoryMirror {
         if (s === undefined) continue;
         s.touched = true;
         s.rewritten = true;
-        n++;
       }
     }
-    return n;
   }
 
   /**

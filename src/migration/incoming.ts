@@ -646,7 +646,7 @@ export class IncomingMigrations {
         log,
         local: (vpid, vaddr, n) => pages.read(vpid, vaddr, n),
       });
-      for (const r of pages.runs) broker.verdict(r.vpid, r.vaddr, r.nrPages, true);
+      broker.verdicts(pages.runs.map((r) => ({ ...r, known: true })));
       broker.verdictsEnd();
       server = await startCriuPageServer({ provider: broker, log, clock: this.clock });
       const res = await this.restoreServedBy(server, dir, name);

@@ -129,14 +129,6 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
     ended = true;
     o.push([]);
   };
-  /** Appends one page's verdict to `runs`, extending the last run when it continues it. */
-  const append = (runs: VerdictRun[], vpid: number, page: number, k: boolean): void => {
-    const last = runs[runs.length - 1];
-    const at = page * PAGE_SIZE;
-    if (last && last.vpid === vpid && last.known === k && last.vaddr + last.nrPages * PAGE_SIZE === at)
-      last.nrPages++;
-    else runs.push({ vpid, vaddr: at, nrPages: 1, known: k });
-  };
   const pidOf = (vpid: number): number => {
     if (o.signal?.aborted) throw new InternalError(ErrorCode.Internal, 'verdict scan aborted');
     const pid = o.processes.get(vpid);
@@ -184,7 +176,11 @@ export async function scanVerdicts(o: VerdictScanOptions): Promise<VerdictScanRe
       res.pages++;
       if (k) res.known++;
       else res.changed++;
-      append(out, vpid, page, k);
+      const last = out[out.length - 1];
+      const at = page * PAGE_SIZE;
+      if (last && last.vpid === vpid && last.known === k && last.vaddr + last.nrPages * PAGE_SIZE === at)
+        last.nrPages++;
+      else out.push({ vpid, vaddr: at, nrPages: 1, known: k });
     }
   };
   /** The audit of `n` pages the tracker judged known: counts those whose bytes differ from the destination's. */

@@ -51,6 +51,8 @@ export interface BuildNativeOptions {
   log: (line: string) => void;
   /** Directory holding the C sources; default: the project's native/. */
   sourceDir?: string;
+  /** Only these helpers (tests: one helper without the static builds); default all. */
+  only?: readonly NativeProgram['key'][];
 }
 
 /**
@@ -87,6 +89,7 @@ export async function buildNative(opts: BuildNativeOptions): Promise<NativeBuild
   }
   const results: NativeBuildResult[] = [];
   for (const program of NATIVE_PROGRAMS) {
+    if (opts.only && !opts.only.includes(program.key)) continue;
     const source = join(sourceDir, program.source);
     const binary = join(binDir, program.name);
     const sha = await nativeSourceSha256(program, sourceDir);
