@@ -60,8 +60,13 @@ import { createLinkLockGate } from './link-lock-gate.js';
 /** Executables the runtime drives. */
 export interface RuncTools {
   runc: string;
-  /** CRIU (≥ 4.2) or a wrapper that runs it; given to runc as `--criu`. */
+  /** CRIU (≥ 4.2) or a wrapper that runs it (CRIU's lazy-pages daemon, run by godwit). */
   criu: string;
+  /**
+   * Given to runc as `--criu` (default `criu`): godwit's CRIU front (native/godwit-criu.c), which
+   * answers runc's version and feature questions without starting CRIU.
+   */
+  criuFront?: string;
   /** The godwit-shim binary (native/godwit-shim.c). */
   shim: string;
 }
@@ -154,6 +159,8 @@ async function pathExists(p: string): Promise<boolean> {
 export class RuncRuntime implements ContainerRuntime {
   private readonly state: StateDir;
   private readonly tools: RuncTools;
+  /** What runc runs as CRIU. */
+  private readonly runcCriu: string;
   /** Lazily restored containers whose memory is still being filled, by name. */
   private readonly lazyFills = new Map<string, Promise<{ ok: boolean; fillMs: number }>>();
   /** The end of a restored container's `link` lock, still under way (awaited before its next dump). */
@@ -166,6 +173,7 @@ export class RuncRuntime implements ContainerRuntime {
   constructor(opts: RuncRuntimeOptions) {
     this.state = opts.state;
     this.tools = opts.tools;
+    this.runcCriu = opts.tools.criuFront ?? opts.tools.criu;
     this.images = opts.images;
     this.clock = opts.clock ?? systemClock;
     this.log = opts.log ?? nullLogger;
@@ -1068,7 +1076,7 @@ export class RuncRuntime implements ContainerRuntime {
   }
 
   private runc(args: readonly string[], timeoutMs = RUNC_TIMEOUT_MS): Promise<CommandResult> {
-    return runCommand(this.tools.runc, ['--root', this.state.runcRoot, '--criu', this.tools.criu, ...args], {
+    return runCommand(this.tools.runc, ['--root', this.state.runcRoot, '--criu', this.runcCriu, ...args], {
       timeoutMs,
     });
   }
@@ -1146,7 +1154,7 @@ export class RuncRuntime implements ContainerRuntime {
       '--root',
       this.state.runcRoot,
       '--criu',
-      this.tools.criu,
+      this.runcCriu,
       ...runcArgs,
     ];
     const helper = currentSpawner();

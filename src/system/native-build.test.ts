@@ -16,10 +16,10 @@ describe('buildNative', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('lists the shim, the static memload and the static counterd, and the write tracker', () => {
+  it('lists the shim, the static memload and the static counterd, the write tracker and the CRIU front', () => {
     assert.deepEqual(
       NATIVE_PROGRAMS.map((p) => p.name),
-      ['godwit-shim', 'godwit-memload', 'godwit-counterd', 'godwit-wptrack'],
+      ['godwit-shim', 'godwit-memload', 'godwit-counterd', 'godwit-wptrack', 'godwit-criu'],
     );
     assert.ok(NATIVE_PROGRAMS.find((p) => p.key === 'memload')?.flags.includes('-static'));
     assert.ok(NATIVE_PROGRAMS.find((p) => p.key === 'counterd')?.flags.includes('-static'));
@@ -55,21 +55,22 @@ describe('buildNative', () => {
     const first = await buildNative({ toolsDir: dir, log: (l) => lines.push(l) });
     assert.deepEqual(
       first.map((r) => r.built),
-      [true, true, true, true],
+      [true, true, true, true, true],
     );
     const record = await readToolsRecord(dir);
     assert.equal(record.shim?.sourceSha256, first[0]?.sourceSha256);
     assert.equal(record.memload?.sourceSha256, first[1]?.sourceSha256);
     assert.equal(record.counterd?.sourceSha256, first[2]?.sourceSha256);
     assert.equal(record.wptrack?.sourceSha256, first[3]?.sourceSha256);
+    assert.equal(record.criuFront?.sourceSha256, first[4]?.sourceSha256);
     const memload = join(dir, 'bin/godwit-memload');
     assert.ok(((await stat(memload)).mode & 0o111) !== 0);
     assert.equal((await readFile(memload)).subarray(0, 4).toString('latin1'), '\x7fELF');
     const second = await buildNative({ toolsDir: dir, log: (l) => lines.push(l) });
     assert.deepEqual(
       second.map((r) => r.built),
-      [false, false, false, false],
+      [false, false, false, false, false],
     );
-    assert.equal(lines.length, 4);
+    assert.equal(lines.length, 5);
   });
 });

@@ -14,14 +14,15 @@ import {
 
 /** A native helper godwit compiles at setup: its tools.json key, binary name, source file and gcc flags. */
 export interface NativeProgram {
-  key: 'shim' | 'memload' | 'counterd' | 'wptrack';
+  key: 'shim' | 'memload' | 'counterd' | 'wptrack' | 'criuFront';
   name: string;
   source: string;
   flags: readonly string[];
 }
 
 /**
- * The helpers built into <toolsDir>/bin: the container shim and the write tracker (dynamic), the
+ * The helpers built into <toolsDir>/bin: the container shim, the write tracker and the CRIU front
+ * (dynamic), the
  * memory workload and the HTTP counter service (static, so they run inside the busybox image).
  */
 export const NATIVE_PROGRAMS: readonly NativeProgram[] = [
@@ -34,6 +35,7 @@ export const NATIVE_PROGRAMS: readonly NativeProgram[] = [
     flags: ['-O2', '-Wall', '-static'],
   },
   { key: 'wptrack', name: 'godwit-wptrack', source: 'godwit-wptrack.c', flags: ['-O2', '-Wall'] },
+  { key: 'criuFront', name: 'godwit-criu', source: 'godwit-criu.c', flags: ['-O2', '-Wall'] },
 ];
 
 /** Outcome for one helper. */

@@ -86,6 +86,7 @@ describe('tools directory', () => {
     assert.equal(p.memload, '/t/bin/godwit-memload');
     assert.equal(p.counterd, '/t/bin/godwit-counterd');
     assert.equal(p.wptrack, '/t/bin/godwit-wptrack');
+    assert.equal(p.criuFront, '/t/bin/godwit-criu');
     assert.equal(p.record, '/t/tools.json');
   });
 
@@ -126,7 +127,7 @@ describe('tools directory', () => {
     const p = toolPaths(dir);
     await mkdir(p.binDir, { recursive: true });
     const realCriu = join(dir, 'real-criu');
-    for (const f of [p.criu, p.shim, p.memload, p.counterd, p.wptrack, realCriu]) {
+    for (const f of [p.criu, p.shim, p.memload, p.counterd, p.wptrack, p.criuFront, realCriu]) {
       await writeFile(f, '#!/bin/sh\n');
       await chmod(f, 0o755);
     }

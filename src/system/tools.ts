@@ -8,6 +8,7 @@
  *   <toolsDir>/bin/godwit-memload  compiled (static) from native/godwit-memload.c
  *   <toolsDir>/bin/godwit-counterd compiled (static) from native/godwit-counterd.c
  *   <toolsDir>/bin/godwit-wptrack  compiled from native/godwit-wptrack.c
+ *   <toolsDir>/bin/godwit-criu     compiled from native/godwit-criu.c; runc's `--criu` (runs bin/criu)
  *   <toolsDir>/tools.json          what was installed (ToolsRecord)
  *
  * Every file here is replaced by rename, so readers never see a half-written one.
@@ -53,6 +54,7 @@ export interface ToolsRecord {
   memload?: NativeRecord;
   counterd?: NativeRecord;
   wptrack?: NativeRecord;
+  criuFront?: NativeRecord;
 }
 
 /** Absolute paths of everything inside a tools directory. */
@@ -65,6 +67,7 @@ export interface ToolPaths {
   memload: string;
   counterd: string;
   wptrack: string;
+  criuFront: string;
   record: string;
 }
 
@@ -80,6 +83,7 @@ export function toolPaths(toolsDir: string): ToolPaths {
     memload: join(binDir, 'godwit-memload'),
     counterd: join(binDir, 'godwit-counterd'),
     wptrack: join(binDir, 'godwit-wptrack'),
+    criuFront: join(binDir, 'godwit-criu'),
     record: join(toolsDir, 'tools.json'),
   };
 }
@@ -99,6 +103,11 @@ export interface Tools {
   counterd: string;
   /** The write tracker (native/godwit-wptrack.c): exact pre-copy dirty pages without soft-dirty. */
   wptrack: string;
+  /**
+   * The CRIU front (native/godwit-criu.c) to pass to runc as `--criu`: it runs `criu` (the wrapper)
+   * but answers runc's version and feature questions from a cache (~10 ms each while stopped).
+   */
+  criuFront: string;
 }
 
 /**
@@ -132,7 +141,7 @@ export function parseToolsRecord(text: string): ToolsRecord {
       provisionedAt,
     };
   }
-  for (const key of ['shim', 'memload', 'counterd', 'wptrack'] as const) {
+  for (const key of ['shim', 'memload', 'counterd', 'wptrack', 'criuFront'] as const) {
     const n = raw[key];
     if (n === undefined) continue;
     if (!isObject(n) || typeof n['sourceSha256'] !== 'string' || !/^[0-9a-f]{64}$/.test(n['sourceSha256'])) {
@@ -203,6 +212,7 @@ export async function loadTools(toolsDir: string = defaultToolsDir()): Promise<T
     ['godwit-memload', paths.memload],
     ['godwit-counterd', paths.counterd],
     ['godwit-wptrack', paths.wptrack],
+    ['godwit-criu', paths.criuFront],
     ...(record.criu ? [['criu binary', record.criu.binary] as const] : []),
   ] as const) {
     if (!(await isExecutable(path))) missing.push(`${name} (${path})`);
@@ -231,6 +241,7 @@ export async function loadTools(toolsDir: string = defaultToolsDir()): Promise<T
     memload: paths.memload,
     counterd: paths.counterd,
     wptrack: paths.wptrack,
+    criuFront: paths.criuFront,
   };
 }
 
