@@ -56,7 +56,12 @@ import { MAX_CLOSING_PASSES, runPrecopyRounds, type PrecopyResult } from './prec
 import { planLazyPages } from './lazy-plan.js';
 import { readPagesLayouts } from '../memory/criu-pagemap.js';
 import { scanVerdicts, type VerdictScanResult } from './verdict-scan.js';
-import { encodeInlineState, type InlineState } from './inline-state.js';
+import {
+  encodeInlineState,
+  splitInlineState,
+  type InlineState,
+  type InlineStatePart,
+} from './inline-state.js';
 import { startPageSource, type PageSource } from '../pages/page-fetch.js';
 import type { RemoteRun } from '../pages/lazy-page-broker.js';
 
@@ -427,6 +432,8 @@ export class MigrationEngine {
     let openAudit: () => void = () => undefined;
     const auditOpen = new Promise<void>((r) => (openAudit = r));
     let inline: InlineState | undefined;
+    /** Parts of `inline` sent beside the restore request (each in one flight of its connection). */
+    let inlineParts: InlineStatePart[] = [];
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
 
     try {
@@ -724,13 +731,16 @@ export class MigrationEngine {
             const known = (d: string): boolean => precopy?.sent(d) ?? false;
             const enc = await encodeInlineState(snap.manifest, known, source);
             if (enc) {
-              inline = enc.state;
+              const split = peer.statePart ? splitInlineState(enc.state) : { head: enc.state, parts: [] };
+              inline = split.head;
+              inlineParts = split.parts;
               addBytes(report, enc.rawBytes, enc.wireBytes);
               report.bytes.logical = snap.stats.logicalBytes;
               report.timings.finalTransferMs = Math.round(this.clock.monotonic() - started);
               r.detail = {
                 inline: true,
                 chunks: enc.state.chunks.length,
+                ...(inlineParts.length > 0 ? { requests: inlineParts.length + 1 } : {}),
                 manifestBytes: enc.state.manifest.length,
                 rawBytes: enc.rawBytes,
                 wireBytes: enc.wireBytes,
@@ -788,6 +798,16 @@ export class MigrationEngine {
           }
           restoreAsked = true;
           const restoring = peer.restore(report.id, name, lazy, inline);
+          // The rest of the state, alongside: a part that never arrives fails the restore (after
+          // the destination waited 10 s for it), before the point of no return.
+          for (const part of inlineParts) {
+            peer.statePart?.(report.id, part).catch((err: unknown) =>
+              log.warn('a part of the final state did not reach the destination', {
+                id: report.id,
+                err: errorMessage(err),
+              }),
+            );
+          }
           // Hybrid, small memory: the pages not written during the rounds are judged once the
           // container runs (a pre-copy destination waits for every verdict before it restores).
           const defer = !heldFinal && (precopy?.mirror.pages ?? Infinity) <= DEFER_SECOND_VERDICT_PASS_PAGES;

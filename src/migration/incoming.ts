@@ -35,7 +35,7 @@ import {
   pagemapEntries,
   type CheckpointPages,
 } from '../memory/checkpoint-pages.js';
-import { decodeInlineState, type InlineState } from './inline-state.js';
+import { decodeInlineChunks, decodeInlineState, type InlineChunk, type InlineState } from './inline-state.js';
 import { readJsonIfExists, writeJsonAtomic } from '../runtime/state-dir.js';
 import type { MaterializeOptions } from '../chunks/index.js';
 import { collectGarbage } from '../system/gc.js';
@@ -150,6 +150,9 @@ const PREBUILD_TIMEOUT_MS = 15 * 60_000;
  */
 const STORE_PAGES_MIN = 1024;
 
+/** How long a restore waits for the parts of its state that come in requests of their own. */
+const STATE_PARTS_WAIT_MS = 10_000;
+
 /** A reassembly started when the final transfer was offered. */
 interface Prebuild {
   manifest: Manifest;
@@ -170,6 +173,11 @@ export class IncomingMigrations {
   private readonly prepared = new Map<string, Promise<void>>();
   /** Migrations whose restore has had its head start (prestage) asked for. */
   private readonly prestaged = new Set<string>();
+  /** Parts of restore requests' states that came in requests of their own, by migration. */
+  private readonly stateParts = new Map<
+    string,
+    { chunks: Map<Digest, Buffer>; count: number; wake?: () => void }
+  >();
   /** Post-copy fills in progress or ended, by migration. */
   private readonly fills = new Map<string, LazyFill>();
   /** The last round's pages, indexed once per migration (heldPagesOf). */
@@ -334,6 +342,45 @@ export class IncomingMigrations {
     );
   }
 
+  /**
+   * A part of migration `id`'s final state (inline-state.ts `splitInlineState`), sent beside its
+   * restore request: its chunks are kept for that restore, which may come before or after.
+   */
+  statePart(id: string, chunks: readonly InlineChunk[]): void {
+    if (this.finished.has(id)) return;
+    let p = this.stateParts.get(id);
+    if (!p) this.stateParts.set(id, (p = { chunks: new Map(), count: 0 }));
+    decodeInlineChunks(chunks, p.chunks);
+    p.count += 1;
+    p.wake?.();
+  }
+
+  /** The chunks of `n` parts of `id`'s state, once they are all here; fails after STATE_PARTS_WAIT_MS. */
+  private async stateChunks(id: string, n: number): Promise<Map<Digest, Buffer>> {
+    let p = this.stateParts.get(id);
+    if (!p) this.stateParts.set(id, (p = { chunks: new Map(), count: 0 }));
+    const parts = p;
+    const deadline = this.clock.monotonic() + STATE_PARTS_WAIT_MS;
+    while (parts.count < n) {
+      const left = deadline - this.clock.monotonic();
+      if (left <= 0) {
+        throw new FailedPreconditionError(
+          ErrorCode.TransferIncomplete,
+          `only ${parts.count} of the ${n} parts of migration ${id}'s state that come apart from its restore request arrived`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        parts.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.stateParts.delete(id);
+    return parts.chunks;
+  }
+
   /** Reassembles the checkpoint from the completed transfer and restores it as `name`. */
   async restore(
     id: string,
@@ -352,10 +399,14 @@ export class IncomingMigrations {
     if (inline) {
       // The state came with the request: recorded as the migration's transfer session.
       const { manifest, chunks } = decodeInlineState(inline);
+      if (inline.parts !== undefined) {
+        for (const [d, data] of await this.stateChunks(id, inline.parts)) chunks.set(d, data);
+      }
       await this.opts.state.deliver(id, manifest, chunks);
       this.opts.log.info('state delivered with the restore request', {
         id,
         chunks: chunks.size,
+        ...(inline.parts !== undefined ? { parts: inline.parts + 1 } : {}),
         ms: Math.round(this.clock.monotonic() - tIn),
       });
     }
@@ -836,6 +887,7 @@ export class IncomingMigrations {
    */
   async finish(id: string, committed: boolean): Promise<{ removedContainer: boolean }> {
     this.finished.add(id);
+    this.stateParts.delete(id);
     const pre = this.prebuilds.get(id);
     if (pre) {
       pre.abort.abort();

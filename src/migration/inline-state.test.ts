@@ -12,9 +12,11 @@ import { digestOf, MemoryChunkStore } from '../chunks/index.js';
 import { CodecId } from '../transfer/codec.js';
 import { mixedPages } from '../transfer/mixed-content.js';
 import {
+  decodeInlineChunks,
   decodeInlineState,
   encodeInlineState,
   MAX_INLINE_STATE_BYTES,
+  splitInlineState,
   type InlineState,
 } from './inline-state.js';
 
@@ -228,5 +230,39 @@ describe('inline state', () => {
       () => decodeInlineState({ ...enc.state, chunks: [wrongSize] }),
       hasCode(ErrorCode.DecompressFailed),
     );
+  });
+
+  it('splits a state into requests of one flight each, the manifest in the first', async () => {
+    // 12 pages of random bytes: ~5.5 KB of base64 each, incompressible.
+    const pages = Array.from({ length: 12 }, (_, i) => mixedPages(4096, 100 + i, 'random'));
+    const manifest = manifestOf([pages]);
+    const { store } = await storeOf(pages);
+    const enc = await encodeInlineState(manifest, new Set(), store);
+    assert.ok(enc);
+    const { head, parts } = splitInlineState(enc.state, 12 * 1024);
+    assert.equal(head.manifest, enc.state.manifest);
+    assert.equal(head.parts, parts.length);
+    assert.ok(parts.length >= 5, `${parts.length} parts`);
+    for (const r of [head, ...parts]) {
+      const bytes = JSON.stringify(r).length;
+      assert.ok(bytes <= 12 * 1024 + 512, `${bytes} bytes in one request`);
+    }
+    // Every chunk exactly once, and the parts' chunks decode into the whole.
+    const all = [...head.chunks, ...parts.flatMap((p) => p.chunks)].map((c) => c.digest);
+    assert.deepEqual(all.sort(), enc.state.chunks.map((c) => c.digest).sort());
+    const chunks = decodeInlineState(head).chunks;
+    for (const p of parts) decodeInlineChunks(p.chunks, chunks);
+    for (const p of pages) assert.deepEqual(chunks.get(digestOf(p)), p);
+  });
+
+  it('leaves a state that fits in one request whole', async () => {
+    const manifest = manifestOf([[text]]);
+    const { store } = await storeOf([text]);
+    const enc = await encodeInlineState(manifest, new Set(), store);
+    assert.ok(enc);
+    const { head, parts } = splitInlineState(enc.state);
+    assert.deepEqual(head, enc.state);
+    assert.equal(head.parts, undefined);
+    assert.deepEqual(parts, []);
   });
 });

@@ -4,7 +4,7 @@
  * the engine can be tested against a fake peer.
  */
 import type { ContainerNetwork } from '../core/network.js';
-import type { InlineState } from './inline-state.js';
+import type { InlineState, InlineStatePart } from './inline-state.js';
 import type { AgentClient } from '../agent/client.js';
 import { array, boolean, integer, number, object, oneOf, optional, string } from '../agent/schema.js';
 import type { LazyMemoryReport } from '../core/migration.js';
@@ -100,6 +100,11 @@ export interface MigrationPeer {
    */
   prestage?(id: string, checkpointJson: Buffer): Promise<void>;
   /**
+   * A part of the state of a `restore` request whose `state.parts` counts it, sent alongside it
+   * (inline-state.ts `splitInlineState`). Required for a split state.
+   */
+  statePart?(id: string, part: InlineStatePart): Promise<void>;
+  /**
    * Optional: the source is about to stop the container; the destination does now what would
    * otherwise compete with the stopped phase for the machine (a full garbage collection). With
    * `base` (a lazy final phase), it also reads which pages that completed round left it.
@@ -159,10 +164,15 @@ export class AgentMigrationPeer implements MigrationPeer {
     });
   }
 
+  async statePart(id: string, part: InlineStatePart): Promise<void> {
+    await this.client.call('POST', `/v1/migrations/incoming/${id}/state`, prestageResponse, part);
+  }
+
   async quiesce(id: string, base?: string): Promise<void> {
-    // A second request alongside leaves two connections open in the pool for the stopped phase,
-    // whose prestage and restore requests go out together: otherwise the second would first pay
-    // a TCP handshake (a round trip: 20 ms on the edge link) while the container is stopped.
+    // Two requests alongside leave three connections open in the pool for the stopped phase,
+    // whose prestage, restore and state part requests go out together: otherwise each more would
+    // first pay a TCP handshake (a round trip: 20 ms on the edge link) while the container is
+    // stopped.
     await Promise.all([
       this.client.call(
         'POST',
@@ -170,6 +180,7 @@ export class AgentMigrationPeer implements MigrationPeer {
         prestageResponse,
         base !== undefined ? { base } : {},
       ),
+      this.client.health().catch(() => undefined),
       this.client.health().catch(() => undefined),
     ]);
   }

@@ -96,6 +96,20 @@ export const prestageRequest = object({
  */
 export const quiesceRequest = object({ base: optional(sessionId) });
 
+/** Most parts a restore request's state may come in besides its own (inline-state.ts). */
+const MAX_STATE_PARTS = 64;
+
+/** The chunks of an inline state or of one of its parts (inline-state.ts). */
+const inlineChunks = array(
+  object({
+    digest: string({ pattern: /^sha256:[0-9a-f]{64}$/, expected: 'a chunk digest' }),
+    codec: integer(0, 255),
+    size: integer(0, 16 * 1024 * 1024),
+    data: base64(MAX_BODY_BYTES),
+  }),
+  { maxItems: 100_000 },
+);
+
 /** Most remote runs a lazy restore may list (each a contiguous range of one process's pages). */
 const MAX_REMOTE_RUNS = 100_000;
 
@@ -137,18 +151,14 @@ export const incomingRestoreRequest = object({
       manifest: base64(MAX_BODY_BYTES),
       manifestCodec: optional(integer(0, 255)),
       manifestSize: optional(integer(0, MAX_INLINE_MANIFEST_BYTES)),
-      chunks: array(
-        object({
-          digest: string({ pattern: /^sha256:[0-9a-f]{64}$/, expected: 'a chunk digest' }),
-          codec: integer(0, 255),
-          size: integer(0, 16 * 1024 * 1024),
-          data: base64(MAX_BODY_BYTES),
-        }),
-        { maxItems: 100_000 },
-      ),
+      chunks: inlineChunks,
+      parts: optional(integer(1, MAX_STATE_PARTS)),
     }),
   ),
 });
+
+/** Body of `POST /v1/migrations/incoming/:id/state`: a part of the restore request's state. */
+export const statePartRequest = object({ chunks: inlineChunks });
 
 function base64(maxLength: number): ReturnType<typeof string> {
   return string({ maxLength, pattern: /^[A-Za-z0-9+/=]*$/, expected: 'base64' });
@@ -214,6 +224,16 @@ export function migrationRoutes(deps: {
         POST: async (c: Call) => {
           const b = await c.body(prestageRequest);
           await needIncoming().prestage(first(c), Buffer.from(b.checkpoint, 'base64'));
+          return { status: 200, json: {} };
+        },
+      },
+    },
+    {
+      pattern: new RegExp(`^/${v}/migrations/incoming/${id}/state$`),
+      methods: {
+        POST: async (c: Call) => {
+          const b = await c.body(statePartRequest);
+          needIncoming().statePart(first(c), b.chunks);
           return { status: 200, json: {} };
         },
       },
