@@ -7,7 +7,7 @@
  * every checkpoint's downtime is that sleep. Frozen beforehand, CRIU finds FROZEN at its first
  * read and goes on (checked: the dump starts 0.3 ms later).
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** How long to wait for the kernel to report the cgroup frozen, and how often to look. */
@@ -56,4 +56,33 @@ export async function freezeCgroup(
     // no freezer for this cgroup
   }
   return undefined;
+}
+
+/**
+ * Whether the cgroup at `cgroupsPath` has cgroups below it in any hierarchy (v1 controllers, v2):
+ * the container made some of its own. True when it cannot tell. Without any, CRIU need not dump
+ * cgroups (`manage-cgroups ignore`): the restore's runc puts CRIU, and so every process it
+ * restores, in the container's cgroup with the limits of its configuration.
+ */
+export async function cgroupHasChildren(cgroupsPath: string, root = '/sys/fs/cgroup'): Promise<boolean> {
+  try {
+    const dirs = [
+      join(root, cgroupsPath),
+      ...(await readdir(root, { withFileTypes: true }))
+        .filter((e) => e.isDirectory())
+        .map((e) => join(root, e.name, cgroupsPath)),
+    ];
+    let found = false;
+    for (const d of dirs) {
+      const entries = await readdir(d, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return [];
+        throw err;
+      });
+      if (entries.length > 0) found = true;
+      if (entries.some((e) => e.isDirectory())) return true;
+    }
+    return !found;
+  } catch {
+    return true;
+  }
 }
