@@ -42,6 +42,6 @@ describe('criuConfigText', () => {
       criuConfigText({ skipInFlight: true, skipNetworkLock: true, actionScript: '/w/gate.sh' }),
       'skip-in-flight\nnetwork-lock skip\naction-script /w/gate.sh\n',
     );
-    assert.equal(criuConfigText({ skipInFlight: false, ignoreCgroups: true }), 'manage-cgroups ignore\n');
+    assert.equal(criuConfigText({ skipInFlight: false, ignoreCgroups: true }), 'manage-cgroups=ignore\n');
   });
 });

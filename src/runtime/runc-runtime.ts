@@ -394,7 +394,6 @@ export class RuncRuntime implements ContainerRuntime {
     if (tcpEstablished) args.push('--tcp-established');
     if (opts.lazyPages) args.push('--lazy-pages');
     if (opts.pageServer) args.push('--page-server', `${opts.pageServer.address}:${opts.pageServer.port}`);
-    args.push(...externalNetnsArgs(record.spec));
     args.push(name);
     const net = record.spec.network;
     const linkLock = tcpEstablished && net !== undefined && this.linkLock();
@@ -512,7 +511,7 @@ export class RuncRuntime implements ContainerRuntime {
     if (tcpEstablished) args.push('--tcp-established');
     // CRIU writes everything but the lazy memory, then serves that memory on this port until its
     // one client says how the dump ends; the processes stay frozen (and readable) meanwhile.
-    args.push('--lazy-pages', '--page-server', `127.0.0.1:${port}`, ...externalNetnsArgs(record.spec), name);
+    args.push('--lazy-pages', '--page-server', `127.0.0.1:${port}`, name);
     await writeFile(
       this.state.criuConfig(name),
       criuConfigText({
@@ -1256,16 +1255,6 @@ export class RuncRuntime implements ContainerRuntime {
  * runc asks for. `skipNetworkLock`: godwit locks the network itself (the `link` lock); CRIU
  * records that in its images, and its restore then leaves the network alone too.
  */
-/**
- * A network namespace given by path (the service network's) is external to CRIU: a restore joins
- * the one the destination built, and reads nothing of it from the images. Yet CRIU's dump still
- * saved its links, addresses, routes and firewall rules, running `ip` and `iptables-save` (~12 ms
- * while stopped). `--empty-ns network` skips that. A namespace runc creates is dumped in full.
- */
-function externalNetnsArgs(spec: RunSpec): string[] {
-  return spec.netnsPath !== undefined ? ['--empty-ns', 'network'] : [];
-}
-
 export function criuConfigText(opts: {
   skipInFlight: boolean;
   skipNetworkLock?: boolean;
@@ -1275,7 +1264,8 @@ export function criuConfigText(opts: {
   ignoreCgroups?: boolean;
 }): string {
   const lines: string[] = [];
-  if (opts.ignoreCgroups) lines.push('manage-cgroups ignore');
+  // An option with an optional argument takes it after `=` (with a space, CRIU drops it).
+  if (opts.ignoreCgroups) lines.push('manage-cgroups=ignore');
   if (opts.skipInFlight) lines.push('skip-in-flight');
   if (opts.skipNetworkLock) lines.push('network-lock skip');
   if (opts.actionScript !== undefined) lines.push(`action-script ${opts.actionScript}`);
