@@ -432,6 +432,8 @@ export class MigrationEngine {
     let openAudit: () => void = () => undefined;
     const auditOpen = new Promise<void>((r) => (openAudit = r));
     let inline: InlineState | undefined;
+    /** The held dump's pages files, read once for the lazy plan and the verdict scan. */
+    let heldLayouts: ReturnType<typeof readPagesLayouts> | undefined;
     /** Parts of `inline` sent beside the restore request (each in one flight of its connection). */
     let inlineParts: InlineStatePart[] = [];
     log.info('migration started', { id: report.id, name, to: peer.label, strategy: report.strategy });
@@ -648,7 +650,7 @@ export class MigrationEngine {
           const source = pageSource;
           const mirror = precopy.mirror;
           const pre = precopy;
-          const layouts = readPagesLayouts(join(checkpointDir, 'criu'));
+          const layouts = (heldLayouts ??= readPagesLayouts(join(checkpointDir, 'criu')));
           startVerdictScan = (after) => {
             // The frozen processes' last writes, before any verdict.
             verdictScan = Promise.all([layouts, pre.collectAtFreeze()]).then(([ls]) => {
@@ -690,7 +692,10 @@ export class MigrationEngine {
           let knownPages = precopy ? await precopy.knownPages(checkpointDir) : undefined;
           // Post-copy, hybrid: lazy pages the destination lacks stay here (holes in the snapshot).
           const plan = leavesMemory
-            ? await planLazyPages(checkpointDir, knownPages, { held: held !== undefined })
+            ? await planLazyPages(checkpointDir, knownPages, {
+                held: held !== undefined,
+                ...(heldLayouts ? { layouts: heldLayouts } : {}),
+              })
             : undefined;
           const planMs = Math.round(this.clock.monotonic() - snapStart);
           if (plan) knownPages = plan.hook;

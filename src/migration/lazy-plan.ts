@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { PAGE_SIZE } from '../core/chunks.js';
 import type { KnownPage, SnapshotOptions } from '../chunks/index.js';
-import { everyLazyRun, readPagesLayouts, runsWithin } from '../memory/criu-pagemap.js';
+import { everyLazyRun, readPagesLayouts, runsWithin, type PagesFileLayout } from '../memory/criu-pagemap.js';
 import type { RemoteRun } from '../pages/lazy-page-broker.js';
 
 type KnownPagesHook = NonNullable<SnapshotOptions['knownPages']>;
@@ -39,9 +39,9 @@ export interface LazyPagesPlan {
 export async function planLazyPages(
   checkpointDir: string,
   known?: KnownPagesHook,
-  opts: { held?: boolean } = {},
+  opts: { held?: boolean; layouts?: Promise<PagesFileLayout[]> } = {},
 ): Promise<LazyPagesPlan> {
-  const layouts = await readPagesLayouts(join(checkpointDir, 'criu'));
+  const layouts = await (opts.layouts ?? readPagesLayouts(join(checkpointDir, 'criu')));
   if (!known || opts.held) {
     // Post-copy: no page needs reading to know it stays behind.
     const holes = new Map(

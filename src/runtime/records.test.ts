@@ -27,12 +27,17 @@ describe('checkpoint manifest validation', () => {
   it('accepts a valid manifest', () => {
     assert.deepEqual(parseCheckpointManifest(manifest, 'm').spec, spec);
   });
+  it('keeps whether CRIU left cgroups alone', () => {
+    assert.equal(parseCheckpointManifest(manifest, 'm').cgroups, undefined);
+    assert.equal(parseCheckpointManifest({ ...manifest, cgroups: 'ignored' }, 'm').cgroups, 'ignored');
+  });
   for (const [what, value] of [
     ['wrong format', { ...manifest, format: 'other/9' }],
     ['empty args', { ...manifest, spec: { ...spec, args: [] } }],
     ['non-string env', { ...manifest, spec: { ...spec, env: { A: 1 } } }],
     ['bad env key', { ...manifest, spec: { ...spec, env: { 'A=B': 'x' } } }],
     ['missing flag', { ...manifest, lazyPages: undefined }],
+    ['unknown cgroups mode', { ...manifest, cgroups: 'soft' }],
     ['not an object', [1, 2]],
     ['negative memory', { ...manifest, spec: { ...spec, memoryLimitBytes: -1 } }],
   ] as const) {

@@ -40,6 +40,11 @@ export interface CheckpointManifest {
   lazyPages: boolean;
   /** Whether `rootfs.tar` holds the container's root filesystem changes. */
   hasRootfsDiff: boolean;
+  /**
+   * `ignored`: CRIU left cgroups alone (`manage-cgroups=ignore`: the container had none of its
+   * own), and so must its restore. Absent: CRIU dumped them.
+   */
+  cgroups?: 'ignored';
 }
 
 /** Checks a value read from disk as a RunSpec; throws InvalidArgument naming the bad field. */
@@ -140,6 +145,10 @@ export function parseCheckpointManifest(v: unknown, where: string): CheckpointMa
     hasRootfsDiff: bool(o['hasRootfsDiff'], `${where}.hasRootfsDiff`),
   };
   if (o['criuVersion'] !== undefined) m.criuVersion = str(o['criuVersion'], `${where}.criuVersion`);
+  if (o['cgroups'] !== undefined) {
+    if (o['cgroups'] !== 'ignored') throw bad(`${where}.cgroups must be "ignored"`);
+    m.cgroups = 'ignored';
+  }
   const lock = o['networkLock'];
   if (lock !== undefined) {
     if (lock !== 'criu' && lock !== 'link') throw bad(`${where}.networkLock must be "criu" or "link"`);

@@ -399,12 +399,13 @@ export class RuncRuntime implements ContainerRuntime {
     const linkLock = tcpEstablished && net !== undefined && this.linkLock();
     const lock = linkLock ? await this.dumpLinkLock(name, workDir) : undefined;
 
+    const ignoreCgroups = !(await cgroupHasChildren(cgroupsPathFor(this.state.hostId, name)));
     await writeFile(
       this.state.criuConfig(name),
       criuConfigText({
         skipInFlight: opts.skipInFlight ?? true,
         skipNetworkLock: linkLock,
-        ignoreCgroups: !(await cgroupHasChildren(cgroupsPathFor(this.state.hostId, name))),
+        ignoreCgroups,
         ...(lock?.script !== undefined ? { actionScript: lock.script } : {}),
       }),
     );
@@ -471,6 +472,7 @@ export class RuncRuntime implements ContainerRuntime {
 
     // With the tasks dumped (and, unless left running, gone), the root filesystem changes are stable.
     await this.writeCheckpointFiles(name, record, dir, {
+      ignoreCgroups,
       leftRunning: Boolean(opts.leaveRunning),
       tcpEstablished,
       networkLock: linkLock ? 'link' : 'criu',
@@ -512,12 +514,13 @@ export class RuncRuntime implements ContainerRuntime {
     // CRIU writes everything but the lazy memory, then serves that memory on this port until its
     // one client says how the dump ends; the processes stay frozen (and readable) meanwhile.
     args.push('--lazy-pages', '--page-server', `127.0.0.1:${port}`, name);
+    const ignoreCgroups = !(await cgroupHasChildren(cgroupsPathFor(this.state.hostId, name)));
     await writeFile(
       this.state.criuConfig(name),
       criuConfigText({
         skipInFlight: true,
         skipNetworkLock: linkLock,
-        ignoreCgroups: !(await cgroupHasChildren(cgroupsPathFor(this.state.hostId, name))),
+        ignoreCgroups,
         ...(lock?.script !== undefined ? { actionScript: lock.script } : {}),
       }),
     );
@@ -599,6 +602,7 @@ export class RuncRuntime implements ContainerRuntime {
     // the namespace is cut off until resumed: another host may now take the container's address.
     await Promise.all([
       this.writeCheckpointFiles(name, record, dir, {
+        ignoreCgroups,
         leftRunning: false,
         tcpEstablished,
         networkLock: linkLock ? 'link' : 'criu',
@@ -752,6 +756,14 @@ export class RuncRuntime implements ContainerRuntime {
       }
       mark('rootfsMs');
       await this.prepareBundle(record);
+      // Dumped without cgroups: restored without (CRIU then starts no cgroup helper, whose
+      // process lingering in the container's cgroup made the next dump fail: "Unseizable").
+      if (manifest.cgroups === 'ignored') {
+        await writeFile(
+          this.state.criuConfig(opts.name),
+          criuConfigText({ skipInFlight: false, ignoreCgroups: true }),
+        );
+      }
       mark('bundleMs');
       await writeJsonAtomic(this.state.containerRecord(opts.name), record);
       await mkdir(workDir, { recursive: true });
@@ -1143,6 +1155,8 @@ export class RuncRuntime implements ContainerRuntime {
       networkLock: NetworkLock;
       lazyPages: boolean;
       dumpLog: string;
+      /** CRIU left cgroups alone (criuConfigText `ignoreCgroups`). */
+      ignoreCgroups: boolean;
       /** The root filesystem archive, begun earlier (`archiveRootfs`, while CRIU dumped). */
       rootfs?: Promise<void>;
     },
@@ -1159,6 +1173,7 @@ export class RuncRuntime implements ContainerRuntime {
       ...(o.tcpEstablished ? { networkLock: o.networkLock } : {}),
       lazyPages: o.lazyPages,
       hasRootfsDiff: true,
+      ...(o.ignoreCgroups ? { cgroups: 'ignored' as const } : {}),
     };
     const criuVersion = criuVersionFromLog(o.dumpLog);
     if (criuVersion) manifest.criuVersion = criuVersion;
