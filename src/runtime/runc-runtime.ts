@@ -787,7 +787,9 @@ export class RuncRuntime implements ContainerRuntime {
       fill = await daemon;
       mark('lazyDaemonMs');
       runcStarted = true;
-      const res = await this.startWithShim(opts.name, args);
+      const running = this.startWithShim(opts.name, args);
+      opts.onStart?.();
+      const res = await running;
       mark('runcMs');
       // The `link` lock ends once CRIU has repaired the connections (runc has returned). Packets
       // already pass (the namespace is on the network): nothing waits for it but the next dump.
