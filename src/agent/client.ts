@@ -139,13 +139,9 @@ export class AgentClient implements ContainerRuntime {
   }
 
   async restore(opts: RestoreOptions): Promise<RestoreResult> {
-    const { onStart, ...rest } = opts;
-    const body: RestoreRequest = { ...rest, dir: resolvePath(opts.dir) };
+    const body: RestoreRequest = { ...opts, dir: resolvePath(opts.dir) };
     if (opts.workDir !== undefined) body.workDir = resolvePath(opts.workDir);
-    const res = this.json('POST', ApiPath.restore, restoreResponse, body);
-    // The agent does not say when CRIU starts: as far as this side can tell, now.
-    onStart?.();
-    return res;
+    return this.json('POST', ApiPath.restore, restoreResponse, body);
   }
 
   async logs(name: string): Promise<string> {

@@ -108,12 +108,6 @@ export interface RestoreOptions {
    */
   reclaimNetwork?: boolean;
   workDir?: string;
-  /**
-   * Called once everything but CRIU's own restore is ready and it starts (a caller may then use
-   * the CPU for what the restore needs only later). Not called when the restore fails before.
-   * Local only: not sent over the agent API.
-   */
-  onStart?: () => void;
 }
 
 /** Measured outcome of a checkpoint. */

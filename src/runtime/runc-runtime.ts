@@ -787,9 +787,7 @@ export class RuncRuntime implements ContainerRuntime {
       fill = await daemon;
       mark('lazyDaemonMs');
       runcStarted = true;
-      const running = this.startWithShim(opts.name, args);
-      opts.onStart?.();
-      const res = await running;
+      const res = await this.startWithShim(opts.name, args);
       mark('runcMs');
       // The `link` lock ends once CRIU has repaired the connections (runc has returned). Packets
       // already pass (the namespace is on the network): nothing waits for it but the next dump.
