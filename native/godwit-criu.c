@@ -16,9 +16,10 @@
  *     on a socket pair of our own, whose answer is passed on and, if it says success, cached.
  *     Any other request: the real CRIU is exec'd with the socket as it is, and reads the request
  *     itself. End of stream: exit 0.
- *   - The key hashes the request's bytes, the kernel's boot id and the wrapper (its contents,
- *     inode, size and mtime): a new boot, kernel or CRIU asks again. `godwit setup` empties the
- *     cache when it provisions CRIU.
+ *   - The key hashes what the answer depends on: the request's type and, for FEATURE_CHECK, the
+ *     features it asks about (runc also sends that request its whole options, image directory
+ *     descriptor and log file included, which CRIU's check ignores), the kernel's boot id and
+ *     the wrapper (its contents, inode, size and mtime): a new boot, kernel or CRIU asks again.
  *   - A failure before a request is consumed falls back to the real CRIU; after, exits 1 (runc
  *     then reports a failed CRIU call, as it would for a crashed CRIU).
  */
@@ -62,8 +63,11 @@ static int read_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v) {
   return -1;
 }
 
-/* The varint field `field` at the top level of protobuf message `p`, or -1 if absent/malformed. */
-static int64_t top_varint(const uint8_t *p, size_t n, unsigned field) {
+/*
+ * Field `field` at the top level of protobuf message `p`: a varint's value, or for a
+ * length-delimited field its offset (and its length in `*len`). -1 if absent or malformed.
+ */
+static int64_t top_field(const uint8_t *p, size_t n, unsigned field, size_t *len) {
   size_t i = 0;
   while (i < n) {
     uint64_t tag, v;
@@ -74,6 +78,10 @@ static int64_t top_varint(const uint8_t *p, size_t n, unsigned field) {
       if ((tag >> 3) == field) return (int64_t)v;
     } else if (wire == 2) {
       if (read_varint(p, n, &i, &v) < 0 || v > n - i) return -1;
+      if ((tag >> 3) == field) {
+        if (len) *len = v;
+        return (int64_t)i;
+      }
       i += v;
     } else if (wire == 5) {
       i += 4;
@@ -92,9 +100,10 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n) {
   return h;
 }
 
-/* CACHE_DIR/<key> for request `req`; 0 on success. */
-static int cache_path(const uint8_t *req, size_t n, char *out, size_t outn) {
-  uint64_t h = fnv(0xcbf29ce484222325ULL, req, n);
+/* CACHE_DIR/<key> for a request of `type` asking about `features` (`nf` bytes); 0 on success. */
+static int cache_path(int64_t type, const uint8_t *features, size_t nf, char *out, size_t outn) {
+  uint64_t h = fnv(0xcbf29ce484222325ULL, &type, sizeof type);
+  h = fnv(h, features, nf);
   char buf[4096];
   int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
@@ -187,10 +196,14 @@ int main(int argc, char **argv) {
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) return 0; /* the caller hung up */
     if (n < 0 || n > (ssize_t)sizeof req) exec_real(argv);
-    int64_t type = top_varint(req, (size_t)n, 1);
+    int64_t type = top_field(req, (size_t)n, 1, NULL);
     if (type != REQ_VERSION && type != REQ_FEATURE_CHECK) exec_real(argv);
+    /* criu_req.features (5): what a FEATURE_CHECK asks about. */
+    size_t nf = 0;
+    int64_t fo = type == REQ_FEATURE_CHECK ? top_field(req, (size_t)n, 5, &nf) : -1;
+    if (fo < 0) nf = 0;
     char path[PATH_MAX];
-    int cacheable = cache_path(req, (size_t)n, path, sizeof path) == 0;
+    int cacheable = cache_path(type, fo < 0 ? req : req + fo, nf, path, sizeof path) == 0;
     ssize_t r = cacheable ? read_file(path, resp, sizeof resp) : -1;
     int hit = r > 0;
     if (!hit && !cacheable) exec_real(argv);
@@ -199,7 +212,7 @@ int main(int argc, char **argv) {
     if (!hit) {
       r = ask_real(req, (size_t)n, resp);
       if (r <= 0) return 1;
-      if (top_varint(resp, (size_t)r, 2) == 1) write_cache(path, resp, (size_t)r);
+      if (top_field(resp, (size_t)r, 2, NULL) == 1) write_cache(path, resp, (size_t)r);
     }
     if (send((int)sk, resp, (size_t)r, MSG_NOSIGNAL) != r) return 1;
   }
