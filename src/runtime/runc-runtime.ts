@@ -756,8 +756,9 @@ export class RuncRuntime implements ContainerRuntime {
       }
       mark('rootfsMs');
       await this.prepareBundle(record);
-      // Dumped without cgroups: restored without (CRIU then starts no cgroup helper, whose
-      // process lingering in the container's cgroup made the next dump fail: "Unseizable").
+      // Dumped without cgroups: restored without. (Restored in CRIU's default mode, the next dump
+      // found a process of that restore still in the container's cgroup and failed: "Unseizable
+      // non-zombie", in the 20 back-and-forth moves of test/integration/hybrid-migration.)
       if (manifest.cgroups === 'ignored') {
         await writeFile(
           this.state.criuConfig(opts.name),
