@@ -348,18 +348,22 @@ export class IncomingMigrations {
    */
   statePart(id: string, chunks: readonly InlineChunk[]): void {
     if (this.finished.has(id)) return;
-    let p = this.stateParts.get(id);
-    if (!p) this.stateParts.set(id, (p = { chunks: new Map(), count: 0 }));
+    const p = this.partsOf(id);
     decodeInlineChunks(chunks, p.chunks);
     p.count += 1;
     p.wake?.();
   }
 
-  /** The chunks of `n` parts of `id`'s state, once they are all here; fails after STATE_PARTS_WAIT_MS. */
-  private async stateChunks(id: string, n: number): Promise<Map<Digest, Buffer>> {
+  /** What has come of `id`'s state parts so far (made empty at the first look). */
+  private partsOf(id: string): { chunks: Map<Digest, Buffer>; count: number; wake?: () => void } {
     let p = this.stateParts.get(id);
     if (!p) this.stateParts.set(id, (p = { chunks: new Map(), count: 0 }));
-    const parts = p;
+    return p;
+  }
+
+  /** The chunks of `n` parts of `id`'s state, once they are all here; fails after STATE_PARTS_WAIT_MS. */
+  private async stateChunks(id: string, n: number): Promise<Map<Digest, Buffer>> {
+    const parts = this.partsOf(id);
     const deadline = this.clock.monotonic() + STATE_PARTS_WAIT_MS;
     while (parts.count < n) {
       const left = deadline - this.clock.monotonic();

@@ -11,12 +11,18 @@ import {
   EVERY_LAZY_PAGE,
   LazyPageBroker,
   heldPagesFile,
+  type LazyPageBrokerOptions,
   type PageFetchClient,
   type RemoteRun,
 } from './lazy-page-broker.js';
 import { fakePage, writeFakeCriuImages } from './testing.js';
 
 const A = 0x7f0000000000;
+
+/** `n` fake pages of `vpid` from `vaddr` on, back to back. */
+function fakePages(vpid: number, vaddr: number, n: number): Buffer {
+  return Buffer.concat(Array.from({ length: n }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE)));
+}
 
 /** A source that serves the fake pages, records what was asked, and can be held or killed. */
 class FakeFetcher implements PageFetchClient {
@@ -29,7 +35,7 @@ class FakeFetcher implements PageFetchClient {
     this.calls.push({ vpid, vaddr, nrPages });
     if (this.hold) await new Promise<void>((r) => this.held.push(r));
     if (this.dead) throw this.dead;
-    return Buffer.concat(Array.from({ length: nrPages }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE)));
+    return fakePages(vpid, vaddr, nrPages);
   }
   onFailed(fn: (e: GodwitError) => void): void {
     this.failed.push(fn);
@@ -72,7 +78,11 @@ describe('LazyPageBroker', () => {
     await writeFile(path, buf);
   }
 
-  const open = (fetcher: PageFetchClient, remote: RemoteRun[]): Promise<LazyPageBroker> =>
+  const open = (
+    fetcher: PageFetchClient,
+    remote: RemoteRun[],
+    more: Partial<LazyPageBrokerOptions> = {},
+  ): Promise<LazyPageBroker> =>
     LazyPageBroker.open({
       criuDir: dir,
       remote,
@@ -80,6 +90,7 @@ describe('LazyPageBroker', () => {
       clock: systemClock,
       log: nullLogger,
       batchPages: 8,
+      ...more,
     });
 
   it('serves local pages from the images and never asks the source for them', async () => {
@@ -260,18 +271,12 @@ describe('LazyPageBroker', () => {
     await holes(remote);
     const f = new FakeFetcher();
     const localAsked: number[] = [];
-    const b = await LazyPageBroker.open({
-      criuDir: dir,
-      remote,
-      fetcher: f,
-      clock: systemClock,
-      log: nullLogger,
-      batchPages: 8,
+    const b = await open(f, remote, {
       // The "store" holds the right bytes for every page but page 5 (a stale index entry).
       local: async (vpid, vaddr, n) => {
         localAsked.push((vaddr - A) / PAGE_SIZE);
         if (vaddr <= A + 5 * PAGE_SIZE && A + 5 * PAGE_SIZE < vaddr + n * PAGE_SIZE) return undefined;
-        return Buffer.concat(Array.from({ length: n }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE)));
+        return fakePages(vpid, vaddr, n);
       },
     });
     b.start();
@@ -320,16 +325,7 @@ describe('LazyPageBroker', () => {
     ];
     await holes(remote);
     const f = new FakeFetcher();
-    const b = await LazyPageBroker.open({
-      criuDir: dir,
-      remote,
-      fetcher: f,
-      clock: systemClock,
-      log: nullLogger,
-      batchPages: 8,
-      local: async (vpid, vaddr, n) =>
-        Buffer.concat(Array.from({ length: n }, (_, i) => fakePage(vpid, vaddr + i * PAGE_SIZE))),
-    });
+    const b = await open(f, remote, { local: async (vpid, vaddr, n) => fakePages(vpid, vaddr, n) });
     b.start();
     // One frame, in address order: the big run's changed pages come first in it.
     b.verdicts([
