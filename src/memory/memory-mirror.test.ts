@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { PAGE_SIZE, type Manifest } from '../core/chunks.js';
 import { ErrorCode, NotFoundError } from '../core/errors.js';
 import { digestOf, isZero, manifestDigests, MemoryChunkStore, parseManifest } from '../chunks/index.js';
-import { MemoryMirror } from './memory-mirror.js';
+import { MemoryMirror, summarize } from './memory-mirror.js';
 import { WriteTracker } from './write-tracker.js';
 import { buildWriteTracker } from './write-tracker-testing.js';
 import { systemClock } from '../core/clock.js';
@@ -140,6 +140,26 @@ function memoryEntry(m: Manifest, vpid: number): Extract<Manifest['entries'][num
   assert.ok(e !== undefined && e.type === 'file', `manifest has memory/${vpid}`);
   return e;
 }
+
+describe('summarize', () => {
+  it('lists slots in address order with their flags, also when added out of order', () => {
+    // Page numbers of a 64-bit address space, as in a real table (not small integers).
+    const hi = 0x7f33_0000_0000 / PAGE_SIZE;
+    const table = new Map([
+      [hi + 5, { touched: false, digest: 'd' as const }],
+      [hi + 6, { touched: true, digest: 'd' as const }],
+      [hi + 7, { touched: false, digest: undefined }],
+      [0x400, { touched: true, digest: undefined }],
+      [hi + 1, { touched: false, digest: 'zero' as const }],
+    ]);
+    const s = summarize(table);
+    assert.deepEqual([...s.pages], [0x400, hi + 1, hi + 5, hi + 6, hi + 7]);
+    assert.deepEqual([...s.flags], [1, 2, 2, 3, 0]);
+    assert.deepEqual(s.since, []);
+    const sorted = summarize(new Map([...table].sort((a, b) => a[0] - b[0])));
+    assert.deepEqual(sorted, s);
+  });
+});
 
 describe('MemoryMirror on a live process', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, () => {
   let child: Child | undefined;
@@ -435,6 +455,16 @@ describe(
       mirror.adopt(pass);
       const after = mirror.trackedVerdicts(vpid, runs);
       assert.deepEqual(after?.suspect ?? [], [], 'adopted: every page of the buffer vouched for');
+
+      // Prepared before the freeze: a page written after it is still left to its bytes.
+      mirror.prepareVerdicts();
+      assert.deepEqual(mirror.trackedVerdicts(vpid, runs), after, 'the same verdicts from the summary');
+      await write(c, 13);
+      mirror.markWritten((await tracker.collect()).written);
+      const late = mirror.trackedVerdicts(vpid, runs);
+      // (The buffer need not be page-aligned: a logical page's write may reach the next page.)
+      assert.ok(late && late.suspect.includes(at(13)) && late.suspect.length <= 2, `${late?.suspect}`);
+      assert.equal(late.settled.reduce((n, r) => n + r.n, 0) + late.suspect.length, runs.length);
 
       // A process the tracker does not know: nothing vouched for.
       const other = mirror.trackedVerdicts(vpid + 1_000_000, runs);

@@ -600,6 +600,8 @@ export class MigrationEngine {
           prev = c.changedPages;
         }
         report.timings.closingMs = round1(rec.now() - t0);
+        // The copies stay as they are until the freeze: the verdicts then need no walk over them.
+        if (precopy.mirror.tracking === true) precopy.mirror.prepareVerdicts?.();
       }
 
       // The service stops here.

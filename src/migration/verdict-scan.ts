@@ -38,6 +38,8 @@ export interface VerdictMirror {
     vpid: number,
     runs: readonly PageRun[],
   ): { settled: PageVerdictRun[]; suspect: number[] } | undefined;
+  /** Makes `trackedVerdicts` at the freeze cheaper; called once the copies last change (MemoryMirror.prepareVerdicts). */
+  prepareVerdicts?(): void;
 }
 
 /** Options of `scanVerdicts`. */
