@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { PAGE_SIZE, type Manifest } from '../core/chunks.js';
 import { ErrorCode, NotFoundError } from '../core/errors.js';
 import { digestOf, isZero, manifestDigests, MemoryChunkStore, parseManifest } from '../chunks/index.js';
-import { MemoryMirror, summarize } from './memory-mirror.js';
+import { MemoryMirror, summarize, trackedVerdictsOf } from './memory-mirror.js';
 import { WriteTracker } from './write-tracker.js';
 import { buildWriteTracker } from './write-tracker-testing.js';
 import { systemClock } from '../core/clock.js';
@@ -142,22 +142,76 @@ function memoryEntry(m: Manifest, vpid: number): Extract<Manifest['entries'][num
 }
 
 describe('summarize', () => {
-  it('lists slots in address order with their flags, also when added out of order', () => {
+  it('merges slots into runs in address order with their flags, also when added out of order', () => {
     // Page numbers of a 64-bit address space, as in a real table (not small integers).
     const hi = 0x7f33_0000_0000 / PAGE_SIZE;
     const table = new Map([
       [hi + 5, { touched: false, digest: 'd' as const }],
-      [hi + 6, { touched: true, digest: 'd' as const }],
-      [hi + 7, { touched: false, digest: undefined }],
+      [hi + 6, { touched: false, digest: 'd' as const }],
+      [hi + 7, { touched: true, digest: 'd' as const }],
+      [hi + 8, { touched: false, digest: undefined }],
       [0x400, { touched: true, digest: undefined }],
       [hi + 1, { touched: false, digest: 'zero' as const }],
+      [hi + 2, { touched: false, digest: 'd' as const }],
     ]);
     const s = summarize(table);
-    assert.deepEqual([...s.pages], [0x400, hi + 1, hi + 5, hi + 6, hi + 7]);
+    assert.deepEqual([...s.start], [0x400, hi + 1, hi + 5, hi + 7, hi + 8]);
+    assert.deepEqual([...s.end], [0x401, hi + 3, hi + 7, hi + 8, hi + 9]);
     assert.deepEqual([...s.flags], [1, 2, 2, 3, 0]);
     assert.deepEqual(s.since, []);
     const sorted = summarize(new Map([...table].sort((a, b) => a[0] - b[0])));
     assert.deepEqual(sorted, s);
+    const none = summarize(new Map());
+    assert.equal(none.start.length, 0);
+  });
+});
+
+describe('trackedVerdictsOf', () => {
+  it('gives the verdicts of a lookup per page, on random tables, regions, writes and runs', () => {
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const hi = 0x7ffd_0000_0000 / PAGE_SIZE;
+    for (let trial = 0; trial < 200; trial++) {
+      const span = 20 + rnd(200);
+      const table = new Map<number, { touched: boolean; digest: 'd' | undefined }>();
+      for (let p = 0; p < span; p++)
+        if (rnd(8) > 0) table.set(hi + p, { touched: rnd(10) === 0, digest: rnd(6) === 0 ? undefined : 'd' });
+      const regions: { start: number; end: number }[] = [];
+      for (let p = rnd(5); p < span;) {
+        const len = 1 + rnd(40);
+        regions.push({ start: hi + p, end: hi + p + len });
+        p += len + 1 + rnd(10);
+      }
+      const runs: { vaddr: number; nrPages: number }[] = [];
+      for (let p = rnd(3); p < span;) {
+        const len = 1 + rnd(30);
+        runs.push({ vaddr: (hi + p) * PAGE_SIZE, nrPages: Math.min(len, span - p) });
+        p += len + rnd(4);
+      }
+      const sum = summarize(new Map([...table].sort(() => rnd(3) - 1)));
+      const since = Array.from({ length: rnd(4) }, () => hi + rnd(span));
+      sum.since.push(...since);
+      // The definition: a lookup per page.
+      const suspect: number[] = [];
+      const settled: { page: number; n: number; known: boolean }[] = [];
+      for (const r of runs) {
+        for (let p = r.vaddr / PAGE_SIZE; p < r.vaddr / PAGE_SIZE + r.nrPages; p++) {
+          const s = table.get(p);
+          if (!s || s.touched || since.includes(p) || !regions.some((g) => g.start <= p && p < g.end)) {
+            suspect.push(p);
+            continue;
+          }
+          const known = s.digest !== undefined;
+          const last = settled[settled.length - 1];
+          if (last && last.known === known && last.page + last.n === p) last.n++;
+          else settled.push({ page: p, n: 1, known });
+        }
+      }
+      assert.deepEqual(trackedVerdictsOf(sum, regions, runs), { settled, suspect }, `trial ${trial}`);
+    }
   });
 });
 

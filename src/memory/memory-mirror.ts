@@ -134,18 +134,25 @@ const SLOT_SENT = 2;
 
 /** One process's slots in address order, as `trackedVerdicts` reads them. */
 export interface SlotSummary {
-  pages: Float64Array;
-  /** Per slot, SLOT_TOUCHED | SLOT_SENT. */
+  /** Runs of slots of consecutive pages and equal flags: pages [start, end), sorted, disjoint. */
+  start: Float64Array;
+  end: Float64Array;
+  /** Per run, SLOT_TOUCHED | SLOT_SENT. */
   flags: Uint8Array;
   /** Pages marked written since it was made. */
   since: number[];
 }
 
-const EMPTY_SUMMARY: SlotSummary = { pages: new Float64Array(0), flags: new Uint8Array(0), since: [] };
+const EMPTY_SUMMARY: SlotSummary = {
+  start: new Float64Array(0),
+  end: new Float64Array(0),
+  flags: new Uint8Array(0),
+  since: [],
+};
 
 /**
- * The summary of `table`: one walk in its order, sorted only if that is not address order.
- * Exported for tests.
+ * The summary of `table`: one walk in its order (sorted only if that is not address order),
+ * then its slots merged into runs. Exported for tests.
  */
 export function summarize(table: ReadonlyMap<number, Pick<PageSlot, 'touched' | 'digest'>>): SlotSummary {
   const n = table.size;
@@ -171,7 +178,74 @@ export function summarize(table: ReadonlyMap<number, Pick<PageSlot, 'touched' | 
       flags[k] = v - page * 4;
     }
   }
-  return { pages, flags, since: [] };
+  let runs = 0;
+  for (let k = 0; k < n; k++)
+    if (k === 0 || pages[k] !== (pages[k - 1] as number) + 1 || flags[k] !== flags[k - 1]) runs++;
+  const out: SlotSummary = {
+    start: new Float64Array(runs),
+    end: new Float64Array(runs),
+    flags: new Uint8Array(runs),
+    since: [],
+  };
+  let r = -1;
+  for (let k = 0; k < n; k++) {
+    const page = pages[k] as number;
+    if (r < 0 || page !== out.end[r] || flags[k] !== out.flags[r]) {
+      r++;
+      out.start[r] = page;
+      out.flags[r] = flags[k] as number;
+    }
+    out.end[r] = page + 1;
+  }
+  return out;
+}
+
+/**
+ * The verdicts of MemoryMirror.trackedVerdicts from a process's slot summary and tracked
+ * `regions` (pages [start, end), sorted, disjoint) over `runs` (sorted, disjoint): a stretch of
+ * like pages at a time. Exported for tests.
+ */
+export function trackedVerdictsOf(
+  sum: SlotSummary,
+  regions: readonly { start: number; end: number }[],
+  runs: readonly PageRun[],
+): { settled: PageVerdictRun[]; suspect: number[] } {
+  const since = Float64Array.from(sum.since).sort();
+  const settled: PageVerdictRun[] = [];
+  const suspect: number[] = [];
+  let last: PageVerdictRun | undefined;
+  let si = 0;
+  let ri = 0;
+  let wi = 0;
+  for (const r of runs) {
+    const p1 = r.vaddr / PAGE_SIZE + r.nrPages;
+    // A stretch [p, q) at a time over which the slot run, the tracked region and the pages
+    // written since the summary stay the same.
+    for (let p = r.vaddr / PAGE_SIZE; p < p1;) {
+      while (si < sum.start.length && (sum.end[si] as number) <= p) si++;
+      while (ri < regions.length && (regions[ri] as { end: number }).end <= p) ri++;
+      while (wi < since.length && (since[wi] as number) < p) wi++;
+      let q = p1;
+      const inSlots = si < sum.start.length && (sum.start[si] as number) <= p;
+      if (si < sum.start.length) q = Math.min(q, (inSlots ? sum.end[si] : sum.start[si]) as number);
+      const region = regions[ri];
+      const inRegion = region !== undefined && region.start <= p;
+      if (region !== undefined) q = Math.min(q, inRegion ? region.end : region.start);
+      const written = since[wi] === p;
+      if (written) q = p + 1;
+      else if (wi < since.length) q = Math.min(q, since[wi] as number);
+      const f = inSlots ? (sum.flags[si] as number) : 0;
+      if (!inSlots || !inRegion || written || (f & SLOT_TOUCHED) !== 0) {
+        for (let x = p; x < q; x++) suspect.push(x);
+      } else {
+        const known = (f & SLOT_SENT) !== 0;
+        if (last !== undefined && last.known === known && last.page + last.n === p) last.n += q - p;
+        else settled.push((last = { page: p, n: q - p, known }));
+      }
+      p = q;
+    }
+  }
+  return { settled, suspect };
 }
 
 /** A small file of a manifest: inline, or cut into chunks added to `chunks`. */
@@ -308,8 +382,8 @@ export class MemoryMirror {
    * copy was read, and sent; not known: never sent), and the pages only their bytes can judge
    * (written since read, not tracked, or without a copy), ascending. Undefined without tracking.
    *
-   * One merge of the runs with the slots in address order (`prepareVerdicts`, made now if it was
-   * not): ~2 ms at 1 GiB. (A lookup per page in the page table took ~75 ms there: page numbers of
+   * One merge of the runs with the runs of slots in address order (`prepareVerdicts`, made now if
+   * it was not), a stretch of like pages at a time: well under a millisecond at 1 GiB. (A lookup per page in the page table took ~75 ms there: page numbers of
    * a 64-bit address space are not small integers, and each lookup boxes and hashes one.)
    */
   trackedVerdicts(
@@ -320,39 +394,7 @@ export class MemoryMirror {
     if (tracker === undefined || !this.tracking) return undefined;
     const table = this.procs.get(vpid);
     const sum = this.summaries.get(vpid) ?? (table ? summarize(table) : EMPTY_SUMMARY);
-    const { pages, flags } = sum;
-    const since = Float64Array.from(sum.since).sort();
-    const regions = tracker.regions(vpid);
-    const settled: PageVerdictRun[] = [];
-    const suspect: number[] = [];
-    let last: PageVerdictRun | undefined;
-    let ri = 0;
-    let si = 0;
-    let wi = 0;
-    for (const r of runs) {
-      const p0 = r.vaddr / PAGE_SIZE;
-      const p1 = p0 + r.nrPages;
-      for (let p = p0; p < p1; p++) {
-        while (ri < regions.length && (regions[ri] as { end: number }).end <= p) ri++;
-        while (si < pages.length && (pages[si] as number) < p) si++;
-        while (wi < since.length && (since[wi] as number) < p) wi++;
-        const f = si < pages.length && pages[si] === p ? (flags[si] as number) : -1;
-        if (
-          f < 0 ||
-          (f & SLOT_TOUCHED) !== 0 ||
-          since[wi] === p ||
-          ri >= regions.length ||
-          (regions[ri] as { start: number }).start > p
-        ) {
-          suspect.push(p);
-          continue;
-        }
-        const known = (f & SLOT_SENT) !== 0;
-        if (last !== undefined && last.known === known && last.page + last.n === p) last.n++;
-        else settled.push((last = { page: p, n: 1, known }));
-      }
-    }
-    return { settled, suspect };
+    return trackedVerdictsOf(sum, tracker.regions(vpid), runs);
   }
 
   /**
