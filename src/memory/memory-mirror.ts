@@ -383,8 +383,9 @@ export class MemoryMirror {
    * (written since read, not tracked, or without a copy), ascending. Undefined without tracking.
    *
    * One merge of the runs with the runs of slots in address order (`prepareVerdicts`, made now if
-   * it was not), a stretch of like pages at a time: well under a millisecond at 1 GiB. (A lookup per page in the page table took ~75 ms there: page numbers of
-   * a 64-bit address space are not small integers, and each lookup boxes and hashes one.)
+   * it was not), a stretch of like pages at a time (trackedVerdictsOf). A lookup per page in the
+   * page table took ~75 ms at 1 GiB: page numbers of a 64-bit address space are not small
+   * integers, and each lookup boxed and hashed one.
    */
   trackedVerdicts(
     vpid: number,
@@ -399,9 +400,10 @@ export class MemoryMirror {
 
   /**
    * Takes down every process's slots in address order for `trackedVerdicts`, so that the
-   * verdicts at the freeze need no walk over the page table (~7 ms at 1 GiB). Call it once the
-   * copies last change before the freeze (after the closing passes); pages marked written after
-   * it are still heeded, and a later scan or adopt discards it.
+   * verdicts at the freeze need no walk over the page table (a walk of ~45 ms at 1 GiB the first
+   * time in a process, which the service does not wait for when it is made before the freeze).
+   * Call it once the copies last change before the freeze (after the closing passes); pages
+   * marked written after it are still heeded, and a later scan or adopt discards it.
    */
   prepareVerdicts(): void {
     for (const [vpid, table] of this.procs) this.summaries.set(vpid, summarize(table));
