@@ -11,6 +11,18 @@ export function openFd(path: string, flags: string | number, mode?: number): Pro
   );
 }
 
+export function readFd(
+  fd: number,
+  buf: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  return new Promise((resolve, reject) =>
+    fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))),
+  );
+}
+
 export function closeFd(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
 }

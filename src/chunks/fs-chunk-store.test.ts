@@ -84,6 +84,32 @@ describe('FsChunkStore', () => {
     assert.deepEqual(await store.get(c.digest), c.data);
   });
 
+  it('readInto reads a chunk into a buffer at an offset, and refuses a missing or short one', async () => {
+    const plain = await FsChunkStore.open(dir);
+    const verifying = await FsChunkStore.open(dir, { verify: true });
+    const c = chunk('into');
+    await plain.put(c.digest, c.data);
+    const out = Buffer.alloc(c.data.length + 10, 0xee);
+    await plain.readInto(c.digest, out, 5, c.data.length);
+    assert.deepEqual(out.subarray(5, 5 + c.data.length), c.data);
+    assert.equal(out[4], 0xee);
+    assert.equal(out[5 + c.data.length], 0xee, 'nothing written past the chunk');
+    await assert.rejects(
+      plain.readInto(c.digest, out, 0, c.data.length + 1),
+      code(ErrorCode.ChunkStoreCorrupt),
+    );
+    // Corrupted behind its back: only a verifying store notices, and drops it.
+    const path = plain.blobPath(c.digest);
+    await chmod(path, 0o600);
+    await writeFile(path, Buffer.from('x'.repeat(c.data.length)));
+    await assert.rejects(
+      verifying.readInto(c.digest, out, 0, c.data.length),
+      code(ErrorCode.ChunkStoreCorrupt),
+    );
+    assert.deepEqual(await verifying.missing([c.digest]), [c.digest]);
+    await assert.rejects(plain.readInto(c.digest, out, 0, c.data.length), code(ErrorCode.ChunkNotFound));
+  });
+
   it('verify: true detects and drops a corrupted chunk; the default does not re-hash', async () => {
     const plain = await FsChunkStore.open(dir);
     const verifying = await FsChunkStore.open(dir, { verify: true });

@@ -19,7 +19,16 @@ import { systemClock, type Clock } from '../core/clock.js';
 import type { ChunkStore, Digest, Manifest } from '../core/chunks.js';
 import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import { assertDigest, digestHex, digestOf, isDigest } from './hash.js';
-import { closeFd, fsyncFd, openFd, readWholeFile, renamePath, statExists, writeAll } from './fd-io.js';
+import {
+  closeFd,
+  fsyncFd,
+  openFd,
+  readFd,
+  readWholeFile,
+  renamePath,
+  statExists,
+  writeAll,
+} from './fd-io.js';
 import { mapLimit, Mutex } from './pool.js';
 import { chunkNotFound, retentionDigests, validateRetentionName, verifyChunk } from './store-common.js';
 
@@ -168,6 +177,45 @@ export class FsChunkStore implements ChunkStore {
     }
     this.remember(digest);
     return data;
+  }
+
+  /**
+   * ChunkStore.readInto: open, one read, close. A chunk file shorter than `size` throws
+   * ChunkStoreCorrupt; one longer (never written so: chunks are renamed into place whole) is
+   * caught only with `verify`.
+   */
+  async readInto(digest: Digest, out: Buffer, offset: number, size: number): Promise<void> {
+    assertDigest(digest);
+    let fd: number;
+    try {
+      fd = await openFd(this.blobPath(digest), 'r');
+    } catch (err) {
+      if (!isNoEnt(err)) throw err;
+      this.known.delete(digest);
+      throw chunkNotFound(digest, err);
+    }
+    let n: number;
+    try {
+      n = await readFd(fd, out, offset, size, 0);
+    } finally {
+      await closeFd(fd);
+    }
+    if (n !== size) {
+      throw new FailedPreconditionError(
+        ErrorCode.ChunkStoreCorrupt,
+        `stored chunk ${digest} has ${n} bytes where ${size} were expected`,
+      );
+    }
+    if (this.verify && digestOf(out.subarray(offset, offset + size)) !== digest) {
+      this.known.delete(digest);
+      await rm(this.blobPath(digest), { force: true });
+      throw new FailedPreconditionError(
+        ErrorCode.ChunkStoreCorrupt,
+        `stored chunk ${digest} did not match its digest and was removed`,
+        { hint: 'fetch the chunk again' },
+      );
+    }
+    this.remember(digest);
   }
 
   async put(digest: Digest, data: Buffer): Promise<void> {

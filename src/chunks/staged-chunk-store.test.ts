@@ -26,6 +26,19 @@ describe('StagedChunkStore', () => {
     assert.equal(await s.stagedBytes(), 0);
   });
 
+  it('readInto reads staged and durable chunks alike', async () => {
+    const durable = new MemoryChunkStore();
+    await durable.put(db, b);
+    const s = new StagedChunkStore(durable);
+    await s.put(da, a);
+    const out = Buffer.alloc(8192);
+    await s.readInto(da, out, 0, 4096);
+    await s.readInto(db, out, 4096, 4096);
+    assert.deepEqual(out, Buffer.concat([a, b]));
+    await assert.rejects(s.readInto(da, out, 0, 100), /where 100 were expected/);
+    await assert.rejects(s.readInto(digestOf(Buffer.alloc(1)), out, 0, 1));
+  });
+
   it('verifies digests like any store and can discard without writing', async () => {
     const durable = new MemoryChunkStore();
     const s = new StagedChunkStore(durable);

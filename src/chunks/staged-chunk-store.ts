@@ -13,6 +13,7 @@
  * exists elsewhere (the checkpoint, or the peer's store), never the only copy.
  */
 import type { ChunkStore, Digest, Manifest } from '../core/chunks.js';
+import { ErrorCode, FailedPreconditionError } from '../core/errors.js';
 import { verifyChunk } from './store-common.js';
 
 /** Memory-staged writes over a durable ChunkStore. */
@@ -45,6 +46,20 @@ export class StagedChunkStore implements ChunkStore {
 
   peek(digest: Digest): Buffer | undefined {
     return this.staged.get(digest);
+  }
+
+  async readInto(digest: Digest, out: Buffer, offset: number, size: number): Promise<void> {
+    const staged = this.staged.get(digest);
+    if (staged === undefined && this.durable.readInto)
+      return this.durable.readInto(digest, out, offset, size);
+    const data = staged ?? (await this.durable.get(digest));
+    if (data.length !== size) {
+      throw new FailedPreconditionError(
+        ErrorCode.ChunkStoreCorrupt,
+        `chunk ${digest} has ${data.length} bytes where ${size} were expected`,
+      );
+    }
+    data.copy(out, offset);
   }
 
   async put(digest: Digest, data: Buffer): Promise<void> {

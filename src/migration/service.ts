@@ -209,6 +209,7 @@ export async function startMigrationService(opts: MigrationServiceOptions): Prom
         const b = store.peek?.(digest);
         return b ? Promise.resolve(b) : store.get(digest);
       },
+      chunkInto: (digest, out, offset, size) => store.readInto(digest, out, offset, size),
       deliver: (sessionId, manifest, chunks) => transfer.deliver(sessionId, manifest, chunks),
       materialize: (manifest: Manifest, dir: string, o) => materialize(manifest, store, dir, o),
       materializeArriving: (manifest, dir, missing, signal, o) =>

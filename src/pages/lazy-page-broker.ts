@@ -469,7 +469,7 @@ export class LazyPageBroker {
     vaddr: number,
     k: number,
   ): Promise<Buffer | undefined> {
-    const out = Buffer.allocUnsafe(k * PAGE_SIZE);
+    let out: Buffer | undefined;
     for (let i = 0; i < k;) {
       const s = this.slot(p, vaddr + i * PAGE_SIZE);
       const known = s !== undefined && s[0].state[s[1]] === KNOWN;
@@ -504,8 +504,12 @@ export class LazyPageBroker {
           if (s[0].small) this.smallHead = 0;
           return undefined;
         }
+        // All of them known (most reads of a fill): the store's answer is the answer.
+        if (i === 0 && j === k) return data;
+        out ??= Buffer.allocUnsafe(k * PAGE_SIZE);
         data.copy(out, i * PAGE_SIZE);
       } else {
+        out ??= Buffer.allocUnsafe(k * PAGE_SIZE);
         const fh = await this.file(run.file);
         const { bytesRead } = await fh.read(
           out,
@@ -522,7 +526,7 @@ export class LazyPageBroker {
       }
       i = j;
     }
-    return out;
+    return out as Buffer;
   }
 
   /** How many of the k pages from `vaddr` were remote. */
