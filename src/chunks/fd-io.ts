@@ -11,18 +11,6 @@ export function openFd(path: string, flags: string | number, mode?: number): Pro
   );
 }
 
-export function readFd(
-  fd: number,
-  buf: Buffer,
-  offset: number,
-  length: number,
-  position: number,
-): Promise<number> {
-  return new Promise((resolve, reject) =>
-    fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))),
-  );
-}
-
 export function closeFd(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
 }
@@ -84,7 +72,8 @@ export function fstatFd(fd: number): Promise<fs.Stats> {
   return new Promise((resolve, reject) => fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st))));
 }
 
-function readOnce(
+/** One read of up to `length` bytes into `buf` at `offset`; returns the count read. */
+export function readOnce(
   fd: number,
   buf: Buffer,
   offset: number,

@@ -23,7 +23,7 @@ import {
   closeFd,
   fsyncFd,
   openFd,
-  readFd,
+  readOnce,
   readWholeFile,
   renamePath,
   statExists,
@@ -161,21 +161,9 @@ export class FsChunkStore implements ChunkStore {
     try {
       data = await readWholeFile(this.blobPath(digest));
     } catch (err) {
-      if (!isNoEnt(err)) throw err;
-      this.known.delete(digest);
-      throw chunkNotFound(digest, err);
+      throw this.readFailure(digest, err);
     }
-    if (this.verify && digestOf(data) !== digest) {
-      // Drop the bad copy, so missing() reports the chunk and a put can replace it.
-      this.known.delete(digest);
-      await rm(this.blobPath(digest), { force: true });
-      throw new FailedPreconditionError(
-        ErrorCode.ChunkStoreCorrupt,
-        `stored chunk ${digest} did not match its digest and was removed`,
-        { hint: 'fetch the chunk again' },
-      );
-    }
-    this.remember(digest);
+    await this.checkRead(digest, data);
     return data;
   }
 
@@ -190,13 +178,11 @@ export class FsChunkStore implements ChunkStore {
     try {
       fd = await openFd(this.blobPath(digest), 'r');
     } catch (err) {
-      if (!isNoEnt(err)) throw err;
-      this.known.delete(digest);
-      throw chunkNotFound(digest, err);
+      throw this.readFailure(digest, err);
     }
     let n: number;
     try {
-      n = await readFd(fd, out, offset, size, 0);
+      n = await readOnce(fd, out, offset, size, 0);
     } finally {
       await closeFd(fd);
     }
@@ -206,7 +192,23 @@ export class FsChunkStore implements ChunkStore {
         `stored chunk ${digest} has ${n} bytes where ${size} were expected`,
       );
     }
-    if (this.verify && digestOf(out.subarray(offset, offset + size)) !== digest) {
+    await this.checkRead(digest, out.subarray(offset, offset + size));
+  }
+
+  /** What a failed open of a chunk's file means: ChunkNotFound (and forgotten) when it is gone. */
+  private readFailure(digest: Digest, err: unknown): unknown {
+    if (!isNoEnt(err)) return err;
+    this.known.delete(digest);
+    return chunkNotFound(digest, err);
+  }
+
+  /**
+   * After a read of `data` for `digest`: with `verify`, a copy that does not hash to its digest
+   * is dropped (so missing() reports the chunk and a put can replace it) and ChunkStoreCorrupt
+   * thrown; else the chunk is remembered as present.
+   */
+  private async checkRead(digest: Digest, data: Buffer): Promise<void> {
+    if (this.verify && digestOf(data) !== digest) {
       this.known.delete(digest);
       await rm(this.blobPath(digest), { force: true });
       throw new FailedPreconditionError(
